@@ -1,0 +1,188 @@
+"""Consumer layer: mapped weights -> typed structs the compiled forward pass takes directly.
+
+Every array is C-contiguous, in the model's dtype, laid out as the kernels read it: Linear weights
+transposed from PyTorch's ``[out, in]`` to ``[in, out]``. Per-layer tensors are stacked along a leading
+``num_layers`` axis (and per-channel ones along a ``channels`` axis), so the struct's Numba type does not
+depend on depth or channel count and one compilation serves every checkpoint of a dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
+from .detection import distribution_parameters, expected_shapes, OPTIONAL_NAMES
+from .errors import ShapeMismatchError, WeightMappingError
+
+
+def _array(value, dtype) -> np.ndarray:
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+class Linear(NamedTuple):
+    weight: np.ndarray  # [in, out]
+    bias: np.ndarray  # [out]; zeros when the checkpoint has no bias (adding 0.0 is exact)
+
+    @classmethod
+    def from_state_dict(cls, state: dict, prefix: str, dtype) -> "Linear":
+        weight = state[f"{prefix}.weight"]  # PyTorch layout: [out, in]
+        bias = state.get(f"{prefix}.bias")
+        if bias is None:
+            bias = np.zeros(weight.shape[0])
+        return cls(weight=_array(weight.T, dtype), bias=_array(bias, dtype))
+
+
+class Norm(NamedTuple):
+    """BatchNorm1d (eval: running statistics) or LayerNorm over d_model; LayerNorm leaves the stats at 0 and 1."""
+
+    weight: np.ndarray  # [d_model]
+    bias: np.ndarray  # [d_model]
+    running_mean: np.ndarray  # [d_model]
+    running_var: np.ndarray  # [d_model]
+
+    @classmethod
+    def from_state_dict(cls, state: dict, prefix: str, norm_type: str, dtype) -> "Norm":
+        weight = state[f"{prefix}.weight"]
+        if norm_type == "batchnorm":
+            mean, var = state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"]
+        else:
+            mean, var = np.zeros_like(weight), np.ones_like(weight)
+        return cls(*(_array(v, dtype) for v in (weight, state[f"{prefix}.bias"], mean, var)))
+
+
+class EncoderWeights(NamedTuple):
+    embedding_weight: np.ndarray  # [1 or channels, patch_length, d_model]
+    embedding_bias: np.ndarray  # [1 or channels, d_model]
+    positional_encoding: np.ndarray  # [num_tokens, d_model] (row 0 belongs to the cls token when used)
+    cls_token: np.ndarray  # [d_model]; zeros when unused
+    qkv_weight: np.ndarray  # [layers, d_model, 3 * d_model]: q, k, v projections side by side
+    qkv_bias: np.ndarray  # [layers, 3 * d_model]
+    out_weight: np.ndarray  # [layers, d_model, d_model]
+    out_bias: np.ndarray  # [layers, d_model]
+    norm_weight: np.ndarray  # [layers, 3, d_model]: norms of attention, channel attention, feed-forward
+    norm_bias: np.ndarray  # [layers, 3, d_model]
+    norm_mean: np.ndarray  # [layers, 3, d_model]
+    norm_var: np.ndarray  # [layers, 3, d_model]
+    ff1_weight: np.ndarray  # [layers, d_model, ffn_dim]
+    ff1_bias: np.ndarray  # [layers, ffn_dim]
+    ff2_weight: np.ndarray  # [layers, ffn_dim, d_model]
+    ff2_bias: np.ndarray  # [layers, d_model]
+
+
+class HeadWeights(NamedTuple):
+    weight: np.ndarray  # [1 or channels, parameters, in, out]
+    bias: np.ndarray  # [1 or channels, parameters, out]
+
+
+class PatchTSTWeights(NamedTuple):
+    encoder: EncoderWeights
+    head: HeadWeights
+
+
+def _stack(items: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.ndarray:
+    return _array(np.stack(items) if items else np.zeros((0, *empty_shape)), dtype)
+
+
+def validate_state(mapped: dict, unmapped: list[str], config: PatchTSTConfig, head: str) -> None:
+    """Every tensor the config needs is there with the right shape, and nothing else is."""
+    shapes = expected_shapes(config, head)
+    missing = sorted(name for name in shapes if name not in mapped and not OPTIONAL_NAMES.match(name))
+    unexpected = sorted(name for name in mapped if name not in shapes)
+    if unmapped or missing or unexpected:
+        parts = []
+        if unmapped:
+            parts.append(f"checkpoint keys no rule maps: {unmapped}")
+        if missing:
+            parts.append(f"tensors the config needs but the checkpoint lacks: {missing}")
+        if unexpected:
+            parts.append(f"tensors the checkpoint holds but the config does not use: {unexpected}")
+        raise WeightMappingError(f"PatchTST ({head} head): " + "; ".join(parts), unmapped, missing, unexpected)
+    for name, shape in shapes.items():
+        if name in mapped and tuple(mapped[name].shape) != shape:
+            raise ShapeMismatchError(
+                f"tensor {name!r}: the config implies shape {list(shape)}, the checkpoint holds {list(mapped[name].shape)}"
+            )
+
+
+def load_encoder(state: dict, config: PatchTSTConfig, dtype) -> EncoderWeights:
+    d_model = config.d_model
+    if config.share_embedding:
+        embeddings = [Linear.from_state_dict(state, "embedding", dtype)]
+    else:
+        embeddings = [Linear.from_state_dict(state, f"embedding.{c}", dtype) for c in range(config.num_input_channels)]
+    cls_token = state["cls_token"].reshape(d_model) if config.use_cls_token else np.zeros(d_model)
+
+    qkv, out, norms, ff1, ff2 = [], [], [], [], []
+    for layer in range(config.num_hidden_layers):
+        prefix = f"encoder_layers.{layer}"
+        q, k, v, o = (Linear.from_state_dict(state, f"{prefix}.attention.{p}", dtype)
+                      for p in ("q_proj", "k_proj", "v_proj", "out_proj"))
+        qkv.append(Linear(np.concatenate([q.weight, k.weight, v.weight], axis=1),
+                          np.concatenate([q.bias, k.bias, v.bias])))
+        out.append(o)
+        layer_norms = []
+        for sublayer in ("attention", "channel_attention", "ff"):
+            name = f"{prefix}.{sublayer}_{config.norm_type}"
+            if f"{name}.weight" in state:
+                layer_norms.append(Norm.from_state_dict(state, name, config.norm_type, dtype))
+            else:  # no channel attention: an identity placeholder the kernel never reads
+                layer_norms.append(Norm(*(np.full(d_model, fill) for fill in (1.0, 0.0, 0.0, 1.0))))
+        norms.append(layer_norms)
+        ff1.append(Linear.from_state_dict(state, f"{prefix}.ff.linear1", dtype))
+        ff2.append(Linear.from_state_dict(state, f"{prefix}.ff.linear2", dtype))
+
+    def norm_field(field: int) -> np.ndarray:
+        return _stack([np.stack([norm[field] for norm in layer]) for layer in norms], (3, d_model), dtype)
+
+    return EncoderWeights(
+        embedding_weight=_stack([e.weight for e in embeddings], (), dtype),
+        embedding_bias=_stack([e.bias for e in embeddings], (), dtype),
+        positional_encoding=_array(state["positional_encoding"], dtype),
+        cls_token=_array(cls_token, dtype),
+        qkv_weight=_stack([l.weight for l in qkv], (d_model, 3 * d_model), dtype),
+        qkv_bias=_stack([l.bias for l in qkv], (3 * d_model,), dtype),
+        out_weight=_stack([l.weight for l in out], (d_model, d_model), dtype),
+        out_bias=_stack([l.bias for l in out], (d_model,), dtype),
+        norm_weight=norm_field(0),
+        norm_bias=norm_field(1),
+        norm_mean=norm_field(2),
+        norm_var=norm_field(3),
+        ff1_weight=_stack([l.weight for l in ff1], (d_model, config.ffn_dim), dtype),
+        ff1_bias=_stack([l.bias for l in ff1], (config.ffn_dim,), dtype),
+        ff2_weight=_stack([l.weight for l in ff2], (config.ffn_dim, d_model), dtype),
+        ff2_bias=_stack([l.bias for l in ff2], (d_model,), dtype),
+    )
+
+
+def load_head(state: dict, config: PatchTSTConfig, head: str, dtype) -> HeadWeights:
+    if head == "none":
+        return HeadWeights(np.zeros((0, 0, 0, 0), dtype), np.zeros((0, 0, 0), dtype))
+    if head in ("pretraining", "classification"):
+        owners = [["head.linear"]]
+    else:
+        params = distribution_parameters(config, head)
+        shared = head == "regression" or config.share_projection
+        channels = [""] if shared else [f".{c}" for c in range(config.num_input_channels)]
+        if params:
+            kind = "distribution" if shared else "channel_distribution"
+            owners = [[f"head.{kind}{c}.{k}" for k in range(len(params))] for c in channels]
+        else:
+            kind = "projection" if shared else "channel_projection"
+            owners = [[f"head.{kind}{c}"] for c in channels]
+    linears = [[Linear.from_state_dict(state, prefix, dtype) for prefix in group] for group in owners]
+    return HeadWeights(
+        weight=_array(np.stack([np.stack([l.weight for l in group]) for group in linears]), dtype),
+        bias=_array(np.stack([np.stack([l.bias for l in group]) for group in linears]), dtype),
+    )
+
+
+def load_patchtst_weights(mapped: dict, config: PatchTSTConfig, head: str, dtype, unmapped=()) -> PatchTSTWeights:
+    """Check names and shapes against the config, then transpose and stack into ``PatchTSTWeights``."""
+    validate_state(mapped, list(unmapped), config, head)
+    return PatchTSTWeights(load_encoder(mapped, config, dtype), load_head(mapped, config, head, dtype))
+
+
+__all__ = ["Linear", "Norm", "EncoderWeights", "HeadWeights", "PatchTSTWeights", "load_patchtst_weights",
+           "DISTRIBUTION_PARAMETERS"]
