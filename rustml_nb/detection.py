@@ -129,7 +129,7 @@ class DetectionReport:
     ffn_dim: int | None
     patch_input_width: int | None
     norm_type: str | None
-    channel_attention: bool
+    channel_attention: bool | None
     share_embedding: bool
     num_input_channels: int | None
     use_cls_token: bool
@@ -162,14 +162,15 @@ def _indices(mapped, pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for name in mapped if (m := regex.match(name))})
 
 
-def _head_candidates(mapped, d_model, patch_width, num_positions) -> tuple[str, ...]:
-    """Heads whose shapes fit the head tensors present, from shapes alone."""
+def _head_candidates(mapped, d_model, patch_width, num_positions, channels) -> tuple[str, ...]:
+    """Heads whose shapes fit the head tensors present. ``channels`` (None: any) is the channel count
+    classification and regression heads must flatten."""
     if "head.linear.weight" in mapped:
         outputs, inputs = mapped["head.linear.weight"].shape
         found = []
         if inputs == d_model and outputs == patch_width:
             found.append("pretraining")
-        if d_model and inputs % d_model == 0:
+        if d_model and inputs % d_model == 0 and channels in (None, inputs // d_model):
             found.append("classification")
         return tuple(found)
     if any(name.startswith("head.channel_") for name in mapped):
@@ -181,13 +182,15 @@ def _head_candidates(mapped, d_model, patch_width, num_positions) -> tuple[str, 
     found = []
     if d_model and (inputs == d_model or (num_positions and inputs == d_model * num_positions)):
         found.append("prediction")
-    if d_model and inputs % d_model == 0:
+    if d_model and inputs % d_model == 0 and channels in (None, inputs // d_model):
         found.append("regression")
     return tuple(found)
 
 
-def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None) -> DetectionReport:
-    """Read the architecture off mapped weights. ``hint`` (a head name) breaks ties shapes cannot."""
+def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
+                    num_input_channels: int | None = None) -> DetectionReport:
+    """Read the architecture off mapped weights. ``hint`` (a head name) and ``num_input_channels``
+    break ties that shapes alone cannot (a pooled 1-channel regression head looks like a prediction head)."""
     per_channel_embeddings = _indices(mapped, r"embedding\.(\d+)\.weight\Z")
     embedding = mapped.get("embedding.weight")
     if embedding is None and per_channel_embeddings:
@@ -210,7 +213,8 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None) -> D
         close = np.allclose(positions.astype(np.float64), table, rtol=1e-2, atol=1e-3)
         positional_type = "sincos" if close else "random"
 
-    candidates = _head_candidates(mapped, d_model, patch_width, num_patches)
+    known_channels = len(per_channel_embeddings) if per_channel_embeddings else num_input_channels
+    candidates = _head_candidates(mapped, d_model, patch_width, num_patches, known_channels)
     head = hint if hint in candidates else (candidates[0] if candidates else "unknown")
     distribution_count = len(_indices(mapped, r"head\.(?:channel_)?distribution\.(?:\d+\.)?(\d+)\.weight\Z"))
     channel_projections = _indices(mapped, r"head\.channel_(?:projection|distribution)\.(\d+)\.")
@@ -231,7 +235,7 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None) -> D
         ffn_dim=None if ff1 is None else ff1.shape[0],
         patch_input_width=patch_width,
         norm_type=norm_type,
-        channel_attention=any(".channel_attention_" in name for name in mapped),
+        channel_attention=any(".channel_attention_" in name for name in mapped) if layers else None,
         share_embedding=not per_channel_embeddings,
         num_input_channels=channels,
         use_cls_token=use_cls_token,
@@ -247,7 +251,7 @@ def check_patchtst_compatibility(mapped: dict[str, np.ndarray], config: PatchTST
     """Detect the variant (CI/CD) and list every field where config and weights disagree."""
     expected_ci = config.patch_length
     expected_cd = config.patch_length * config.num_input_channels
-    report = detect_patchtst(mapped, hint=head_of_config(config))
+    report = detect_patchtst(mapped, hint=head_of_config(config), num_input_channels=config.num_input_channels)
     got = report.patch_input_width
     if got == expected_ci:
         kind = "ChannelIndependent"
@@ -260,7 +264,6 @@ def check_patchtst_compatibility(mapped: dict[str, np.ndarray], config: PatchTST
     comparisons = [
         ("d_model", config.d_model, report.d_model),
         ("num_hidden_layers", config.num_hidden_layers, report.num_hidden_layers),
-        ("channel_attention", config.channel_attention, report.channel_attention),
         ("share_embedding", config.share_embedding, report.share_embedding),
         ("use_cls_token", config.use_cls_token, report.use_cls_token),
         ("num_patches + cls", config.num_patches + int(config.use_cls_token), report.num_positions),
@@ -268,6 +271,7 @@ def check_patchtst_compatibility(mapped: dict[str, np.ndarray], config: PatchTST
     if config.num_hidden_layers:
         comparisons += [
             ("ffn_dim", config.ffn_dim, report.ffn_dim),
+            ("channel_attention", config.channel_attention, report.channel_attention),
             ("norm_type", config.norm_type, report.norm_type),
             ("bias", config.bias, report.bias),
         ]

@@ -1,0 +1,72 @@
+"""Bad inference input gets a typed error naming what was expected and what came."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rustml_nb
+from rustml_nb.errors import ConfigError, InputError
+from reference import build_reference, state_dict_numpy
+
+SMALL = dict(num_input_channels=2, context_length=12, patch_length=4, patch_stride=4, d_model=8,
+             num_attention_heads=2, ffn_dim=8, num_hidden_layers=1, prediction_length=3)
+
+
+@pytest.fixture(scope="module")
+def models():
+    built = {}
+    for name in ("PatchTSTForPrediction", "PatchTSTForPretraining"):
+        reference = build_reference(name, seed=0, **SMALL)
+        config = rustml_nb.PatchTSTConfig.from_dict(reference.config.to_dict())
+        built[name] = getattr(rustml_nb, name).from_hub_weights(config, state_dict_numpy(reference))
+    return built
+
+
+@pytest.mark.parametrize("values, message", [
+    (np.zeros((2, 2, 12, 2)), r"got 4-D shape \(2, 2, 12, 2\)"),
+    (np.zeros(12), "got 1-D"),
+    (np.zeros((1, 10, 2)), r"expected \[batch, 12, 2\] .* got \[1, 10, 2\]"),
+    (np.zeros((1, 12, 3)), r"expected \[batch, 12, 2\] .* got \[1, 12, 3\]"),
+    (np.zeros((12, 3)), r"got \[12, 3\]"),
+    (np.zeros((1, 12, 2), dtype=np.int64), "must be a float array, got dtype int64"),
+    (np.zeros((1, 12, 2), dtype=bool), "must hold real numbers, got dtype bool"),
+    (np.array([["a"] * 2] * 12), "must hold real numbers"),
+    (np.zeros((0, 12, 2)), "the batch is empty"),
+])
+def test_bad_past_values(models, values, message):
+    with pytest.raises(InputError, match=message):
+        models["PatchTSTForPrediction"](values)
+
+
+def test_bad_observed_mask(models):
+    model = models["PatchTSTForPrediction"]
+    values = np.ones((2, 12, 2))
+    with pytest.raises(InputError, match=r"past_observed_mask: expected shape \[2, 12, 2\] .* got \[2, 12\]"):
+        model(values, np.ones((2, 12)))
+    with pytest.raises(InputError, match="only 0 and 1"):
+        model(values, np.full((2, 12, 2), 0.5))
+    values[1, 4, 0] = np.nan
+    with pytest.raises(InputError, match=r"past_values\[1, 4, 0\] is nan but past_observed_mask marks it observed"):
+        model(values, np.ones((2, 12, 2), dtype=bool))
+    values[1, 4, 0] = np.inf
+    with pytest.raises(InputError, match=r"is inf"):
+        model(values, np.ones((2, 12, 2), dtype=bool))
+
+
+def test_bad_patch_mask(models):
+    with pytest.raises(InputError, match=r"mask: expected shape \[1, 2, 3\] .* got \[1, 3\]"):
+        models["PatchTSTForPretraining"](np.ones((1, 12, 2)), mask=np.zeros((1, 3), dtype=bool))
+
+
+def test_unknown_dtype(models):
+    reference = build_reference("PatchTSTForPrediction", seed=0, **SMALL)
+    config = rustml_nb.PatchTSTConfig.from_dict(reference.config.to_dict())
+    with pytest.raises(ConfigError, match="dtype must be one of .* got 'float16'"):
+        rustml_nb.PatchTSTForPrediction.from_hub_weights(config, state_dict_numpy(reference), dtype="float16")
+
+
+def test_a_list_of_lists_is_accepted(models):
+    values = np.random.default_rng(0).normal(size=(12, 2))
+    np.testing.assert_array_equal(models["PatchTSTForPrediction"](values.tolist()).prediction_outputs,
+                                  models["PatchTSTForPrediction"](values).prediction_outputs)

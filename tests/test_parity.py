@@ -1,0 +1,105 @@
+"""Parity with transformers: random checkpoints of every class and switch, every output field compared.
+
+float64 against transformers in float64 within 1e-9 x (1 + max |reference|); float32 against float32
+within 2e-4 x (1 + max |reference|). Inputs have offsets and scales like real data, with and without
+missing values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import rustml_nb
+from reference import CLASS_NAMES, build_reference, realistic_series, run_reference
+from strategies import patchtst_kwargs
+
+TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def assert_close(ours, reference, dtype, field):
+    reference = reference.detach().numpy() if isinstance(reference, torch.Tensor) else reference
+    assert ours.shape == reference.shape, f"{field}: shape {ours.shape} vs transformers {reference.shape}"
+    assert ours.dtype == np.dtype(dtype), f"{field}: dtype {ours.dtype}"
+    bound = TOLERANCE[dtype] * (1.0 + np.abs(reference).max(initial=0.0))
+    error = np.abs(ours.astype(np.float64) - reference.astype(np.float64)).max(initial=0.0)
+    assert error <= bound, f"{field}: max abs difference {error:.3g} exceeds {bound:.3g}"
+
+
+def compare_outputs(ours, reference, dtype):
+    """Every field of our output against transformers' field of the same name."""
+    compared = 0
+    for field, value in vars(ours).items():
+        if value is None or field == "mask":
+            continue
+        expected = getattr(reference, field)
+        if isinstance(value, tuple):
+            assert isinstance(expected, tuple) and len(value) == len(expected), field
+            for i, (a, b) in enumerate(zip(value, expected)):
+                assert_close(a, b, dtype, f"{field}[{i}]")
+        else:
+            assert_close(value, expected, dtype, field)
+        compared += 1
+    assert compared > 0
+
+
+def draw_inputs(data, kwargs, dtype):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="input seed"))
+    batch = data.draw(st.integers(1, 4), label="batch")
+    values = realistic_series(rng, batch, kwargs["context_length"], kwargs["num_input_channels"]).astype(dtype)
+    missing = data.draw(st.sampled_from(["none", "some", "whole series"]), label="missing")
+    observed = None
+    if missing != "none":
+        observed = (rng.random(values.shape) > 0.15).astype(dtype)
+        if missing == "whole series":
+            observed[0, :, 0] = 0.0  # exercises the mean scaler's batch default scale
+    return values, observed
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("class_name", CLASS_NAMES)
+@given(data=st.data())
+def test_parity_with_transformers(class_name, dtype, data, tmp_path_factory):
+    kwargs = data.draw(patchtst_kwargs(class_name), label="config")
+    reference = build_reference(class_name, seed=data.draw(st.integers(0, 1000), label="seed"),
+                                torch_dtype=TORCH_DTYPES[dtype], **kwargs)
+    folder = tmp_path_factory.mktemp("checkpoint")
+    reference.save_pretrained(folder)
+    model = rustml_nb.from_pretrained(folder, dtype=dtype)
+    assert type(model).__name__ == class_name
+
+    values, observed = draw_inputs(data, kwargs, dtype)
+    mask = None
+    if class_name in ("PatchTSTForPretraining", "PatchTSTModel") and data.draw(st.booleans(), label="patch mask"):
+        mask = np.random.default_rng(0).random((values.shape[0], kwargs["num_input_channels"], model.config.num_patches)) < 0.4
+    extra = {"mask": mask} if mask is not None else {}
+    ours = model(values, observed, output_hidden_states=True, **extra)
+    expected = run_reference(reference, values, observed, mask, output_hidden_states=True)
+    if kwargs["num_hidden_layers"] == 0:
+        assert ours.hidden_states == () and expected.hidden_states == ()
+        ours.hidden_states = None
+    compare_outputs(ours, expected, dtype)
+
+
+@pytest.mark.parametrize("class_name", ["PatchTSTForPrediction", "PatchTSTModel"])
+def test_nan_is_missing_and_single_series_is_accepted(class_name):
+    """NaN with no mask, or NaN where the mask says missing, is treated as missing (transformers would
+    propagate NaN): the result equals transformers' on zero-filled values with the matching mask."""
+    kwargs = dict(num_input_channels=2, context_length=12, patch_length=4, patch_stride=4, d_model=8,
+                  num_attention_heads=2, ffn_dim=8, num_hidden_layers=1, scaling="std")
+    reference = build_reference(class_name, seed=3, torch_dtype=torch.float64, **kwargs)
+    model = getattr(rustml_nb, class_name).from_hub_weights(
+        rustml_nb.PatchTSTConfig(**kwargs), {k: v.numpy() for k, v in reference.state_dict().items()}, "float64")
+    values = realistic_series(np.random.default_rng(1), 2, 12, 2)
+    values[0, 3, 1] = np.nan
+    values[1, 0, 0] = np.inf
+    observed = np.isfinite(values).astype(np.float64)
+    expected = run_reference(reference, np.nan_to_num(values, nan=0.0, posinf=0.0), observed)
+    compare_outputs(model(values), expected, "float64")
+    compare_outputs(model(values, observed), expected, "float64")
+    single = model(values[1])  # [context_length, channels]
+    first_field = next(iter(vars(single)))
+    np.testing.assert_array_equal(getattr(single, first_field), getattr(model(values[1:]), first_field)[0])
