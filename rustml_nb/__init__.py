@@ -7,6 +7,8 @@ from .errors import (ArchitectureMismatchError, CheckpointError, ConfigError, In
                      RustmlError, ShapeMismatchError, UnsupportedArchitectureError, UnsupportedDtypeError,
                      WeightMappingError)
 from .formats import load_safetensors
+from .hub import (HubApi, HubConnectionError, HubError, HubFileNotFoundError, NotCachedError, RepoNotFoundError,
+                  RevisionNotFoundError)
 from .mapping import WeightMappingResult, map_patchtst_weights
 from .patchtst import (PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
                        PatchTSTForRegression, PatchTSTModel, from_pretrained)

@@ -81,20 +81,25 @@ def load_safetensors(path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def read_shard_index(index_path) -> dict[str, Path]:
-    """Parse ``model.safetensors.index.json`` -> ``{tensor name: shard path}``; shards must exist."""
+def read_weight_map(index_path) -> dict[str, str]:
+    """Parse ``model.safetensors.index.json`` -> ``{tensor name: shard file name}``."""
     index_path = Path(index_path)
     try:
-        index = json.loads(index_path.read_text())
-        weight_map = index["weight_map"]
-        if not isinstance(weight_map, dict):
-            raise TypeError("weight_map is not an object")
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map is not an object of file names")
     except FileNotFoundError:
         raise MissingFileError(f"shard index not found: {index_path}") from None
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{index_path}: not a valid shard index ({error!r})") from None
+    return weight_map
+
+
+def read_shard_index(index_path) -> dict[str, Path]:
+    """``{tensor name: shard path}`` from a shard index; every shard must exist beside it."""
+    index_path = Path(index_path)
     shard_of = {}
-    for name, shard in weight_map.items():
+    for name, shard in read_weight_map(index_path).items():
         shard_path = index_path.parent / shard
         if not shard_path.is_file():
             raise MissingFileError(f"{index_path} names shard {shard!r} for tensor {name!r}, but {shard_path} does not exist")

@@ -12,7 +12,6 @@ from typing import ClassVar
 import numpy as np
 
 from . import kernels
-from .bundle import ModelBundle
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
 from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_compatibility, head_of_config
 from .errors import ArchitectureMismatchError, ConfigError, InputError, UnsupportedArchitectureError
@@ -147,9 +146,11 @@ class _PatchTSTBase:
         return cls(config, weights, dtype, check)
 
     @classmethod
-    def from_pretrained(cls, path, dtype: str = "float32"):
-        """Load a local checkpoint folder (``config.json`` + safetensors)."""
-        bundle = ModelBundle.from_dir(path)
+    def from_pretrained(cls, repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
+                        local_files_only: bool = False):
+        """Load a checkpoint folder, or a Hub repo id through ``HubApi`` (see ``rustml_nb.from_pretrained``)."""
+        from .hub import load_bundle
+        bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
         return cls.from_hub_weights(bundle.config, bundle.load_tensors(), dtype)
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -334,8 +335,15 @@ def model_class_for(bundle_config: PatchTSTConfig, hf_weights: dict):
     return _CLASS_BY_HEAD[head]
 
 
-def from_pretrained(path, dtype: str = "float32"):
-    """Load a local checkpoint folder as the class its ``config.json`` names."""
-    bundle = ModelBundle.from_dir(path)
+def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
+                    local_files_only: bool = False):
+    """Load a checkpoint as the class its ``config.json`` names.
+
+    ``repo_id_or_path``: a folder that exists is local; otherwise a Hub repo id, downloaded into
+    huggingface_hub's cache (``revision`` pins a branch, tag or commit; ``local_files_only`` never
+    touches the network; ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` apply).
+    """
+    from .hub import load_bundle
+    bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
     tensors = bundle.load_tensors()
     return model_class_for(bundle.config, tensors).from_hub_weights(bundle.config, tensors, dtype)
