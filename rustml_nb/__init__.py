@@ -1,5 +1,15 @@
 """rustml_nb: Hugging Face PatchTST checkpoints on the CPU, in Numba-compiled NumPy, at parity with transformers."""
 
+import os as _os
+
+# Numba's OpenMP workers spin after a parallel loop and then fight OpenBLAS's threads for the cores
+# (batch-1 latency went from 6 ms to 112 ms on 2 cores). The workqueue layer does not spin. A layer the
+# user chose (NUMBA_THREADING_LAYER) wins.
+if "NUMBA_THREADING_LAYER" not in _os.environ:
+    import numba as _numba
+
+    _numba.config.THREADING_LAYER = "workqueue"
+
 from .bundle import ModelBundle
 from .config import PatchTSTConfig
 from .detection import ArchitectureCheck, DetectionReport, check_patchtst_compatibility, detect_patchtst

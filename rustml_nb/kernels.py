@@ -13,7 +13,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange, types
+from numba.extending import overload
 
 # Switch values (plain ints inside compiled code).
 SCALING_NONE, SCALING_MEAN, SCALING_STD = 0, 1, 2
@@ -122,21 +123,21 @@ def patchify(scaled, patch_length, patch_stride):
 # --------------------------------------------------------------------------------------------------
 # Transformer pieces, over rows [rows, d_model]
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True)
-def normalize(rows, weights, layer, which, switches):
-    """BatchNorm (running statistics) or LayerNorm over d_model; rows: [rows, d_model] -> new array."""
-    out = np.empty_like(rows)
+@njit(cache=True, parallel=True)
+def normalize(rows, weights, layer, which, switches, out):
+    """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model].
+    out may be rows itself."""
     n, d_model = rows.shape
     gamma = weights.norm_weight[layer, which]
     beta = weights.norm_bias[layer, which]
     if switches.norm_type == NORM_BATCH:
         mean = weights.norm_mean[layer, which]
         inv_std = 1.0 / np.sqrt(weights.norm_var[layer, which] + switches.norm_eps)
-        for r in range(n):
+        for r in prange(n):
             for d in range(d_model):
                 out[r, d] = (rows[r, d] - mean[d]) * inv_std[d] * gamma[d] + beta[d]
     else:
-        for r in range(n):
+        for r in prange(n):
             mean = 0.0
             for d in range(d_model):
                 mean += rows[r, d]
@@ -148,98 +149,233 @@ def normalize(rows, weights, layer, which, switches):
             inv_std = 1.0 / math.sqrt(variance + switches.norm_eps)
             for d in range(d_model):
                 out[r, d] = (rows[r, d] - mean) * inv_std * gamma[d] + beta[d]
-    return out
+
+
+# float32 runs vectorizable approximations of exp and erf (no libm call in the loop, so LLVM can use SIMD);
+# float64, the parity dtype, keeps libm's. The choice is made by dtype when Numba types the call.
+_LN2_HI, _LN2_LO = 0.693145751953125, 1.428606765330187045e-06  # ln 2 split so k * _LN2_HI is exact
+# Abramowitz & Stegun 7.1.28: erf(x) = 1 - (1 + a1 x + ... + a6 x^6)^-16 for x >= 0, |error| <= 3e-7.
+_ERF_A = (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638)
+
+
+def exp_inplace(values):
+    """values[:] = exp(values) over a 1-D contiguous array."""
+
+
+@overload(exp_inplace)
+def _exp_inplace(values):
+    if values.dtype == types.float32:
+        def impl(values):
+            # exp(x) = 2^k exp(r), |r| <= ln2 / 2; exp(r) by its degree-7 Taylor polynomial (< 1 ulp).
+            exponents = np.empty(values.size, dtype=np.int32)
+            for i in range(values.size):
+                x = max(values[i], np.float32(-87.0))
+                k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+                r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
+                p = np.float32(1.0 / 5040.0)
+                p = p * r + np.float32(1.0 / 720.0)
+                p = p * r + np.float32(1.0 / 120.0)
+                p = p * r + np.float32(1.0 / 24.0)
+                p = p * r + np.float32(1.0 / 6.0)
+                p = p * r + np.float32(0.5)
+                p = p * r + np.float32(1.0)
+                values[i] = p * r + np.float32(1.0)
+                exponents[i] = np.int32(k)
+            bits = values.view(np.int32)
+            for i in range(values.size):
+                bits[i] += exponents[i] << 23  # multiply by 2^k through the exponent field
+        return impl
+
+    def impl(values):
+        for i in range(values.size):
+            values[i] = math.exp(values[i])
+    return impl
+
+
+def gelu_inplace(values):
+    """values[:] = GELU(values), the exact (erf) form torch's nn.GELU() computes."""
+
+
+@overload(gelu_inplace)
+def _gelu_inplace(values):
+    if values.dtype == types.float32:
+        a1, a2, a3, a4, a5, a6 = _ERF_A
+
+        def impl(values):
+            for i in range(values.size):
+                x = np.float64(values[i])
+                t = abs(x) * 0.7071067811865476
+                p = 1.0 + t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * (a5 + t * a6)))))
+                p = p * p
+                p = p * p
+                p = p * p
+                p = p * p
+                erf = 1.0 - 1.0 / p
+                values[i] = 0.5 * x * (1.0 + (erf if x >= 0 else -erf))
+        return impl
+
+    def impl(values):
+        for i in range(values.size):
+            values[i] = 0.5 * values[i] * (1.0 + math.erf(values[i] * 0.7071067811865476))
+    return impl
+
+
+@njit(cache=True, parallel=True)
+def add_bias_activate(rows, bias, activation):
+    """rows[r] = act(rows[r] + bias) in place; activation -1 means none. rows: [rows, features]."""
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        for f in range(row.size):
+            row[f] += bias[f]
+        if activation == ACT_GELU:
+            gelu_inplace(row)
+        elif activation == ACT_RELU:
+            for f in range(row.size):
+                row[f] = max(row[f], 0.0)
 
 
 @njit(cache=True)
-def multi_head_attention(rows, group_length, weights, layer, num_heads):
-    """Self-attention within consecutive groups of ``group_length`` rows.
+def linear(rows, weight, bias, out, activation=-1):
+    """out = act(rows [rows, in] @ weight [in, out] + bias [out]); one BLAS call into out, one pass."""
+    np.dot(rows, weight, out)
+    add_bias_activate(out, bias, activation)
+    return out
 
-    rows: [groups * group_length, d_model] -> [groups * group_length, d_model]
+
+@njit(cache=True, parallel=True)
+def add_bias_to_features(features_t, bias):
+    """features_t[f, :] += bias[f]; features_t: [features, rows] (a transposed activation)."""
+    for f in prange(features_t.shape[0]):
+        row = features_t[f]
+        b = bias[f]
+        for r in range(row.size):
+            row[r] += b
+
+
+@njit(cache=True, parallel=True)
+def attend(qkv_t, group_length, num_heads, context_t):
+    """Scaled dot-product attention within consecutive groups of ``group_length`` rows, per head.
+
+    qkv_t: [3 * d_model, rows] (q, k, v features, transposed) -> context_t: [d_model, rows].
+    In this layout a head's queries, keys and values for one group are contiguous along tokens. Scores
+    are kept as [key, query], so every inner loop (scores, max, exp, sum, mixing the values) runs across
+    queries over contiguous memory and vectorizes; each query still sums its keys in order.
     """
-    n, d_model = rows.shape
+    length = group_length
+    d_model = context_t.shape[0]
     head_dim = d_model // num_heads
     scaling = head_dim ** -0.5
-    qkv = rows @ weights.qkv_weight[layer] + weights.qkv_bias[layer]  # [rows, 3 * d_model]
-    context = np.empty_like(rows)
-    probabilities = np.empty(group_length, dtype=rows.dtype)
-    for g in range(n // group_length):
-        first = g * group_length
+    for g in prange(qkv_t.shape[1] // length):
+        first = g * length
+        last = first + length
+        scores_t = np.empty((length, length), dtype=qkv_t.dtype)  # [key, query]
+        largest = np.empty(length, dtype=qkv_t.dtype)  # [query]
+        total = np.empty(length, dtype=qkv_t.dtype)  # [query]
         for h in range(num_heads):
             q0 = h * head_dim
-            k0 = d_model + q0
-            v0 = 2 * d_model + q0
-            for i in range(group_length):
-                largest = -np.inf
-                for j in range(group_length):
-                    score = 0.0
-                    for d in range(head_dim):
-                        score += qkv[first + i, q0 + d] * qkv[first + j, k0 + d]
-                    probabilities[j] = score * scaling
-                    largest = max(largest, probabilities[j])
-                total = 0.0
-                for j in range(group_length):
-                    probabilities[j] = np.exp(probabilities[j] - largest)
-                    total += probabilities[j]
-                for j in range(group_length):
-                    probabilities[j] /= total
+            for j in range(length):
+                row = scores_t[j]
+                row[:] = 0.0
                 for d in range(head_dim):
-                    acc = 0.0
-                    for j in range(group_length):
-                        acc += probabilities[j] * qkv[first + j, v0 + d]
-                    context[first + i, q0 + d] = acc
-    return context @ weights.out_weight[layer] + weights.out_bias[layer]
+                    k = qkv_t[d_model + q0 + d, first + j]
+                    queries = qkv_t[q0 + d, first:last]
+                    for i in range(length):
+                        row[i] += k * queries[i]
+                for i in range(length):
+                    row[i] *= scaling
+            largest[:] = scores_t[0]
+            for j in range(1, length):
+                for i in range(length):
+                    largest[i] = max(largest[i], scores_t[j, i])
+            for j in range(length):
+                for i in range(length):
+                    scores_t[j, i] -= largest[i]
+            exp_inplace(scores_t.ravel())
+            total[:] = 0.0
+            for j in range(length):
+                for i in range(length):
+                    total[i] += scores_t[j, i]
+            for j in range(length):
+                for i in range(length):
+                    scores_t[j, i] /= total[i]
+            for d in range(head_dim):
+                mixed = context_t[q0 + d, first:last]
+                mixed[:] = 0.0
+                for j in range(length):
+                    v = qkv_t[2 * d_model + q0 + d, first + j]
+                    for i in range(length):
+                        mixed[i] += scores_t[j, i] * v
+
+
+class Workspace(NamedTuple):
+    """Buffers one forward pass reuses across layers (and the model across calls of one shape)."""
+
+    normed: np.ndarray  # [rows, d_model]
+    qkv_t: np.ndarray  # [3 * d_model, rows]: transposed, so attention reads heads contiguously
+    context_t: np.ndarray  # [d_model, rows]
+    projected: np.ndarray  # [rows, d_model]
+    hidden: np.ndarray  # [rows, ffn_dim]
+    swapped: np.ndarray  # [rows, d_model]: the stream reordered for attention across channels
 
 
 @njit(cache=True)
-def feed_forward(rows, weights, layer, activation):
-    """Linear -> GELU (exact, erf) or ReLU -> Linear; rows: [rows, d_model] -> [rows, d_model]."""
-    hidden = rows @ weights.ff1_weight[layer] + weights.ff1_bias[layer]  # [rows, ffn_dim]
-    flat = hidden.ravel()
-    if activation == ACT_GELU:
-        for i in range(flat.size):
-            flat[i] = 0.5 * flat[i] * (1.0 + math.erf(flat[i] * 0.7071067811865476))
-    else:
-        for i in range(flat.size):
-            flat[i] = max(flat[i], 0.0)
-    return hidden @ weights.ff2_weight[layer] + weights.ff2_bias[layer]
-
-
-@njit(cache=True)
-def attention_sublayer(rows, group_length, weights, layer, which, switches):
-    """Residual attention with pre- or post-norm; rows: [groups * group_length, d_model]."""
+def attention_sublayer(stream, group_length, weights, layer, which, switches, work):
+    """Residual self-attention within consecutive groups of ``group_length`` rows, pre- or post-norm,
+    updating stream [groups * group_length, d_model] in place."""
+    source = stream
     if switches.pre_norm:
-        return rows + multi_head_attention(normalize(rows, weights, layer, which, switches), group_length,
-                                           weights, layer, switches.num_heads)
-    attended = multi_head_attention(rows, group_length, weights, layer, switches.num_heads)
-    return normalize(rows + attended, weights, layer, which, switches)
+        normalize(stream, weights, layer, which, switches, work.normed)
+        source = work.normed
+    np.dot(weights.qkv_weight[layer].T, source.T, work.qkv_t)  # [3 * d_model, rows] = W^T x^T
+    add_bias_to_features(work.qkv_t, weights.qkv_bias[layer])
+    attend(work.qkv_t, group_length, switches.num_heads, work.context_t)
+    linear(work.context_t.T, weights.out_weight[layer], weights.out_bias[layer], work.projected)
+    add_inplace(stream, work.projected)
+    if not switches.pre_norm:
+        normalize(stream, weights, layer, which, switches, stream)
 
 
 @njit(cache=True)
-def swap_channels_and_tokens(rows, batch, first, second):
-    """[batch, first, second, d_model] rows -> [batch, second, first, d_model] rows."""
-    d_model = rows.shape[1]
-    out = np.empty_like(rows)
-    for b in range(batch):
+def feed_forward_sublayer(stream, weights, layer, switches, work):
+    """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
+    source = stream
+    if switches.pre_norm:
+        normalize(stream, weights, layer, NORM_FF, switches, work.normed)
+        source = work.normed
+    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], work.hidden, switches.activation)
+    linear(work.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], work.projected)
+    add_inplace(stream, work.projected)
+    if not switches.pre_norm:
+        normalize(stream, weights, layer, NORM_FF, switches, stream)
+
+
+@njit(cache=True, parallel=True)
+def add_inplace(target, addend):
+    """target += addend, rows in parallel; both [rows, width]."""
+    for r in prange(target.shape[0]):
+        for c in range(target.shape[1]):
+            target[r, c] += addend[r, c]
+
+
+@njit(cache=True, parallel=True)
+def swap_blocks(source, batch, first, second, out):
+    """Rows ordered [batch, first, second] -> [batch, second, first]; source, out: [rows, d_model]."""
+    for b in prange(batch):
         for i in range(first):
             for j in range(second):
-                out[(b * second + j) * first + i] = rows[(b * first + i) * second + j]
-    return out
+                out[(b * second + j) * first + i] = source[(b * first + i) * second + j]
 
 
 @njit(cache=True)
-def encoder_layer(rows, batch, channels, tokens, weights, layer, switches):
-    """One PatchTSTEncoderLayer; rows: [batch * channels * tokens, d_model]."""
-    rows = attention_sublayer(rows, tokens, weights, layer, NORM_ATTENTION, switches)
+def encoder_layer(stream, batch, channels, tokens, weights, layer, switches, work):
+    """One PatchTSTEncoderLayer over stream [batch * channels * tokens, d_model], in place."""
+    attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, work)
     if switches.channel_attention:
-        by_token = swap_channels_and_tokens(rows, batch, channels, tokens)  # [batch, tokens, channels, d_model]
-        by_token = attention_sublayer(by_token, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches)
-        rows = swap_channels_and_tokens(by_token, batch, tokens, channels)
-    if switches.pre_norm:
-        return rows + feed_forward(normalize(rows, weights, layer, NORM_FF, switches), weights, layer,
-                                   switches.activation)
-    return normalize(rows + feed_forward(rows, weights, layer, switches.activation), weights, layer, NORM_FF,
-                     switches)
+        # Attention across channels at each token: reorder to [batch, tokens, channels], attend, reorder back.
+        swap_blocks(stream, batch, channels, tokens, work.swapped)
+        attention_sublayer(work.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, work)
+        swap_blocks(work.swapped, batch, tokens, channels, stream)
+    feed_forward_sublayer(stream, weights, layer, switches, work)
 
 
 @njit(cache=True)
@@ -362,11 +498,12 @@ def apply_head(hidden, loc, scale, weights, switches):
 # The whole forward pass
 # --------------------------------------------------------------------------------------------------
 @njit(cache=True)
-def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidden_states):
+def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidden_states, work):
     """One PatchTST forward pass.
 
     values, observed: [batch, time, channels] (observed is 1.0/0.0 in the dtype);
-    patch_mask: [batch, channels, patches] bool, or [0, 0, 0] for none (pretraining's masked patches).
+    patch_mask: [batch, channels, patches] bool, or [0, 0, 0] for none (pretraining's masked patches);
+    work: a ``Workspace`` for rows = batch * channels * tokens.
     Returns last_hidden_state [batch, channels, tokens, d_model], loc and scale [batch, 1, channels],
     patch_input [batch, channels, patches, patch_length], the head output (see ``apply_head``), and the
     hidden states entering each layer [layers or 0, batch, channels, tokens, d_model].
@@ -391,7 +528,7 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
     for layer in range(num_layers):
         if keep_hidden_states:
             hidden_states[layer] = rows.reshape(batch, channels, tokens, d_model)
-        rows = encoder_layer(rows, batch, channels, tokens, encoder, layer, switches)
+        encoder_layer(rows, batch, channels, tokens, encoder, layer, switches, work)
     hidden = rows.reshape(batch, channels, tokens, d_model)
     head_output = apply_head(hidden, loc, scale, weights, switches)
     return hidden, loc, scale, patch_input, head_output, hidden_states

@@ -127,6 +127,7 @@ class _PatchTSTBase:
         self.dtype = np.dtype(DTYPES[dtype])
         self.architecture = check
         self._switches = _switches(config, self.head, self.dtype)
+        self._workspace: kernels.Workspace | None = None
 
     @classmethod
     def from_hub_weights(cls, config: PatchTSTConfig, hf_weights: dict, dtype: str = "float32"):
@@ -219,11 +220,28 @@ class _PatchTSTBase:
             raise InputError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
         return np.ascontiguousarray(mask, dtype=np.bool_)
 
+    def workspace(self, batch: int) -> kernels.Workspace:
+        """Scratch buffers for a batch: kept for the most recent batch size, so repeated calls of one
+        shape allocate (and page-fault) nothing new. ``release_workspace()`` frees them."""
+        config = self.config
+        rows = batch * config.num_input_channels * (config.num_patches + int(config.use_cls_token))
+        if self._workspace is None or self._workspace.normed.shape[0] != rows:
+            d_model = config.d_model
+            self._workspace = None  # let the old buffers go before allocating the new ones
+            self._workspace = kernels.Workspace(
+                normed=np.empty((rows, d_model), self.dtype), qkv_t=np.empty((3 * d_model, rows), self.dtype),
+                context_t=np.empty((d_model, rows), self.dtype), projected=np.empty((rows, d_model), self.dtype),
+                hidden=np.empty((rows, config.ffn_dim), self.dtype), swapped=np.empty((rows, d_model), self.dtype))
+        return self._workspace
+
+    def release_workspace(self) -> None:
+        self._workspace = None
+
     def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False):
         values, observed, single = self._prepare(past_values, past_observed_mask)
         patch_mask = self._patch_mask(mask, values.shape[0])
         results = kernels.patchtst_forward(values, observed, patch_mask, self.weights, self._switches,
-                                           bool(output_hidden_states))
+                                           bool(output_hidden_states), self.workspace(values.shape[0]))
         return results, single
 
     @staticmethod
