@@ -287,6 +287,40 @@ class PatchTSTForPrediction(_PatchTSTBase):
                                            self._hidden_tuple(states, output_hidden_states))
 
 
+    def point_forecast(self, output: PatchTSTForPredictionOutput) -> np.ndarray:
+        """[batch, horizon, channels] point forecasts: ``prediction_outputs`` for a point head, the mean of
+        the predicted distribution (in data units, as transformers' ``distribution(...).mean``) otherwise."""
+        if not self._switches.distribution:
+            return output.prediction_outputs
+        params, loc, scale = output.prediction_outputs, output.loc, output.scale
+        kind = self.config.distribution_output
+        if kind == "student_t":
+            df, mean = params[0], params[1]
+            return np.where(df > 1, mean, np.nan) * scale + loc
+        if kind == "normal":
+            return params[0] * scale + loc
+        total_count, logits = params  # negative binomial: transformers adds log(scale) to the logits, ignores loc
+        return total_count * np.exp(logits + np.log(scale))
+
+    def forecast(self, history, past_observed_mask=None):
+        """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
+
+        A DataFrame gets a DataFrame back, indexed by the ``prediction_length`` steps after its last row at
+        its inferred frequency, with the same column names. Only the last ``context_length`` rows are used;
+        NaN marks a missing value. An array gets ``point_forecast(self(array))``.
+        """
+        if not hasattr(history, "columns"):
+            return self.point_forecast(self(history, past_observed_mask))
+        from .frames import frame_to_values, future_index
+
+        values, times, columns = frame_to_values(history, self.config.context_length, self.config.num_input_channels)
+        prediction = self.point_forecast(self(values, past_observed_mask))
+        import pandas as pd
+
+        index = future_index(times, self.config.prediction_length, len(history))
+        return pd.DataFrame(prediction, index=index, columns=columns)
+
+
 class PatchTSTForPretraining(_PatchTSTBase):
     """Reconstructs the patched (scaled) input: ``prediction_output`` [batch, channels, patches, patch_length].
 

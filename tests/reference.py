@@ -61,29 +61,5 @@ def realistic_series(rng: np.random.Generator, batch: int, time: int, channels: 
     return offsets + scales * (cycle + trend + noise)
 
 
-class FixedMasking(torch.nn.Module):
-    """Stands in for transformers' random masking with a given patch mask (all False: no masking)."""
 
-    def __init__(self, mask: np.ndarray | None, mask_value: float):
-        super().__init__()
-        self.mask = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool))
-        self.mask_value = mask_value
-
-    def forward(self, patch_input: torch.Tensor):
-        mask = self.mask if self.mask is not None else torch.zeros(patch_input.shape[:3], dtype=torch.bool)
-        return patch_input.masked_fill(mask[..., None], self.mask_value), mask
-
-
-def run_reference(model, values: np.ndarray, observed: np.ndarray | None = None, mask: np.ndarray | None = None,
-                  output_hidden_states: bool = False):
-    """transformers' forward in its own dtype; pretraining masks exactly ``mask`` instead of at random."""
-    base = getattr(model, "model", model)  # a bare PatchTSTModel is its own base
-    if base.do_mask_input or mask is not None:
-        base.do_mask_input = True
-        base.masking = FixedMasking(mask, model.config.mask_value)
-    dtype = next(model.parameters()).dtype
-    kwargs = {"past_values": torch.from_numpy(values).to(dtype), "output_hidden_states": output_hidden_states}
-    if observed is not None:
-        kwargs["past_observed_mask"] = torch.from_numpy(observed).to(dtype)
-    with torch.no_grad():
-        return model(**kwargs)
+from rustml_nb.parity import reference_outputs as run_reference  # noqa: E402  (one implementation, shared)

@@ -13,37 +13,27 @@ import torch
 from hypothesis import given, strategies as st
 
 import rustml_nb
+from rustml_nb.parity import TOLERANCE, field_differences
 from reference import CLASS_NAMES, build_reference, realistic_series, run_reference
 from strategies import patchtst_kwargs
 
-TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def assert_close(ours, reference, dtype, field):
-    reference = reference.detach().numpy() if isinstance(reference, torch.Tensor) else reference
-    assert ours.shape == reference.shape, f"{field}: shape {ours.shape} vs transformers {reference.shape}"
-    assert ours.dtype == np.dtype(dtype), f"{field}: dtype {ours.dtype}"
-    bound = TOLERANCE[dtype] * (1.0 + np.abs(reference).max(initial=0.0))
-    error = np.abs(ours.astype(np.float64) - reference.astype(np.float64)).max(initial=0.0)
-    assert error <= bound, f"{field}: max abs difference {error:.3g} exceeds {bound:.3g}"
-
-
 def compare_outputs(ours, reference, dtype):
-    """Every field of our output against transformers' field of the same name."""
-    compared = 0
+    """Every field of our output against transformers' field of the same name, within TOLERANCE[dtype]."""
+    differences = field_differences(ours, reference)
+    assert differences, "no field compared"
+    for difference in differences:
+        assert difference.shape_ok, f"{difference.field}: shape differs from transformers'"
+        assert difference.within(TOLERANCE[dtype]), (
+            f"{difference.field}: max abs difference {difference.max_abs:.3g} is {difference.relative:.3g} of "
+            f"1 + max |reference|, over {TOLERANCE[dtype]}")
     for field, value in vars(ours).items():
-        if value is None or field == "mask":
+        if field == "mask":  # echoes the boolean patch mask given; not computed
             continue
-        expected = getattr(reference, field)
-        if isinstance(value, tuple):
-            assert isinstance(expected, tuple) and len(value) == len(expected), field
-            for i, (a, b) in enumerate(zip(value, expected)):
-                assert_close(a, b, dtype, f"{field}[{i}]")
-        else:
-            assert_close(value, expected, dtype, field)
-        compared += 1
-    assert compared > 0
+        for array in (value if isinstance(value, tuple) else (value,)):
+            assert array is None or array.dtype == np.dtype(dtype), f"{field}: dtype {array.dtype}"
 
 
 def draw_inputs(data, kwargs, dtype):

@@ -1,0 +1,254 @@
+"""``rustml-nb``: forecast, inspect and check parity from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+import numpy as np
+
+from . import demo
+from .errors import RustmlError
+
+DESCRIPTION = """\
+Run Hugging Face PatchTST checkpoints on the CPU with Numba, at parity with transformers.
+
+  rustml-nb forecast                       forecast the bundled test slice with the bundled model
+  rustml-nb forecast MODEL --input x.csv   your model (folder or Hub repo id) on your data
+  rustml-nb inspect MODEL                  config, detected variant, name table, parameter count
+  rustml-nb parity MODEL                   compare with transformers, field by field and layer by layer
+"""
+
+
+def _load(model: str | None, dtype: str, revision: str | None):
+    from .patchtst import from_pretrained
+
+    return from_pretrained(model or demo.MODEL_PATH, revision=revision, dtype=dtype)
+
+
+def cmd_forecast(args) -> int:
+    import pandas as pd
+
+    from .frames import read_table, write_table
+    from .patchtst import PatchTSTForPrediction
+
+    model = _load(args.model, args.dtype, args.revision)
+    if not isinstance(model, PatchTSTForPrediction):
+        raise RustmlError(f"forecast needs a PatchTSTForPrediction checkpoint; {args.model} is a {type(model).__name__}")
+    actual = None
+    if args.input:
+        history = read_table(args.input)
+    elif args.model is None:
+        history, actual = demo.test_slice()
+    else:
+        raise RustmlError("give --input FILE (CSV or Parquet, one column per channel) to forecast with your model")
+    forecast = model.forecast(history)
+    table = forecast.add_suffix(" forecast")
+    if actual is not None:
+        table = pd.concat([table, actual.add_suffix(" actual").set_axis(forecast.index)], axis=1)
+    print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    if actual is not None:
+        mae = float(np.mean(np.abs(forecast.to_numpy() - actual.to_numpy())))
+        print(f"\nmean absolute error over these {len(actual)} steps: {mae:.3f}  "
+              f"(bundled model: {demo.MODEL_PATH.name}, data: Seattle and San Francisco hourly °F, 2010)")
+    if args.output:
+        write_table(forecast, args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.plot:
+        plot_forecast(history, forecast, actual, args.plot, model.config.context_length)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def plot_forecast(history, forecast, actual, path, context_length: int) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        raise RustmlError("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .frames import split_time
+
+    channels, times = split_time(history)
+    channels = channels.iloc[-context_length:]
+    if times is not None:
+        channels = channels.set_axis(times[-context_length:])
+    import matplotlib.dates as mdates
+
+    fig, axes = plt.subplots(len(forecast.columns), 1, figsize=(10, 2.6 * len(forecast.columns)), squeeze=False)
+    for axis, column in zip(axes[:, 0], forecast.columns):
+        if times is not None:
+            locator = mdates.AutoDateLocator()
+            axis.xaxis.set_major_locator(locator)
+            axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        axis.plot(channels.index, channels[column], color="0.35", lw=1, label="history")
+        if actual is not None:
+            axis.plot(forecast.index, actual[column].to_numpy(), color="black", lw=1.5, label="actual")
+        axis.plot(forecast.index, forecast[column], color="tab:red", lw=1.5, label="forecast")
+        axis.set_title(str(column), loc="left")
+        axis.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cmd_inspect(args) -> int:
+    from .detection import check_patchtst_compatibility, head_of_config
+    from .hub import load_bundle
+    from .mapping import map_patchtst_weights
+    from .patchtst import model_class_for
+
+    bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
+    config = bundle.config
+    tensors = bundle.load_tensors()
+    mapping = map_patchtst_weights(tensors)
+    check = check_patchtst_compatibility(mapping.mapped, config)
+    cls = model_class_for(config, tensors)
+    print(f"checkpoint   {bundle.root}")
+    print(f"class        {cls.__name__} (architectures: {config.architectures})")
+    print(f"shape        {config.num_input_channels} channels x {config.context_length} steps -> "
+          f"{config.num_patches} patches of {config.patch_length} (stride {config.patch_stride})"
+          + (f" -> {config.prediction_length} steps ahead" if cls.head == "prediction" else ""))
+    print(f"encoder      {config.num_hidden_layers} layers, d_model {config.d_model}, "
+          f"{config.num_attention_heads} heads, ffn {config.ffn_dim}, {config.norm_type}, "
+          f"{'pre' if config.pre_norm else 'post'}-norm, {config.activation_function}")
+    print(f"scaling      {config.scaler}; pooling {config.pooling_type}; cls token {config.use_cls_token}; "
+          f"head {'distribution ' + config.distribution_output if config.has_distribution_head and cls.head in ('prediction', 'regression') else 'point'}")
+    print(f"\ndetected     {check.kind} (embedding input {check.got}; CI expects {check.expected_ci}, "
+          f"CD expects {check.expected_cd})")
+    for field, value in vars(check.report).items():
+        print(f"  {field:<31}{value}")
+    print("  config/weights disagreements  " + ("none" if not check.mismatches else
+          "; ".join(f"{f}: config {w!r}, weights {h!r}" for f, w, h in check.mismatches)))
+    rows = []
+    parameters = buffers = 0
+    for ours in sorted(mapping.mapped, key=lambda n: mapping.sources[n]):
+        array = mapping.mapped[ours]
+        transposed = array.ndim == 2 and ours.endswith(".weight")  # Linear weights: [out, in] -> [in, out]
+        loaded = tuple(array.shape[::-1]) if transposed else tuple(array.shape)
+        rows.append((mapping.sources[ours], ours, str(tuple(array.shape)), str(loaded), "yes" if transposed else "no"))
+        if any(ours.endswith(s) for s in ("running_mean", "running_var", "num_batches_tracked")):
+            buffers += array.size
+        else:
+            parameters += array.size
+    rows += [(key, "(unmapped)", str(tuple(tensors[key].shape)), "", "") for key in mapping.unmapped]
+    header = ("checkpoint name", "rustml_nb name", "shape", "loaded as", "transposed")
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(5)]
+    print()
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"\nparameters   {parameters:,} (+ {buffers:,} BatchNorm statistics)")
+    print(f"head         {head_of_config(config) or check.report.head}")
+    return 0
+
+
+def cmd_parity(args) -> int:
+    try:
+        import torch  # noqa: F401
+        import transformers
+    except ImportError:
+        print("rustml-nb parity needs torch and transformers as the reference: "
+              "pip install torch==2.13.0 transformers", file=sys.stderr)
+        return 2
+    from .hub import load_bundle
+    from .parity import TOLERANCE, field_differences, reference_outputs
+
+    transformers.utils.logging.disable_progress_bar()
+    from .patchtst import model_class_for
+
+    bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
+    tensors = bundle.load_tensors()
+    cls = model_class_for(bundle.config, tensors)
+    ours = cls.from_hub_weights(bundle.config, tensors, args.dtype)
+    theirs = getattr(transformers, cls.__name__).from_pretrained(
+        bundle.root, dtype=torch.float64 if args.dtype == "float64" else torch.float32).eval()
+    config = bundle.config
+    rng = np.random.default_rng(args.seed)
+    if args.input:
+        from .frames import frame_to_values, read_table
+        values = frame_to_values(read_table(args.input), config.context_length, config.num_input_channels)[0][None]
+    else:  # offsets and scales like real data, a daily-like cycle and noise
+        steps = np.arange(config.context_length)[None, :, None]
+        values = (rng.uniform(-20, 20, (args.batch, 1, config.num_input_channels))
+                  + rng.uniform(0.5, 10, (args.batch, 1, config.num_input_channels))
+                  * (np.sin(2 * np.pi * steps / 24) + rng.normal(0, 0.3, (args.batch, config.context_length, config.num_input_channels))))
+    values = values.astype(args.dtype)
+    observed = np.isfinite(values).astype(args.dtype)
+    differences = field_differences(ours(values, observed, output_hidden_states=True),
+                                    reference_outputs(theirs, np.nan_to_num(values), observed, output_hidden_states=True))
+    tolerance = TOLERANCE[args.dtype]
+    print(f"{cls.__name__} in {args.dtype}: rustml_nb against transformers {transformers.__version__} "
+          f"on {values.shape[0]} series; tolerance {tolerance:g} x (1 + max |reference|)\n")
+    print(f"{'output':<28} {'max abs diff':>14} {'relative':>12}  ")
+    for d in differences:
+        label = d.field.replace("hidden_states", "input of encoder layer ") if d.field.startswith("hidden_states") else d.field
+        label = label.replace("layer [", "layer ").rstrip("]") if "encoder layer" in label else label
+        print(f"{label:<28} {d.max_abs:>14.3g} {d.relative:>12.3g}  {'ok' if d.within(tolerance) else 'BEYOND TOLERANCE'}")
+    failed = [d for d in differences if not d.within(tolerance)]
+    print(f"\n{'all within tolerance' if not failed else f'{len(failed)} output(s) beyond tolerance'}")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rustml-nb", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def model_arguments(sub, dtype_default="float32"):
+        sub.add_argument("model", nargs="?", metavar="MODEL",
+                         help="a checkpoint folder or a Hub repo id (default: the bundled demo model)")
+        sub.add_argument("--revision", help="Hub branch, tag or commit")
+        sub.add_argument("--dtype", choices=("float32", "float64"), default=dtype_default)
+
+    forecast = commands.add_parser("forecast", help="forecast the next prediction_length steps",
+                                   description="Forecast with a PatchTSTForPrediction checkpoint. With no MODEL and no "
+                                               "--input: the bundled model on its bundled test slice, next to what "
+                                               "actually happened.")
+    model_arguments(forecast)
+    forecast.add_argument("--input", metavar="FILE", help="CSV or Parquet, one column per channel; a time column "
+                          "(time/date/timestamp, or a first column of dates) is carried over and extended")
+    forecast.add_argument("--output", metavar="FILE", help="write the forecast as .csv or .parquet")
+    forecast.add_argument("--plot", metavar="FILE.png", help="draw history and forecast (needs matplotlib)")
+    forecast.set_defaults(run=cmd_forecast)
+
+    inspect = commands.add_parser("inspect", help="describe a checkpoint: config, detected variant, names, sizes")
+    model_arguments(inspect)
+    inspect.set_defaults(run=cmd_inspect)
+
+    parity = commands.add_parser("parity", help="compare every output and layer with transformers",
+                                 description="Run rustml_nb and transformers on the same input and print the largest "
+                                             "difference of every output field and of every encoder layer's input. "
+                                             "Exits 1 when any is beyond tolerance (1e-9 in float64, 2e-4 in float32).")
+    model_arguments(parity, dtype_default="float64")
+    parity.add_argument("--input", metavar="FILE", help="CSV or Parquet to use instead of synthetic series")
+    parity.add_argument("--batch", type=int, default=4, help="synthetic series to compare (default 4)")
+    parity.add_argument("--seed", type=int, default=0)
+    parity.set_defaults(run=cmd_parity)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+    except (RustmlError, OSError, ValueError, KeyError) as error:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"rustml-nb {args.command}: error: {message}  (--debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

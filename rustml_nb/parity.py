@@ -1,0 +1,83 @@
+"""Parity with transformers: run the reference model and measure every output field's difference.
+
+Used by the test suite and by ``rustml-nb parity``. Needs torch and transformers, imported on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# float64 against transformers in float64, float32 against float32; relative to 1 + max |reference|.
+TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+
+
+@dataclasses.dataclass
+class Difference:
+    field: str
+    max_abs: float
+    relative: float  # max_abs / (1 + max |reference|)
+    shape_ok: bool
+
+    def within(self, tolerance: float) -> bool:
+        return self.shape_ok and self.relative <= tolerance
+
+
+def _masking_module(mask, mask_value):
+    import torch
+
+    class FixedMasking(torch.nn.Module):
+        """Stands in for transformers' random masking with a given patch mask (None: mask nothing)."""
+
+        def forward(self, patch_input):
+            chosen = (torch.zeros(patch_input.shape[:3], dtype=torch.bool) if mask is None
+                      else torch.from_numpy(np.asarray(mask, dtype=bool)))
+            return patch_input.masked_fill(chosen[..., None], mask_value), chosen
+
+    return FixedMasking()
+
+
+def reference_outputs(model, values: np.ndarray, observed: np.ndarray | None = None, mask: np.ndarray | None = None,
+                      output_hidden_states: bool = False):
+    """transformers' forward in the model's own dtype. Pretraining (or an explicit ``mask``) masks exactly
+    ``mask`` instead of at random, so the two implementations see the same input."""
+    import torch
+
+    base = getattr(model, "model", model)  # a bare PatchTSTModel is its own base
+    if base.do_mask_input or mask is not None:
+        base.do_mask_input = True
+        base.masking = _masking_module(mask, model.config.mask_value)
+    dtype = next(model.parameters()).dtype
+    kwargs = {"past_values": torch.from_numpy(np.asarray(values)).to(dtype), "output_hidden_states": output_hidden_states}
+    if observed is not None:
+        kwargs["past_observed_mask"] = torch.from_numpy(np.asarray(observed)).to(dtype)
+    with torch.no_grad():
+        return model(**kwargs)
+
+
+def _numpy(value):
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def field_differences(ours, theirs) -> list[Difference]:
+    """One ``Difference`` per array of every field our output has (tuples element by element; the
+    hidden states as ``hidden_states[i]``, the input of encoder layer i)."""
+    rows = []
+    for field, value in vars(ours).items():
+        if value is None or field == "mask":
+            continue
+        expected = getattr(theirs, field)
+        pairs = list(zip(value, expected)) if isinstance(value, tuple) else [(value, expected)]
+        if isinstance(value, tuple) and (not isinstance(expected, tuple) or len(value) != len(expected)):
+            rows.append(Difference(field, float("inf"), float("inf"), False))
+            continue
+        for i, (a, b) in enumerate(pairs):
+            b = _numpy(b)
+            name = f"{field}[{i}]" if isinstance(value, tuple) else field
+            if a.shape != b.shape:
+                rows.append(Difference(name, float("inf"), float("inf"), False))
+                continue
+            max_abs = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max(initial=0.0))
+            rows.append(Difference(name, max_abs, max_abs / (1.0 + float(np.abs(b).max(initial=0.0))), True))
+    return rows
