@@ -155,15 +155,20 @@ def cmd_parity(args) -> int:
     from .hub import load_bundle
     from .parity import TOLERANCE, field_differences, reference_outputs
 
-    transformers.utils.logging.disable_progress_bar()
     from .patchtst import model_class_for
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
     tensors = bundle.load_tensors()
     cls = model_class_for(bundle.config, tensors)
     ours = cls.from_hub_weights(bundle.config, tensors, args.dtype)
-    theirs = getattr(transformers, cls.__name__).from_pretrained(
-        bundle.root, dtype=torch.float64 if args.dtype == "float64" else torch.float32).eval()
+    bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # process-wide (huggingface_hub's too): restore below
+    try:
+        theirs = getattr(transformers, cls.__name__).from_pretrained(
+            bundle.root, dtype=torch.float64 if args.dtype == "float64" else torch.float32).eval()
+    finally:
+        if bars_were_on:
+            transformers.utils.logging.enable_progress_bar()
     config = bundle.config
     rng = np.random.default_rng(args.seed)
     if args.input:

@@ -6,6 +6,7 @@ Used by the test suite and by ``rustml-nb parity``. Needs torch and transformers
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -22,6 +23,42 @@ class Difference:
 
     def within(self, tolerance: float) -> bool:
         return self.shape_ok and self.relative <= tolerance
+
+
+def randomize_(model, seed: int) -> None:
+    """Redraw every parameter and BatchNorm statistic: default initialisation (BatchNorm stats of 0 and 1,
+    zero biases) hides bugs. Weights get std 1/sqrt(fan_in) so activations stay O(1) through the layers;
+    a sincos positional table is left as it is (it is fixed, not learned)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    config = model.config
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("position_enc") and config.positional_encoding_type == "sincos":
+                continue
+            if parameter.ndim == 2 and not name.endswith("position_enc"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[1]))
+            elif "norm" in name and name.endswith("weight"):
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) + 0.5)
+            else:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.5)
+            elif name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=generator) * 1.5 + 0.5)
+
+
+def random_reference_model(class_name: str, seed: int = 0, torch_dtype=None, **config_kwargs):
+    """A transformers PatchTST of ``class_name`` in eval mode with every weight and statistic random."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, class_name)(transformers.PatchTSTConfig(**config_kwargs)).eval()
+    randomize_(model, seed)
+    return model.to(torch_dtype or torch.float32)
 
 
 def _masking_module(mask, mask_value):
