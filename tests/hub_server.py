@@ -25,6 +25,7 @@ class HubStandIn:
     def __init__(self):
         self.repos: dict[str, dict] = {}  # repo -> {"refs": {name: sha}, "commits": {sha: {file: bytes}}}
         self.faults: dict[str, str] = {}  # file name -> "500" or "cut"
+        self.private: dict[str, str] = {}  # repo -> the token that may see it
         self.requests: list[tuple[str, str]] = []
         self._server = None
 
@@ -73,10 +74,11 @@ class HubStandIn:
             self._server.server_close()
             self._server = None
 
-    def _resolve(self, repo_id, revision):
+    def _resolve(self, repo_id, revision, handler):
         repo = self.repos.get(repo_id)
-        if repo is None:
-            return None, "RepoNotFound"
+        token = self.private.get(repo_id)
+        if repo is None or (token and handler.headers.get("Authorization") != f"Bearer {token}"):
+            return None, "RepoNotFound"  # the Hub answers a private repo without the right token like a missing one
         sha = repo["refs"].get(revision, revision if revision in repo["commits"] else None)
         if sha is None:
             return None, "RevisionNotFound"
@@ -86,15 +88,15 @@ class HubStandIn:
         path = unquote(urlparse(handler.path).path)
         self.requests.append((handler.command, path))
         if match := INFO.match(path):
-            sha, error = self._resolve(match["repo"], match["revision"])
+            sha, error = self._resolve(match["repo"], match["revision"], handler)
             if error:
-                return self._error(handler, 404, error)
+                return self._error(handler, 401 if match["repo"] in self.private else 404, error)
             files = self.repos[match["repo"]]["commits"][sha]
             body = json.dumps({"id": match["repo"], "modelId": match["repo"], "sha": sha, "private": False,
                                "siblings": [{"rfilename": name} for name in sorted(files)]}).encode()
             return self._send(handler, 200, body, {"Content-Type": "application/json"}, with_body)
         if match := RESOLVE.match(path):
-            sha, error = self._resolve(match["repo"], match["revision"])
+            sha, error = self._resolve(match["repo"], match["revision"], handler)
             if error:
                 return self._error(handler, 404, error)
             files = self.repos[match["repo"]]["commits"][sha]

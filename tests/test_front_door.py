@@ -116,6 +116,12 @@ def test_parity_command_exits_nonzero_beyond_tolerance(capsys, monkeypatch):
     assert "BEYOND TOLERANCE" in capsys.readouterr().out
 
 
+def test_parity_without_transformers_says_what_to_install(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    assert main(["parity"]) == 2
+    assert "parity needs torch and transformers" in capsys.readouterr().err
+
+
 def test_help_reads_well():
     result = run_cli("--help")
     assert result.returncode == 0 and "forecast the bundled test slice" in result.stdout

@@ -168,9 +168,24 @@ def test_a_download_cut_halfway_leaves_nothing_that_loads(hub, tmp_path, checkpo
     assert_runs_like(client.download_model("org/model"), reference)
 
 
-def test_progress_bar_shows_only_when_asked(hub, tmp_path, checkpoints, capfd):
+def test_progress_bar_shows_only_when_asked_or_on_a_terminal(hub, tmp_path, checkpoints, capfd):
     hub.add_commit("org/model", checkpoints["v1"][1])
     HubApi(cache_dir=tmp_path / "quiet", endpoint=hub.url, progress=False).download_model("org/model")
     assert "model.safetensors" not in capfd.readouterr().err
+    HubApi(cache_dir=tmp_path / "default", endpoint=hub.url).download_model("org/model")  # stderr is no terminal here
+    assert "model.safetensors" not in capfd.readouterr().err
     HubApi(cache_dir=tmp_path / "loud", endpoint=hub.url, progress=True).download_model("org/model")
     assert "model.safetensors" in capfd.readouterr().err
+
+
+def test_private_repo_needs_its_token(hub, tmp_path, checkpoints, monkeypatch):
+    reference, folder = checkpoints["v1"]
+    hub.add_commit("org/private", folder)
+    hub.private["org/private"] = "hf_secret"
+    with pytest.raises(RepoNotFoundError, match="org/private@main"):
+        HubApi(cache_dir=tmp_path / "a", endpoint=hub.url, progress=False).download_model("org/private")
+    assert_runs_like(HubApi(cache_dir=tmp_path / "b", endpoint=hub.url, token="hf_secret", progress=False)
+                     .download_model("org/private"), reference)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")  # huggingface_hub's own environment variable
+    assert_runs_like(HubApi(cache_dir=tmp_path / "c", endpoint=hub.url, progress=False)
+                     .download_model("org/private"), reference)

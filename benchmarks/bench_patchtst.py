@@ -1,0 +1,274 @@
+"""rustml_nb against transformers (eager PyTorch) and ONNX Runtime, interleaved in one process.
+
+    pip install -e ".[bench]" && python benchmarks/bench_patchtst.py          # ~5 minutes on 2 cores
+    python benchmarks/bench_patchtst.py --quick                              # fewer rounds, no scaling runs
+
+The model is a PatchTSTForPrediction shaped like ibm-granite/granite-timeseries-patchtst (7 channels,
+context 512, patch 12 stride 12, d_model 128, 16 heads, 3 layers, ffn 512, mean pooling, horizon 96)
+with random weights and random BatchNorm statistics. Writes benchmarks/results/latest.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GRANITE = dict(num_input_channels=7, context_length=512, patch_length=12, patch_stride=12, d_model=128,
+               num_attention_heads=16, num_hidden_layers=3, ffn_dim=512, pooling_type="mean", prediction_length=96)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def forward_flops(config: dict, batch: int) -> float:
+    """Multiply-adds x 2 of one forward pass: embedding, attention (projections and scores), FFN, head."""
+    series = batch * config["num_input_channels"]
+    patches = (config["context_length"] - config["patch_length"]) // config["patch_stride"] + 1
+    d, f = config["d_model"], config["ffn_dim"]
+    rows = series * patches
+    per_layer = rows * (4 * d * d + 2 * d * f) + series * 2 * patches * patches * d
+    embed = rows * config["patch_length"] * d
+    head = series * d * config["prediction_length"]
+    return 2.0 * (embed + config["num_hidden_layers"] * per_layer + head)
+
+
+def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 GEMM rate through NumPy's BLAS, best of a few runs."""
+    a = np.random.rand(size, size).astype(np.float32)
+    b = np.random.rand(size, size).astype(np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def build_engines(config: dict, folder: Path):
+    """rustml_nb, transformers eager and ONNX Runtime on one random checkpoint."""
+    import onnxruntime
+    import torch
+
+    import rustml_nb
+    from rustml_nb.parity import random_reference_model
+
+    reference = random_reference_model("PatchTSTForPrediction", seed=0, **config)
+    reference.save_pretrained(folder)
+    ours = rustml_nb.from_pretrained(folder, dtype="float32")
+
+    class Forecast(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, past_values):
+            return self.model(past_values=past_values).prediction_outputs
+
+    example = torch.zeros(2, config["context_length"], config["num_input_channels"])
+    onnx_path = folder / "model.onnx"
+    torch.onnx.export(Forecast(reference), (example,), onnx_path, dynamo=True, input_names=["past_values"],
+                      output_names=["prediction_outputs"],
+                      dynamic_shapes={"past_values": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                      verbose=False)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def run_torch(x):
+        with torch.inference_mode():
+            return reference(past_values=torch.from_numpy(x)).prediction_outputs.numpy()
+
+    return {
+        "rustml_nb": lambda x: ours(x).prediction_outputs,
+        "torch": run_torch,
+        "onnxruntime": lambda x: session.run(None, {"past_values": x})[0],
+    }
+
+
+def measure(engines: dict, config: dict, batch: int, rounds: int, peak: float) -> dict:
+    rng = np.random.default_rng(batch)
+    x = (rng.uniform(-20, 20, (batch, 1, config["num_input_channels"]))
+         + rng.normal(0, 3, (batch, config["context_length"], config["num_input_channels"]))).astype(np.float32)
+    outputs = {name: run(x) for name, run in engines.items()}  # warm-up, and the agreement check
+    reference = outputs["torch"]
+    agreement = {name: float(np.abs(out - reference).max() / (1 + np.abs(reference).max()))
+                 for name, out in outputs.items()}
+    calls = max(1, 32 // batch)
+    times = {name: [] for name in engines}
+    for r in range(rounds):  # interleaved, rotating the order so no engine always runs first
+        names = list(engines)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            for _ in range(calls):
+                engines[name](x)
+            times[name].append((time.perf_counter() - start) / calls)
+    flops = forward_flops(config, batch)
+    result = {"batch": batch, "gflop_per_forward": flops / 1e9, "engines": {}}
+    for name, samples in times.items():
+        median = float(np.median(samples))
+        result["engines"][name] = {
+            "median_ms": median * 1e3, "series_per_s": batch / median, "gflops": flops / median / 1e9,
+            "fraction_of_peak": flops / median / 1e9 / peak, "max_relative_difference_to_torch": agreement[name]}
+    ours = result["engines"]["rustml_nb"]["median_ms"]
+    result["speedup_vs_torch"] = result["engines"]["torch"]["median_ms"] / ours
+    result["speedup_vs_onnxruntime"] = result["engines"]["onnxruntime"]["median_ms"] / ours
+    return result
+
+
+# ru_maxrss survives fork + exec on Linux (a child would report the benchmark's own peak); VmHWM does not.
+PEAK_RSS = """
+def peak_rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+COLD = {
+    "rustml_nb": PEAK_RSS + """
+import json, time
+start = time.perf_counter()
+import numpy as np, rustml_nb
+model = rustml_nb.from_pretrained({folder!r})
+model(np.zeros((1, {context}, {channels}), np.float32))
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}}))
+""",
+    "transformers": PEAK_RSS + """
+import json, time
+start = time.perf_counter()
+import torch, transformers
+model = transformers.PatchTSTForPrediction.from_pretrained({folder!r}).eval()
+with torch.inference_mode():
+    model(past_values=torch.zeros(1, {context}, {channels}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}}))
+""",
+}
+
+
+def cold_start(folder: Path, config: dict) -> dict:
+    """Separate processes: import + load + first forecast. rustml_nb with a warm Numba cache, and with an
+    empty one (the one-time compile); transformers for comparison. Process wall time includes startup."""
+    results = {}
+    runs = [("rustml_nb, warm cache", "rustml_nb", {}),
+            ("rustml_nb, empty cache (compiles)", "rustml_nb", {"NUMBA_CACHE_DIR": tempfile.mkdtemp()}),
+            ("transformers + torch", "transformers", {})]
+    subprocess.run([sys.executable, "-c", COLD["rustml_nb"].format(  # make sure the default cache is warm
+        folder=str(folder), context=config["context_length"], channels=config["num_input_channels"])],
+        check=True, capture_output=True)
+    for label, kind, env in runs:
+        code = COLD[kind].format(folder=str(folder), context=config["context_length"],
+                                 channels=config["num_input_channels"])
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, **env}, check=True)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        results[label] = {"import_load_first_forecast_s": measured["seconds"],
+                          "process_wall_s": time.perf_counter() - start, "peak_rss_mib": measured["peak_rss_mib"]}
+    return results
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# PatchTST on the CPU: rustml_nb vs transformers vs ONNX Runtime",
+             "", f"{report['machine']}; float32 GEMM peak measured in the same run: "
+             f"{report['gemm_peak_gflops']:.0f} GFLOP/s.", ""]
+    for title, rows in (("Granite-shaped model", report["granite"]), ("Scaling", report.get("scaling", []))):
+        if not rows:
+            continue
+        lines += [f"## {title}", "",
+                  "| shape | batch | engine | median ms | series/s | GFLOP/s | % of peak | vs torch | vs ORT |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            for name, e in row["engines"].items():
+                ratio_torch = row["engines"]["torch"]["median_ms"] / e["median_ms"]
+                ratio_ort = row["engines"]["onnxruntime"]["median_ms"] / e["median_ms"]
+                lines.append(f"| {row.get('shape', 'granite')} | {row['batch']} | {name} | {e['median_ms']:.2f} | "
+                             f"{e['series_per_s']:.0f} | {e['gflops']:.1f} | {100 * e['fraction_of_peak']:.0f}% | "
+                             f"{ratio_torch:.2f}x | {ratio_ort:.2f}x |")
+        lines.append("")
+    if report.get("cold_start"):
+        lines += ["## Cold start (separate processes)", "",
+                  "| run | import + load + first forecast | process wall | peak RSS |", "|---|---|---|---|"]
+        for label, c in report["cold_start"].items():
+            lines.append(f"| {label} | {c['import_load_first_forecast_s']:.2f} s | {c['process_wall_s']:.2f} s | "
+                         f"{c['peak_rss_mib']:.0f} MiB |")
+        lines.append("")
+    lines.append("Ratios are engine time / rustml_nb time per forward (above 1: rustml_nb is faster).")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["granite"]
+    engines = list(rows[0]["engines"])
+    fig, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(engines)
+    for i, name in enumerate(engines):
+        axis.bar(np.arange(len(rows)) + i * width, [r["engines"][name]["series_per_s"] for r in rows], width,
+                 label=name)
+    axis.set_xticks(np.arange(len(rows)) + width * (len(engines) - 1) / 2, [f"batch {r['batch']}" for r in rows])
+    axis.set_ylabel("series per second (higher is better)")
+    axis.set_title("PatchTST (granite shape), float32, " + report["machine"], fontsize=9)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds, no scaling or cold-start runs")
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
+    import threadpoolctl
+    import torch
+
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
+                         f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+              "blas": [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+                       for i in threadpoolctl.threadpool_info()],
+              "gemm_peak_gflops": gemm_peak_gflops()}
+    print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "granite"
+        engines = build_engines(GRANITE, folder)
+        report["granite"] = []
+        for batch in (1, 8, 64, 256):
+            row = measure(engines, GRANITE, batch, rounds, report["gemm_peak_gflops"])
+            report["granite"].append(row)
+            print(f"batch {batch}: " + ", ".join(f"{n} {e['median_ms']:.2f} ms" for n, e in row["engines"].items())
+                  + f"; rustml_nb {row['speedup_vs_torch']:.2f}x torch, {row['speedup_vs_onnxruntime']:.2f}x ORT",
+                  flush=True)
+        if not args.quick:
+            report["cold_start"] = cold_start(folder, GRANITE)
+            report["scaling"] = []
+            for shape, overrides, batch in (("context 2048", {"context_length": 2048}, 8),
+                                            ("321 channels", {"num_input_channels": 321}, 8)):
+                config = {**GRANITE, **overrides}
+                row = measure(build_engines(config, Path(tmp) / shape.replace(" ", "_")), config, batch,
+                              max(3, rounds // 2), report["gemm_peak_gflops"])
+                row["shape"] = shape
+                report["scaling"].append(row)
+                print(f"{shape}, batch {batch}: rustml_nb {row['speedup_vs_torch']:.2f}x torch, "
+                      f"{row['speedup_vs_onnxruntime']:.2f}x ORT", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(report))
+    plot(report, RESULTS / "latest.png")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

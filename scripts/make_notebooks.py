@@ -1,0 +1,125 @@
+"""Write the notebooks in notebooks/ from the cells below and execute them, so they are stored with their
+outputs (run it after editing the cells or after a new benchmark run; CI executes them again)."""
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parents[1] / "notebooks"
+
+QUICKSTART = [
+    new_markdown_cell("""# rustml_nb quickstart
+
+Load a PatchTST checkpoint, forecast, and look at the forecast next to what really happened. The model
+here is the one bundled with rustml_nb: a small `PatchTSTForPrediction` trained with transformers on
+hourly temperatures of Seattle and San Francisco (2010, °F; `scripts/train_demo_model.py`). Everything
+runs offline, without PyTorch."""),
+    new_code_cell("""import pandas as pd
+import matplotlib.pyplot as plt
+
+import rustml_nb
+from rustml_nb import demo
+
+model = rustml_nb.from_pretrained(demo.MODEL_PATH)   # or a Hub repo id, e.g. "org/name"
+model"""),
+    new_markdown_cell("The bundled slice of the test period: 336 hours of history and the 24 hours that followed."),
+    new_code_cell("""history, actual = demo.test_slice()
+forecast = model.forecast(history)          # a DataFrame in, a DataFrame out, indexed by the future
+forecast.join(actual, lsuffix=" forecast", rsuffix=" actual").head()"""),
+    new_code_cell("""fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+for axis, column in zip(axes, forecast.columns):
+    history[column].iloc[-96:].plot(ax=axis, color="0.4", label="history")
+    actual[column].plot(ax=axis, color="black", label="actual")
+    forecast[column].plot(ax=axis, color="tab:red", label="forecast")
+    axis.set_title(column, loc="left"); axis.legend(loc="upper left")
+fig.tight_layout()"""),
+    new_markdown_cell("""How good is it? The training script measured the model on the whole test period (Oct 20 to Dec 31,
+73 non-overlapping 24-hour windows) against two naive forecasts: repeating the last value, and repeating
+the last day."""),
+    new_code_cell("""pd.DataFrame(demo.metrics()["test_metrics"]).T"""),
+    new_markdown_cell("""The raw model call takes `[batch, context_length, channels]` arrays and returns transformers' output
+fields; missing values can be NaN (or marked in `past_observed_mask`)."""),
+    new_code_cell("""values = history.to_numpy()[None]            # [1, 336, 2]
+values[0, 100:110, 0] = float("nan")          # ten missing hours
+output = model(values)
+output.prediction_outputs.shape, output.loc.ravel(), output.scale.ravel()"""),
+]
+
+PARITY = [
+    new_markdown_cell("""# Parity with transformers, layer by layer
+
+rustml_nb's reference for every number is transformers. Here both run the bundled checkpoint on the same
+input, and we look at the largest difference of every output field and of every encoder layer's input,
+in float64 and in float32. (`rustml-nb parity MODEL` prints the same table for any checkpoint.)"""),
+    new_code_cell("""import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+import torch
+import transformers
+
+import rustml_nb
+from rustml_nb import demo
+from rustml_nb.parity import TOLERANCE, field_differences, reference_outputs
+
+history, _ = demo.test_slice()
+rows = []
+for dtype, torch_dtype in (("float64", torch.float64), ("float32", torch.float32)):
+    ours = rustml_nb.from_pretrained(demo.MODEL_PATH, dtype=dtype)
+    theirs = transformers.PatchTSTForPrediction.from_pretrained(demo.MODEL_PATH, dtype=torch_dtype).eval()
+    values = history.to_numpy(dtype)[None]
+    for d in field_differences(ours(values, output_hidden_states=True),
+                               reference_outputs(theirs, values, output_hidden_states=True)):
+        rows.append({"dtype": dtype, "output": d.field, "max abs": d.max_abs, "relative": d.relative,
+                     "tolerance": TOLERANCE[dtype]})
+table = pd.DataFrame(rows)
+table"""),
+    new_code_cell("""fig, axis = plt.subplots(figsize=(8, 3.5))
+for dtype, group in table.groupby("dtype"):
+    axis.semilogy(group["output"], group["relative"].clip(lower=1e-18), "o-", label=f"{dtype}")
+    axis.axhline(TOLERANCE[dtype], ls="--", lw=0.8, color="C0" if dtype == "float32" else "C1")
+axis.set_ylabel("max |difference| / (1 + max |reference|)")
+axis.set_title("rustml_nb vs transformers (dashed: tolerance)")
+axis.legend(); plt.xticks(rotation=20); fig.tight_layout()
+assert (table["relative"] <= table["tolerance"]).all()"""),
+]
+
+SPEED = [
+    new_markdown_cell("""# Speed: rustml_nb, PyTorch eager and ONNX Runtime
+
+The numbers come from `benchmarks/bench_patchtst.py`, which times the three engines interleaved in one
+process on a PatchTST shaped like ibm-granite/granite-timeseries-patchtst. This notebook plots the last
+committed run (`benchmarks/results/latest.json`); rerun the script to measure your machine."""),
+    new_code_cell("""import json
+from pathlib import Path
+
+import pandas as pd
+import matplotlib.pyplot as plt
+
+results = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "benchmarks" / "results").is_dir())
+report = json.loads((results / "benchmarks" / "results" / "latest.json").read_text())
+print(report["machine"], f"- GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s")
+rows = [{"batch": r["batch"], "engine": name, **e} for r in report["granite"] for name, e in r["engines"].items()]
+table = pd.DataFrame(rows)
+table.pivot(index="batch", columns="engine", values="median_ms").round(2)"""),
+    new_code_cell("""fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+table.pivot(index="batch", columns="engine", values="series_per_s").plot.bar(ax=left, rot=0)
+left.legend(loc="lower right", fontsize=8)
+left.set_ylabel("series per second"); left.set_title("throughput")
+ratios = pd.DataFrame({"vs torch": [r["speedup_vs_torch"] for r in report["granite"]],
+                       "vs ONNX Runtime": [r["speedup_vs_onnxruntime"] for r in report["granite"]]},
+                      index=[r["batch"] for r in report["granite"]])
+ratios.plot.bar(ax=right, rot=0)
+right.axhline(1.0, color="black", lw=0.8)
+right.set_ylabel("rustml_nb speed-up (above 1: faster)"); right.set_xlabel("batch"); right.set_title("ratios")
+fig.tight_layout()"""),
+    new_code_cell("""pd.DataFrame(report.get("cold_start", {})).T"""),
+]
+
+for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED)):
+    notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                  "language": "python"}})
+    NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(HERE)}}).execute()
+    nbformat.write(notebook, HERE / f"{name}.ipynb")
+    print("wrote", HERE / f"{name}.ipynb")
