@@ -17,10 +17,20 @@ from .errors import (ArchitectureMismatchError, CheckpointError, ConfigError, In
                      RustmlError, ShapeMismatchError, UnsupportedArchitectureError, UnsupportedDtypeError,
                      WeightMappingError)
 from .formats import load_safetensors
-from .hub import (HubApi, HubConnectionError, HubError, HubFileNotFoundError, NotCachedError, RepoNotFoundError,
-                  RevisionNotFoundError)
 from .mapping import WeightMappingResult, map_patchtst_weights
 from .patchtst import (PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
                        PatchTSTForRegression, PatchTSTModel, from_pretrained)
 
 __version__ = "0.1.0"
+
+# The Hub layer imports huggingface_hub (~75 ms); loaded on first use so local loading starts faster.
+_HUB_NAMES = ("HubApi", "HubError", "HubConnectionError", "HubFileNotFoundError", "NotCachedError",
+              "RepoNotFoundError", "RevisionNotFoundError")
+
+
+def __getattr__(name):
+    if name in _HUB_NAMES:
+        from . import hub
+
+        return getattr(hub, name)
+    raise AttributeError(f"module 'rustml_nb' has no attribute {name!r}")

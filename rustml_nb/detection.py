@@ -152,10 +152,6 @@ class ArchitectureCheck:
     report: DetectionReport | None = None
     mismatches: list[tuple[str, object, object]] = dataclasses.field(default_factory=list)
 
-    @property
-    def is_compatible(self) -> bool:
-        return self.kind == "ChannelIndependent" and not self.mismatches
-
 
 def _indices(mapped, pattern: str) -> list[int]:
     regex = re.compile(pattern)

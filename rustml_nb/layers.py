@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
+from .config import PatchTSTConfig
 from .detection import distribution_parameters, expected_shapes, OPTIONAL_NAMES
 from .errors import ShapeMismatchError, WeightMappingError
 
@@ -184,5 +184,4 @@ def load_patchtst_weights(mapped: dict, config: PatchTSTConfig, head: str, dtype
     return PatchTSTWeights(load_encoder(mapped, config, dtype), load_head(mapped, config, head, dtype))
 
 
-__all__ = ["Linear", "Norm", "EncoderWeights", "HeadWeights", "PatchTSTWeights", "load_patchtst_weights",
-           "DISTRIBUTION_PARAMETERS"]
+__all__ = ["Linear", "Norm", "EncoderWeights", "HeadWeights", "PatchTSTWeights", "load_patchtst_weights"]

@@ -159,10 +159,8 @@ class _PatchTSTBase:
         """Validate; return values, observed (both [batch, time, channels] in the dtype) and whether the
         input was a single series."""
         config = self.config
-        if not hasattr(past_values, "shape") or not hasattr(past_values, "dtype"):
-            past_values = np.asarray(past_values)
         values = np.asarray(past_values)
-        if values.dtype.kind not in "fiu" or values.dtype.kind == "b":
+        if values.dtype.kind not in "fiu":
             raise InputError(f"past_values must hold real numbers, got dtype {values.dtype}")
         if values.dtype.kind != "f":
             raise InputError(f"past_values must be a float array, got dtype {values.dtype}; "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,6 +112,24 @@ def test_cache_is_shared_with_transformers(hub, tmp_path, checkpoints):
     values = realistic_series(np.random.default_rng(0), 2, 12, 2)
     np.testing.assert_array_equal(run_reference(theirs, values).prediction_outputs.numpy(),
                                   run_reference(reference, values).prediction_outputs.numpy())
+
+
+def test_a_model_transformers_downloaded_is_served_from_the_cache(hub, tmp_path, checkpoints):
+    """transformers fetches through the stand-in (in its own process: HF_ENDPOINT is read at import);
+    then we load the same repo with the network off."""
+    reference, folder = checkpoints["v1"]
+    hub.add_commit("org/model", folder)
+    cache = tmp_path / "cache"
+    code = ("import transformers; transformers.PatchTSTForPrediction.from_pretrained("
+            f"'org/model', cache_dir={str(cache)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    before = len(hub.requests)
+    assert before > 0  # transformers really went over HTTP
+    bundle = HubApi(cache_dir=cache, endpoint=hub.url, progress=False).download_model("org/model",
+                                                                                      local_files_only=True)
+    assert len(hub.requests) == before
+    assert_runs_like(bundle, reference)
 
 
 def test_from_pretrained_takes_a_repo_id_through_hf_endpoint(hub, tmp_path, checkpoints, monkeypatch):
