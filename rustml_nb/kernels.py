@@ -26,6 +26,12 @@ DIST_NONE, DIST_STUDENT_T, DIST_NORMAL, DIST_NEGATIVE_BINOMIAL = 0, 1, 2, 3
 # Which of a layer's three norms: attention over time, attention over channels, feed-forward.
 NORM_ATTENTION, NORM_CHANNEL_ATTENTION, NORM_FF = 0, 1, 2
 
+# Every kernel uses NumPy's error model: division by zero gives inf/nan (as in torch) instead of raising, and,
+# unlike Python's model, it adds no zero check to each division, which kept LLVM from vectorizing loops
+# such as GELU's (3x slower). prange bodies get it anyway; plain functions did not.
+kernel = njit(cache=True, error_model="numpy")
+parallel_kernel = njit(cache=True, parallel=True, error_model="numpy")
+
 STD_MINIMUM_SCALE = 1e-5  # PatchTSTStdScaler: sqrt(variance + 1e-5)
 MEAN_MINIMUM_SCALE = 1e-10  # PatchTSTMeanScaler: clamp(scale, min=1e-10)
 
@@ -54,7 +60,7 @@ class Switches(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 # Scaling and patching
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@kernel
 def scale_series(values, observed, scaling):
     """values, observed: [batch, time, channels] -> scaled [batch, time, channels], loc, scale [batch, 1, channels].
 
@@ -104,7 +110,7 @@ def scale_series(values, observed, scaling):
     return scaled, loc, scale
 
 
-@njit(cache=True)
+@kernel
 def patchify(scaled, patch_length, patch_stride):
     """[batch, time, channels] -> [batch, channels, patches, patch_length]; leading steps that do not fill
     a whole stride are dropped, as in transformers' PatchTSTPatchify."""
@@ -123,32 +129,63 @@ def patchify(scaled, patch_length, patch_stride):
 # --------------------------------------------------------------------------------------------------
 # Transformer pieces, over rows [rows, d_model]
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
+# Each parallel kernel has a body over a range of rows. Below this much work a parallel launch
+# (~50-150 us on 2 cores) costs more than it saves, so the body runs once, serially; above it, the rows
+# are split into PARALLEL_PIECES pieces that the threads share. (A prange in a branch not taken launches
+# nothing. The piece count is a constant: numba.get_num_threads() inside compiled code is a "dynamic
+# global" that silently turns off caching for every caller.)
+PARALLEL_MIN_WORK = 1 << 16
+PARALLEL_PIECES = 16
+
+
+@kernel
+def run_serially(work):
+    return work < PARALLEL_MIN_WORK
+
+
+@kernel
+def piece(count, pieces, index):
+    """[start, stop) of piece ``index`` when ``count`` items are split into ``pieces``."""
+    return index * count // pieces, (index + 1) * count // pieces
+
+
+@kernel
+def _normalize_rows(rows, out, gamma, beta, mean, inv_std, batch_norm, eps, start, stop):
+    """Rows start..stop-1 of ``normalize``: BatchNorm with running statistics (mean, inv_std), or LayerNorm."""
+    d_model = rows.shape[1]
+    for r in range(start, stop):
+        if batch_norm:
+            for d in range(d_model):
+                out[r, d] = (rows[r, d] - mean[d]) * inv_std[d] * gamma[d] + beta[d]
+            continue
+        row_mean = 0.0
+        for d in range(d_model):
+            row_mean += rows[r, d]
+        row_mean /= d_model
+        variance = 0.0
+        for d in range(d_model):
+            variance += (rows[r, d] - row_mean) ** 2
+        variance /= d_model
+        row_inv_std = 1.0 / math.sqrt(variance + eps)
+        for d in range(d_model):
+            out[r, d] = (rows[r, d] - row_mean) * row_inv_std * gamma[d] + beta[d]
+
+
+@parallel_kernel
 def normalize(rows, weights, layer, which, switches, out):
     """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model].
     out may be rows itself."""
-    n, d_model = rows.shape
-    gamma = weights.norm_weight[layer, which]
-    beta = weights.norm_bias[layer, which]
-    if switches.norm_type == NORM_BATCH:
-        mean = weights.norm_mean[layer, which]
-        inv_std = 1.0 / np.sqrt(weights.norm_var[layer, which] + switches.norm_eps)
-        for r in prange(n):
-            for d in range(d_model):
-                out[r, d] = (rows[r, d] - mean[d]) * inv_std[d] * gamma[d] + beta[d]
+    n = rows.shape[0]
+    args = (weights.norm_weight[layer, which], weights.norm_bias[layer, which], weights.norm_mean[layer, which],
+            1.0 / np.sqrt(weights.norm_var[layer, which] + switches.norm_eps), switches.norm_type == NORM_BATCH,
+            switches.norm_eps)
+    if run_serially(rows.size):
+        _normalize_rows(rows, out, *args, 0, n)
     else:
-        for r in prange(n):
-            mean = 0.0
-            for d in range(d_model):
-                mean += rows[r, d]
-            mean /= d_model
-            variance = 0.0
-            for d in range(d_model):
-                variance += (rows[r, d] - mean) ** 2
-            variance /= d_model
-            inv_std = 1.0 / math.sqrt(variance + switches.norm_eps)
-            for d in range(d_model):
-                out[r, d] = (rows[r, d] - mean) * inv_std * gamma[d] + beta[d]
+        pieces = min(n, PARALLEL_PIECES)
+        for p in prange(pieces):
+            start, stop = piece(n, pieces, p)
+            _normalize_rows(rows, out, *args, start, stop)
 
 
 # float32 runs vectorizable approximations of exp and erf (no libm call in the loop, so LLVM can use SIMD);
@@ -220,10 +257,9 @@ def _gelu_inplace(values):
     return impl
 
 
-@njit(cache=True, parallel=True)
-def add_bias_activate(rows, bias, activation):
-    """rows[r] = act(rows[r] + bias) in place; activation -1 means none. rows: [rows, features]."""
-    for r in prange(rows.shape[0]):
+@kernel
+def _bias_activate_rows(rows, bias, activation, start, stop):
+    for r in range(start, stop):
         row = rows[r]
         for f in range(row.size):
             row[f] += bias[f]
@@ -234,7 +270,32 @@ def add_bias_activate(rows, bias, activation):
                 row[f] = max(row[f], 0.0)
 
 
-@njit(cache=True)
+@kernel
+def exp_inplace_array(values):
+    """exp_inplace for callers outside compiled code (tests)."""
+    exp_inplace(values)
+
+
+@kernel
+def gelu_inplace_array(values):
+    """gelu_inplace for callers outside compiled code (tests)."""
+    gelu_inplace(values)
+
+
+@parallel_kernel
+def add_bias_activate(rows, bias, activation):
+    """rows[r] = act(rows[r] + bias) in place; activation -1 means none. rows: [rows, features]."""
+    n = rows.shape[0]
+    if run_serially(rows.size):
+        _bias_activate_rows(rows, bias, activation, 0, n)
+    else:
+        pieces = min(n, PARALLEL_PIECES)
+        for p in prange(pieces):
+            start, stop = piece(n, pieces, p)
+            _bias_activate_rows(rows, bias, activation, start, stop)
+
+
+@kernel
 def linear(rows, weight, bias, out, activation=-1):
     """out = act(rows [rows, in] @ weight [in, out] + bias [out]); one BLAS call into out, one pass."""
     np.dot(rows, weight, out)
@@ -242,17 +303,35 @@ def linear(rows, weight, bias, out, activation=-1):
     return out
 
 
-@njit(cache=True, parallel=True)
-def add_bias_to_features(features_t, bias):
-    """features_t[f, :] += bias[f]; features_t: [features, rows] (a transposed activation)."""
-    for f in prange(features_t.shape[0]):
-        row = features_t[f]
-        b = bias[f]
-        for r in range(row.size):
-            row[r] += b
+@kernel
+def _add_to_rows(target, addend, start, stop):
+    """target[r] += addend[r] for rows start..stop-1; addend is 2-D like target or 1-D (a scalar per row)."""
+    for r in range(start, stop):
+        row = target[r]
+        if addend.ndim == 1:
+            value = addend[r]
+            for c in range(row.size):
+                row[c] += value
+        else:
+            other = addend[r]
+            for c in range(row.size):
+                row[c] += other[c]
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel
+def add_by_rows(target, addend):
+    """target += addend (2-D, same shape) or target[r, :] += addend[r] (1-D); target: [rows, width]."""
+    n = target.shape[0]
+    if run_serially(target.size):
+        _add_to_rows(target, addend, 0, n)
+    else:
+        pieces = min(n, PARALLEL_PIECES)
+        for p in prange(pieces):
+            start, stop = piece(n, pieces, p)
+            _add_to_rows(target, addend, start, stop)
+
+
+@parallel_kernel
 def attend(qkv_t, group_length, num_heads, context_t):
     """Scaled dot-product attention within consecutive groups of ``group_length`` rows, per head.
 
@@ -265,46 +344,47 @@ def attend(qkv_t, group_length, num_heads, context_t):
     d_model = context_t.shape[0]
     head_dim = d_model // num_heads
     scaling = head_dim ** -0.5
-    for g in prange(qkv_t.shape[1] // length):
+    num_groups = qkv_t.shape[1] // length
+    for task in prange(num_groups * num_heads):  # (group, head) tasks: balanced even for a few groups
+        g = task // num_heads
         first = g * length
         last = first + length
         scores_t = np.empty((length, length), dtype=qkv_t.dtype)  # [key, query]
         largest = np.empty(length, dtype=qkv_t.dtype)  # [query]
         total = np.empty(length, dtype=qkv_t.dtype)  # [query]
-        for h in range(num_heads):
-            q0 = h * head_dim
-            for j in range(length):
-                row = scores_t[j]
-                row[:] = 0.0
-                for d in range(head_dim):
-                    k = qkv_t[d_model + q0 + d, first + j]
-                    queries = qkv_t[q0 + d, first:last]
-                    for i in range(length):
-                        row[i] += k * queries[i]
-                for i in range(length):
-                    row[i] *= scaling
-            largest[:] = scores_t[0]
-            for j in range(1, length):
-                for i in range(length):
-                    largest[i] = max(largest[i], scores_t[j, i])
-            for j in range(length):
-                for i in range(length):
-                    scores_t[j, i] -= largest[i]
-            exp_inplace(scores_t.ravel())
-            total[:] = 0.0
-            for j in range(length):
-                for i in range(length):
-                    total[i] += scores_t[j, i]
-            for j in range(length):
-                for i in range(length):
-                    scores_t[j, i] /= total[i]
+        q0 = (task % num_heads) * head_dim
+        for j in range(length):
+            row = scores_t[j]
+            row[:] = 0.0
             for d in range(head_dim):
-                mixed = context_t[q0 + d, first:last]
-                mixed[:] = 0.0
-                for j in range(length):
-                    v = qkv_t[2 * d_model + q0 + d, first + j]
-                    for i in range(length):
-                        mixed[i] += scores_t[j, i] * v
+                k = qkv_t[d_model + q0 + d, first + j]
+                queries = qkv_t[q0 + d, first:last]
+                for i in range(length):
+                    row[i] += k * queries[i]
+            for i in range(length):
+                row[i] *= scaling
+        largest[:] = scores_t[0]
+        for j in range(1, length):
+            for i in range(length):
+                largest[i] = max(largest[i], scores_t[j, i])
+        for j in range(length):
+            for i in range(length):
+                scores_t[j, i] -= largest[i]
+        exp_inplace(scores_t.ravel())
+        total[:] = 0.0
+        for j in range(length):
+            for i in range(length):
+                total[i] += scores_t[j, i]
+        for j in range(length):
+            for i in range(length):
+                scores_t[j, i] /= total[i]
+        for d in range(head_dim):
+            mixed = context_t[q0 + d, first:last]
+            mixed[:] = 0.0
+            for j in range(length):
+                v = qkv_t[2 * d_model + q0 + d, first + j]
+                for i in range(length):
+                    mixed[i] += scores_t[j, i] * v
 
 
 class Workspace(NamedTuple):
@@ -318,7 +398,7 @@ class Workspace(NamedTuple):
     swapped: np.ndarray  # [rows, d_model]: the stream reordered for attention across channels
 
 
-@njit(cache=True)
+@kernel
 def attention_sublayer(stream, group_length, weights, layer, which, switches, work):
     """Residual self-attention within consecutive groups of ``group_length`` rows, pre- or post-norm,
     updating stream [groups * group_length, d_model] in place."""
@@ -327,15 +407,15 @@ def attention_sublayer(stream, group_length, weights, layer, which, switches, wo
         normalize(stream, weights, layer, which, switches, work.normed)
         source = work.normed
     np.dot(weights.qkv_weight[layer].T, source.T, work.qkv_t)  # [3 * d_model, rows] = W^T x^T
-    add_bias_to_features(work.qkv_t, weights.qkv_bias[layer])
+    add_by_rows(work.qkv_t, weights.qkv_bias[layer])  # a bias per feature row
     attend(work.qkv_t, group_length, switches.num_heads, work.context_t)
     linear(work.context_t.T, weights.out_weight[layer], weights.out_bias[layer], work.projected)
-    add_inplace(stream, work.projected)
+    add_by_rows(stream, work.projected)
     if not switches.pre_norm:
         normalize(stream, weights, layer, which, switches, stream)
 
 
-@njit(cache=True)
+@kernel
 def feed_forward_sublayer(stream, weights, layer, switches, work):
     """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
     source = stream
@@ -344,20 +424,12 @@ def feed_forward_sublayer(stream, weights, layer, switches, work):
         source = work.normed
     linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], work.hidden, switches.activation)
     linear(work.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], work.projected)
-    add_inplace(stream, work.projected)
+    add_by_rows(stream, work.projected)
     if not switches.pre_norm:
         normalize(stream, weights, layer, NORM_FF, switches, stream)
 
 
-@njit(cache=True, parallel=True)
-def add_inplace(target, addend):
-    """target += addend, rows in parallel; both [rows, width]."""
-    for r in prange(target.shape[0]):
-        for c in range(target.shape[1]):
-            target[r, c] += addend[r, c]
-
-
-@njit(cache=True, parallel=True)
+@parallel_kernel
 def swap_blocks(source, batch, first, second, out):
     """Rows ordered [batch, first, second] -> [batch, second, first]; source, out: [rows, d_model]."""
     for b in prange(batch):
@@ -366,7 +438,7 @@ def swap_blocks(source, batch, first, second, out):
                 out[(b * second + j) * first + i] = source[(b * first + i) * second + j]
 
 
-@njit(cache=True)
+@kernel
 def encoder_layer(stream, batch, channels, tokens, weights, layer, switches, work):
     """One PatchTSTEncoderLayer over stream [batch * channels * tokens, d_model], in place."""
     attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, work)
@@ -378,7 +450,7 @@ def encoder_layer(stream, batch, channels, tokens, weights, layer, switches, wor
     feed_forward_sublayer(stream, weights, layer, switches, work)
 
 
-@njit(cache=True)
+@kernel
 def embed(patches, weights, switches):
     """[batch, channels, patches, patch_length] -> rows [batch * channels * tokens, d_model] with positions
     added, the cls token (when used) first in each series."""
@@ -404,12 +476,12 @@ def embed(patches, weights, switches):
 # --------------------------------------------------------------------------------------------------
 # Heads
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@kernel
 def squareplus(x):
     return (x + np.sqrt(x * x + 4.0)) / 2.0
 
 
-@njit(cache=True)
+@kernel
 def distribution_domain_map(values, k, switches):
     """Map raw head output k to its parameter's domain in place, as transformers' DistributionOutput."""
     flat = values.ravel()
@@ -425,7 +497,7 @@ def distribution_domain_map(values, k, switches):
             flat[i] = squareplus(flat[i])
 
 
-@njit(cache=True)
+@kernel
 def pool(hidden, switches):
     """[batch, channels, tokens, d_model] -> [batch, channels, width]: cls token, mean, max or flatten."""
     batch, channels, tokens, d_model = hidden.shape
@@ -445,7 +517,7 @@ def pool(hidden, switches):
     return hidden.copy().reshape(batch, channels, tokens * d_model)
 
 
-@njit(cache=True)
+@kernel
 def apply_head(hidden, loc, scale, weights, switches):
     """hidden: [batch, channels, tokens, d_model] -> the head's output as a 4-D array:
 
@@ -497,7 +569,7 @@ def apply_head(hidden, loc, scale, weights, switches):
 # --------------------------------------------------------------------------------------------------
 # The whole forward pass
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@kernel
 def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidden_states, work):
     """One PatchTST forward pass.
 

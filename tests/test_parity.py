@@ -93,3 +93,24 @@ def test_nan_is_missing_and_single_series_is_accepted(class_name):
     single = model(values[1])  # [context_length, channels]
     first_field = next(iter(vars(single)))
     np.testing.assert_array_equal(getattr(single, first_field), getattr(model(values[1:]), first_field)[0])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("variant", [
+    dict(norm_type="batchnorm", pre_norm=True, channel_attention=False, activation_function="gelu"),
+    dict(norm_type="layernorm", pre_norm=False, channel_attention=True, activation_function="relu"),
+])
+def test_parity_at_sizes_that_run_in_parallel(variant, dtype):
+    """Kernels run serially below PARALLEL_MIN_WORK elements and split across threads above it; the drawn
+    configs above are small, so this one is large enough for every parallel path."""
+    from rustml_nb.kernels import PARALLEL_MIN_WORK
+    kwargs = dict(num_input_channels=4, context_length=96, patch_length=8, patch_stride=8, d_model=64,
+                  num_attention_heads=4, ffn_dim=128, num_hidden_layers=2, prediction_length=12, **variant)
+    batch = 48
+    assert batch * 4 * 12 * 64 >= 2 * PARALLEL_MIN_WORK  # rows x d_model: every kernel takes its parallel path
+    reference = build_reference("PatchTSTForPrediction", seed=9, torch_dtype=TORCH_DTYPES[dtype], **kwargs)
+    model = rustml_nb.PatchTSTForPrediction.from_hub_weights(
+        rustml_nb.PatchTSTConfig(**kwargs), {k: v.numpy() for k, v in reference.state_dict().items()}, dtype)
+    values = realistic_series(np.random.default_rng(5), batch, 96, 4).astype(dtype)
+    compare_outputs(model(values, output_hidden_states=True),
+                    run_reference(reference, values, output_hidden_states=True), dtype)
