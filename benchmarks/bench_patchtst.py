@@ -25,6 +25,10 @@ import numpy as np
 GRANITE = dict(num_input_channels=7, context_length=512, patch_length=12, patch_stride=12, d_model=128,
                num_attention_heads=16, num_hidden_layers=3, ffn_dim=512, pooling_type="mean", prediction_length=96)
 RESULTS = Path(__file__).resolve().parent / "results"
+# torch's OpenMP workers and ONNX Runtime's intra-op threads spin for a while after a call; on 2 cores
+# that steals time from whichever engine runs next. A pause before each engine's block lets them go idle,
+# so every engine is timed on its own (each still keeps its own threads warm within its block).
+SETTLE_SECONDS = 0.2
 
 
 def forward_flops(config: dict, batch: int) -> float:
@@ -108,6 +112,7 @@ def measure(engines: dict, config: dict, batch: int, rounds: int, peak: float) -
     for r in range(rounds):  # interleaved, rotating the order so no engine always runs first
         names = list(engines)
         for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             for _ in range(calls):
                 engines[name](x)
