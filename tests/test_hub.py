@@ -161,6 +161,18 @@ def test_missing_repo_revision_and_files(hub, tmp_path, checkpoints):
     assert not any("pytorch_model.bin" in path for _, path in hub.requests)
 
 
+def test_shard_index_naming_a_shard_the_repo_lacks(hub, tmp_path, checkpoints):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    shards = sorted(checkpoints["sharded"][1].glob("model-*.safetensors"))
+    for path in [checkpoints["sharded"][1] / "config.json", checkpoints["sharded"][1] / "model.safetensors.index.json",
+                 *shards[:-1]]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    hub.add_commit("org/partial", folder)
+    with pytest.raises(HubFileNotFoundError, match=f"org/partial@main: .*shards the repo lacks.*{shards[-1].name}"):
+        api(hub, tmp_path).download_model("org/partial")
+
+
 def test_server_error_and_connection_refused(hub, tmp_path, checkpoints):
     hub.add_commit("org/model", checkpoints["v1"][1])
     hub.faults["model.safetensors"] = "500"
