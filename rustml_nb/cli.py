@@ -154,7 +154,6 @@ def cmd_parity(args) -> int:
         return 2
     from .hub import load_bundle
     from .parity import TOLERANCE, field_differences, reference_outputs
-
     from .patchtst import model_class_for
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)

@@ -284,7 +284,6 @@ class PatchTSTForPrediction(_PatchTSTBase):
         return PatchTSTForPredictionOutput(outputs, _unbatch(loc, single), _unbatch(scale, single),
                                            self._hidden_tuple(states, output_hidden_states))
 
-
     def point_forecast(self, output: PatchTSTForPredictionOutput) -> np.ndarray:
         """[batch, horizon, channels] point forecasts: ``prediction_outputs`` for a point head, the mean of
         the predicted distribution (in data units, as transformers' ``distribution(...).mean``) otherwise."""
