@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 import rustml_nb
@@ -38,3 +39,39 @@ def test_float32_gelu_matches_the_exact_erf_form(values):
     kernels.gelu_inplace_array(ours)
     exact = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in array.astype(np.float64)])
     assert np.all(np.abs(ours - exact) <= 3e-7 * np.maximum(np.abs(array), 1) + np.spacing(np.float32(np.abs(exact))))
+
+
+def _attention_reference(qkv_t, qkv_bias, group_length, num_heads):
+    """Softmax attention per group and head, in float64 NumPy, the way transformers writes it."""
+    rows_by_feature = qkv_t.astype(np.float64) + qkv_bias.astype(np.float64)[:, None]  # [3 * d_model, rows]
+    d_model = qkv_t.shape[0] // 3
+    head_dim = d_model // num_heads
+    groups = qkv_t.shape[1] // group_length
+
+    def heads(which):  # -> [groups, heads, tokens, head_dim]
+        part = rows_by_feature[which * d_model:(which + 1) * d_model].T
+        return part.reshape(groups, group_length, num_heads, head_dim).transpose(0, 2, 1, 3)
+
+    query, key, value = heads(0), heads(1), heads(2)
+    scores = query @ key.transpose(0, 1, 3, 2) * head_dim**-0.5
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ value).transpose(0, 2, 1, 3).reshape(groups * group_length, d_model).T
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("group_length", [1, 15, 16, 17, 42])
+@pytest.mark.parametrize("head_dim", [1, 3, 8, 12, 16, 24])
+def test_attention_matches_a_numpy_reference(head_dim, group_length, dtype, num_heads=3, groups=2, seed=7):
+    """Every path of ``attend``: heads of exactly one feature block (their own compiled copy), several
+    blocks, a partial block, fewer features than a block; groups shorter, equal and longer than the
+    query padding; with the projection bias that attend adds itself."""
+    rng = np.random.default_rng(seed)
+    d_model = head_dim * num_heads
+    qkv_t = rng.normal(0, 2, (3 * d_model, groups * group_length)).astype(dtype)
+    qkv_bias = rng.normal(0, 1, 3 * d_model).astype(dtype)
+    context_t = np.full((d_model, groups * group_length), np.nan, dtype=dtype)
+    kernels.attend(qkv_t, qkv_bias, group_length, num_heads, context_t)
+    expected = _attention_reference(qkv_t, qkv_bias, group_length, num_heads)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(context_t, expected, rtol=tolerance, atol=tolerance)
