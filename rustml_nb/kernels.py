@@ -200,38 +200,29 @@ _ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438
                     -1.42647390514189e-02)  # z^8 ... z^0
 
 
-def exp_inplace(values):
-    """values[:] = exp(values) over a 1-D contiguous array."""
+def exp_of(x):
+    """exp(x) of one number; for float32, x must be <= 88 (below -87 it returns exp(-87) ~ 1.6e-38)."""
 
 
-@overload(exp_inplace)
-def _exp_inplace(values):
-    if values.dtype == types.float32:
-        def impl(values):
+@overload(exp_of, inline="always")
+def _exp_of(x):
+    if x == types.float32:
+        def impl(x):
             # exp(x) = 2^k exp(r), |r| <= ln2 / 2; exp(r) by its degree-7 Taylor polynomial (< 1 ulp).
-            exponents = np.empty(values.size, dtype=np.int32)
-            for i in range(values.size):
-                x = max(values[i], np.float32(-87.0))
-                k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
-                r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
-                p = np.float32(1.0 / 5040.0)
-                p = p * r + np.float32(1.0 / 720.0)
-                p = p * r + np.float32(1.0 / 120.0)
-                p = p * r + np.float32(1.0 / 24.0)
-                p = p * r + np.float32(1.0 / 6.0)
-                p = p * r + np.float32(0.5)
-                p = p * r + np.float32(1.0)
-                values[i] = p * r + np.float32(1.0)
-                exponents[i] = np.int32(k)
-            bits = values.view(np.int32)
-            for i in range(values.size):
-                bits[i] += exponents[i] << 23  # multiply by 2^k through the exponent field
+            x = max(x, np.float32(-87.0))
+            k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+            r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
+            p = np.float32(1.0 / 5040.0)
+            p = p * r + np.float32(1.0 / 720.0)
+            p = p * r + np.float32(1.0 / 120.0)
+            p = p * r + np.float32(1.0 / 24.0)
+            p = p * r + np.float32(1.0 / 6.0)
+            p = p * r + np.float32(0.5)
+            p = p * r + np.float32(1.0)
+            two_to_k = np.int32((np.int32(k) + 127) << 23).view(np.float32)  # 2^k built in the exponent field
+            return (p * r + np.float32(1.0)) * two_to_k
         return impl
-
-    def impl(values):
-        for i in range(values.size):
-            values[i] = math.exp(values[i])
-    return impl
+    return lambda x: math.exp(x)
 
 
 def gelu_inplace(values):
@@ -275,8 +266,9 @@ def _bias_activate_rows(rows, bias, activation, start, stop):
 
 @kernel
 def exp_inplace_array(values):
-    """exp_inplace for callers outside compiled code (tests)."""
-    exp_inplace(values)
+    """values[:] = exp_of(values) for callers outside compiled code (tests)."""
+    for i in range(values.size):
+        values[i] = exp_of(values[i])
 
 
 @kernel
@@ -336,29 +328,38 @@ def add_by_rows(target, addend):
 
 # Attention's inner loops run across queries. LLVM vectorizes such a loop 16 lanes at a time (float32,
 # AVX-512) and finishes the remainder lane by lane, so queries are padded to a multiple of QUERY_LANES
-# (42 patches -> 48). The scores sum a head's features FEATURE_BLOCK at a time in a loop of constant length,
-# which LLVM unrolls into registers (with a run-time length it kept the sum in memory: 2-4x slower). Heads of
-# exactly FEATURE_BLOCK features (granite's 128 / 16) get a copy compiled for that size (attention at
-# batch 64: 16.6 -> 13.5 ms); the copy costs ~4 s of one-time compilation per dtype.
+# (42 patches -> 48). Sums over a head's features (scores) and over keys (mixing the values) go BLOCK terms
+# at a time in a loop of constant length, which LLVM unrolls into registers (with a run-time length it kept
+# the sum in memory: 2-4x slower); keys are padded to a multiple of BLOCK with zero values. Heads of
+# exactly BLOCK features (granite's 128 / 16) get a copy compiled for that size (attention at batch 64:
+# 16.6 -> 13.5 ms); the copy costs ~4 s of one-time compilation per dtype.
 QUERY_LANES = 16
-FEATURE_BLOCK = 8
+BLOCK = 8
+
+
+def _round_up(count, multiple):
+    return (count + multiple - 1) // multiple * multiple
+
+
+_round_up = kernel(_round_up)
 
 
 @njit(inline="always", error_model="numpy")
-def _feature_block_dot(keys, queries, d0, j, i):
-    """sum over d in d0..d0+FEATURE_BLOCK-1 of keys[d, j] * queries[d, i]; a constant-length loop LLVM unrolls."""
-    dot = keys[d0, j] * queries[d0, i]
-    for u in range(1, FEATURE_BLOCK):
-        dot += keys[d0 + u, j] * queries[d0 + u, i]
-    return dot
+def _block_dot(matrix, coefficients, first, i):
+    """sum of coefficients[r] * matrix[r, i] over r = first .. first + BLOCK - 1, in order."""
+    total = coefficients[first] * matrix[first, i]
+    for u in range(1, BLOCK):
+        total += coefficients[first + u] * matrix[first + u, i]
+    return total
 
 
 @njit(inline="always", error_model="numpy")
 def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, total, mixed, context_t):
     """Softmax attention of one head within rows first..first+length-1 -> context_t[q0:q0 + head_dim, rows].
 
-    tiles [3, head_dim, width]: this head's queries, keys, values with their bias, features x tokens, the
-    query columns beyond ``length`` kept zero; scores_t [length, width]: [key, query]; total, mixed [width].
+    tiles [3, head_dim, width]: this head's queries, keys, values with their bias, features x tokens;
+    columns beyond ``length`` stay zero. scores_t [keys rounded up to BLOCK, width]: [key, query], the rows
+    beyond ``length`` stay zero. total, mixed: [width].
     """
     queries, keys, values = tiles[0], tiles[1], tiles[2]
     for d in range(head_dim):
@@ -371,58 +372,54 @@ def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, s
                 target[i] = source[i] + bias
     width = queries.shape[1]
     scaling = head_dim ** -0.5
+    largest = mixed  # [query]: the maximum score, until mixed is needed
     for j in range(length):  # unscaled scores; the scaling is applied with the maximum's subtraction below
         row = scores_t[j]
-        if head_dim < FEATURE_BLOCK:
-            row[:] = 0.0
-        for block in range(head_dim // FEATURE_BLOCK):
-            d0 = block * FEATURE_BLOCK
+        key = keys[:, j]
+        if head_dim < BLOCK:
+            for i in range(width):
+                row[i] = 0.0
+        for block in range(head_dim // BLOCK):
             if block == 0:
                 for i in range(width):
-                    row[i] = _feature_block_dot(keys, queries, d0, j, i)
+                    row[i] = _block_dot(queries, key, 0, i)
             else:
                 for i in range(width):
-                    row[i] += _feature_block_dot(keys, queries, d0, j, i)
-        for d in range(head_dim - head_dim % FEATURE_BLOCK, head_dim):
-            key = keys[d, j]
+                    row[i] += _block_dot(queries, key, block * BLOCK, i)
+        for d in range(head_dim - head_dim % BLOCK, head_dim):
             query = queries[d]
             for i in range(width):
-                row[i] += key * query[i]
-    largest = mixed  # [query]: the running maximum, before mixed is needed
-    largest[:] = scores_t[0]
-    for j in range(1, length):
-        row = scores_t[j]
-        for i in range(width):
-            largest[i] = max(largest[i], row[i])
+                row[i] += key[d] * query[i]
+        if j == 0:
+            for i in range(width):
+                largest[i] = row[i]
+        else:
+            for i in range(width):
+                largest[i] = max(largest[i], row[i])
     for i in range(width):
         largest[i] *= scaling
-    for j in range(length):  # scaling then subtracting the maximum, bit for bit as torch (rounding is monotonic)
+    for j in range(length):  # scaled, less the maximum (the same numbers as scaling first: rounding is monotonic)
         row = scores_t[j]
         for i in range(width):
             row[i] = row[i] * scaling - largest[i]
-    exp_inplace(scores_t.ravel())
-    total[:] = scores_t[0]
-    for j in range(1, length):
+    weights = scores_t.ravel()[:length * width]  # one long loop: LLVM did not vectorize exp fused in the above
+    for k in range(weights.size):
+        weights[k] = exp_of(weights[k])
+    for i in range(width):
+        total[i] = 0.0
+    for j in range(length):
         row = scores_t[j]
         for i in range(width):
             total[i] += row[i]
     for d in range(head_dim):
         value = values[d]
-        first_row = scores_t[0]
-        for i in range(width):
-            mixed[i] = first_row[i] * value[0]
-        j = 1
-        while j + 3 < length:  # four keys per pass over mixed
-            r0, r1, r2, r3 = scores_t[j], scores_t[j + 1], scores_t[j + 2], scores_t[j + 3]
-            v0, v1, v2, v3 = value[j], value[j + 1], value[j + 2], value[j + 3]
-            for i in range(width):
-                mixed[i] += r0[i] * v0 + r1[i] * v1 + r2[i] * v2 + r3[i] * v3
-            j += 4
-        while j < length:
-            row = scores_t[j]
-            for i in range(width):
-                mixed[i] += row[i] * value[j]
-            j += 1
+        for block in range(scores_t.shape[0] // BLOCK):
+            if block == 0:
+                for i in range(width):
+                    mixed[i] = _block_dot(scores_t, value, 0, i)
+            else:
+                for i in range(width):
+                    mixed[i] += _block_dot(scores_t, value, block * BLOCK, i)
         out = context_t[q0 + d, first:first + length]
         for i in range(length):
             out[i] = mixed[i] / total[i]
@@ -440,20 +437,20 @@ def attend(qkv_t, qkv_bias, group_length, num_heads, context_t):
     length = group_length
     d_model = context_t.shape[0]
     head_dim = d_model // num_heads
-    width = (length + QUERY_LANES - 1) // QUERY_LANES * QUERY_LANES
+    width = _round_up(length, QUERY_LANES)
     tasks = qkv_t.shape[1] // length * num_heads
     pieces = min(tasks, PARALLEL_PIECES)
     for p in prange(pieces):
         tiles = np.zeros((3, head_dim, width), dtype=qkv_t.dtype)
-        scores_t = np.empty((length, width), dtype=qkv_t.dtype)
+        scores_t = np.zeros((_round_up(length, BLOCK), width), dtype=qkv_t.dtype)
         total = np.empty(width, dtype=qkv_t.dtype)
         mixed = np.empty(width, dtype=qkv_t.dtype)
         start, stop = piece(tasks, pieces, p)
         for task in range(start, stop):
             first = task // num_heads * length
             q0 = task % num_heads * head_dim
-            if head_dim == FEATURE_BLOCK:  # a copy compiled for this size: no block loop, no branches
-                _attend_head(qkv_t, qkv_bias, first, length, q0, FEATURE_BLOCK, d_model, tiles, scores_t, total,
+            if head_dim == BLOCK:  # a copy compiled for this size: no block loop, no branches
+                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, d_model, tiles, scores_t, total,
                              mixed, context_t)
             else:
                 _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, total, mixed,
