@@ -2,14 +2,9 @@
 
 import os as _os
 
-# Thread pools must not fight over the cores. OpenBLAS's workers spin for up to ~2^28 cycles after a GEMM
-# and slowed the parallel loop that follows (attention sublayer 66 -> 44 ms with a short timeout). The
-# variable is read when SciPy's OpenBLAS loads (with scipy.linalg, after this import in the usual order);
-# a value the user set wins.
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-# Numba's OpenMP workers spin after a parallel loop and then fight OpenBLAS's threads for the cores
-# (batch-1 latency went from 6 ms to 112 ms on 2 cores). The workqueue layer does not spin. A layer the
-# user chose (NUMBA_THREADING_LAYER) wins.
+# Numba's OpenMP workers spin after a parallel loop and took the cores from whatever ran next (batch-1
+# latency went from 6 ms to 112 ms on 2 cores when BLAS threads came next); the workqueue layer does not
+# spin. A layer the user chose (NUMBA_THREADING_LAYER) wins.
 if "NUMBA_THREADING_LAYER" not in _os.environ:
     import numba as _numba
 

@@ -2,7 +2,8 @@
 
 ``patchtst_forward`` is the one compiled entry point: a whole forward pass, from raw values to the
 head's output, in one call. Hidden states are kept as rows ``[series * tokens, d_model]`` (series =
-batch x channels), so every Linear is a single BLAS product over all rows. Config switches arrive as
+batch x channels); ``encode`` runs the layers with one parallel launch, each thread over blocks of whole
+series small enough to stay in its cache, every Linear one BLAS product per block. Config switches arrive as
 plain numbers in ``Switches`` and are read at run time: one compilation serves every checkpoint of a
 dtype. The arithmetic follows transformers' ``modeling_patchtst.py`` step by step.
 """
@@ -127,22 +128,9 @@ def patchify(scaled, patch_length, patch_stride):
 
 
 # --------------------------------------------------------------------------------------------------
-# Transformer pieces, over rows [rows, d_model]
+# Transformer pieces, over rows [rows, d_model]. They run serially: ``encode`` gives each thread its own
+# block of rows and calls them there.
 # --------------------------------------------------------------------------------------------------
-# Each parallel kernel has a body over a range of rows. Below this much work a parallel launch
-# (~50-150 us on 2 cores) costs more than it saves, so the body runs once, serially; above it, the rows
-# are split into PARALLEL_PIECES pieces that the threads share. (A prange in a branch not taken launches
-# nothing. The piece count is a constant: numba.get_num_threads() inside compiled code is a "dynamic
-# global" that silently turns off caching for every caller.)
-PARALLEL_MIN_WORK = 1 << 16
-PARALLEL_PIECES = 16
-
-
-@kernel
-def run_serially(work):
-    return work < PARALLEL_MIN_WORK
-
-
 @kernel
 def piece(count, pieces, index):
     """[start, stop) of piece ``index`` when ``count`` items are split into ``pieces``."""
@@ -150,11 +138,15 @@ def piece(count, pieces, index):
 
 
 @kernel
-def _normalize_rows(rows, out, gamma, beta, mean, inv_std, batch_norm, eps, start, stop):
-    """Rows start..stop-1 of ``normalize``: BatchNorm with running statistics (mean, inv_std), or LayerNorm."""
+def normalize(rows, weights, layer, which, switches, out):
+    """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model].
+    out may be rows itself."""
+    gamma, beta = weights.norm_weight[layer, which], weights.norm_bias[layer, which]
+    mean, eps = weights.norm_mean[layer, which], switches.norm_eps
+    inv_std = 1.0 / np.sqrt(weights.norm_var[layer, which] + eps)
     d_model = rows.shape[1]
-    for r in range(start, stop):
-        if batch_norm:
+    for r in range(rows.shape[0]):
+        if switches.norm_type == NORM_BATCH:
             for d in range(d_model):
                 out[r, d] = (rows[r, d] - mean[d]) * inv_std[d] * gamma[d] + beta[d]
             continue
@@ -169,23 +161,6 @@ def _normalize_rows(rows, out, gamma, beta, mean, inv_std, batch_norm, eps, star
         row_inv_std = 1.0 / math.sqrt(variance + eps)
         for d in range(d_model):
             out[r, d] = (rows[r, d] - row_mean) * row_inv_std * gamma[d] + beta[d]
-
-
-@parallel_kernel
-def normalize(rows, weights, layer, which, switches, out):
-    """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model].
-    out may be rows itself."""
-    n = rows.shape[0]
-    args = (weights.norm_weight[layer, which], weights.norm_bias[layer, which], weights.norm_mean[layer, which],
-            1.0 / np.sqrt(weights.norm_var[layer, which] + switches.norm_eps), switches.norm_type == NORM_BATCH,
-            switches.norm_eps)
-    if run_serially(rows.size):
-        _normalize_rows(rows, out, *args, 0, n)
-    else:
-        pieces = min(n, PARALLEL_PIECES)
-        for p in prange(pieces):
-            start, stop = piece(n, pieces, p)
-            _normalize_rows(rows, out, *args, start, stop)
 
 
 # float32 runs vectorizable approximations of exp and erf (no libm call in the loop, so LLVM can use SIMD);
@@ -252,19 +227,6 @@ def _gelu_inplace(values):
 
 
 @kernel
-def _bias_activate_rows(rows, bias, activation, start, stop):
-    for r in range(start, stop):
-        row = rows[r]
-        for f in range(row.size):
-            row[f] += bias[f]
-        if activation == ACT_GELU:
-            gelu_inplace(row)
-        elif activation == ACT_RELU:
-            for f in range(row.size):
-                row[f] = max(row[f], 0.0)
-
-
-@kernel
 def exp_inplace_array(values):
     """values[:] = exp_of(values) for callers outside compiled code (tests)."""
     for i in range(values.size):
@@ -277,17 +239,18 @@ def gelu_inplace_array(values):
     gelu_inplace(values)
 
 
-@parallel_kernel
+@kernel
 def add_bias_activate(rows, bias, activation):
     """rows[r] = act(rows[r] + bias) in place; activation -1 means none. rows: [rows, features]."""
-    n = rows.shape[0]
-    if run_serially(rows.size):
-        _bias_activate_rows(rows, bias, activation, 0, n)
-    else:
-        pieces = min(n, PARALLEL_PIECES)
-        for p in prange(pieces):
-            start, stop = piece(n, pieces, p)
-            _bias_activate_rows(rows, bias, activation, start, stop)
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        for f in range(row.size):
+            row[f] += bias[f]
+        if activation == ACT_GELU:
+            gelu_inplace(row)
+        elif activation == ACT_RELU:
+            for f in range(row.size):
+                row[f] = max(row[f], 0.0)
 
 
 @kernel
@@ -299,31 +262,12 @@ def linear(rows, weight, bias, out, activation=-1):
 
 
 @kernel
-def _add_to_rows(target, addend, start, stop):
-    """target[r] += addend[r] for rows start..stop-1; addend is 2-D like target or 1-D (a scalar per row)."""
-    for r in range(start, stop):
-        row = target[r]
-        if addend.ndim == 1:
-            value = addend[r]
-            for c in range(row.size):
-                row[c] += value
-        else:
-            other = addend[r]
-            for c in range(row.size):
-                row[c] += other[c]
-
-
-@parallel_kernel
-def add_by_rows(target, addend):
-    """target += addend (2-D, same shape) or target[r, :] += addend[r] (1-D); target: [rows, width]."""
-    n = target.shape[0]
-    if run_serially(target.size):
-        _add_to_rows(target, addend, 0, n)
-    else:
-        pieces = min(n, PARALLEL_PIECES)
-        for p in prange(pieces):
-            start, stop = piece(n, pieces, p)
-            _add_to_rows(target, addend, start, stop)
+def add_rows(target, addend):
+    """target += addend; both [rows, width]."""
+    for r in range(target.shape[0]):
+        row, other = target[r], addend[r]
+        for c in range(row.size):
+            row[c] += other[c]
 
 
 # Attention's inner loops run across queries. LLVM vectorizes such a loop 16 lanes at a time (float32,
@@ -334,7 +278,7 @@ def add_by_rows(target, addend):
 # exactly BLOCK features (granite's 128 / 16) get a copy compiled for that size (attention at batch 64:
 # 16.6 -> 13.5 ms); the copy costs ~4 s of one-time compilation per dtype.
 QUERY_LANES = 16
-BLOCK = 8
+BLOCK = 8  # the size of _block_dot's addition tree
 
 
 def _round_up(count, multiple):
@@ -346,20 +290,36 @@ _round_up = kernel(_round_up)
 
 @njit(inline="always", error_model="numpy")
 def _block_dot(matrix, coefficients, first, i):
-    """sum of coefficients[r] * matrix[r, i] over r = first .. first + BLOCK - 1, in order."""
-    total = coefficients[first] * matrix[first, i]
-    for u in range(1, BLOCK):
-        total += coefficients[first + u] * matrix[first + u, i]
-    return total
+    """sum of coefficients[r] * matrix[r, i] over the BLOCK = 8 rows r = first .. first + 7, added as a
+    tree (depth 3 instead of a chain of 7 dependent additions, which bounded the loop by add latency)."""
+    c, m = coefficients, matrix
+    pair01 = c[first] * m[first, i] + c[first + 1] * m[first + 1, i]
+    pair23 = c[first + 2] * m[first + 2, i] + c[first + 3] * m[first + 3, i]
+    pair45 = c[first + 4] * m[first + 4, i] + c[first + 5] * m[first + 5, i]
+    pair67 = c[first + 6] * m[first + 6, i] + c[first + 7] * m[first + 7, i]
+    return (pair01 + pair23) + (pair45 + pair67)
 
 
 @njit(inline="always", error_model="numpy")
-def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, total, mixed, context_t):
+def _sum_keys(weights_t, coefficients, out):
+    """out[i] = sum over keys j of coefficients[j] * weights_t[j, i]; weights_t: [keys rounded up to BLOCK, width]."""
+    for block in range(weights_t.shape[0] // BLOCK):
+        if block == 0:
+            for i in range(out.size):
+                out[i] = _block_dot(weights_t, coefficients, 0, i)
+        else:
+            for i in range(out.size):
+                out[i] += _block_dot(weights_t, coefficients, block * BLOCK, i)
+
+
+@njit(inline="always", error_model="numpy")
+def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, ones, total, mixed,
+                 context_t):
     """Softmax attention of one head within rows first..first+length-1 -> context_t[q0:q0 + head_dim, rows].
 
     tiles [3, head_dim, width]: this head's queries, keys, values with their bias, features x tokens;
     columns beyond ``length`` stay zero. scores_t [keys rounded up to BLOCK, width]: [key, query], the rows
-    beyond ``length`` stay zero. total, mixed: [width].
+    beyond ``length`` stay zero. ones: [keys rounded up to BLOCK] of 1; total, mixed: [width].
     """
     queries, keys, values = tiles[0], tiles[1], tiles[2]
     for d in range(head_dim):
@@ -405,60 +365,69 @@ def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, s
     weights = scores_t.ravel()[:length * width]  # one long loop: LLVM did not vectorize exp fused in the above
     for k in range(weights.size):
         weights[k] = exp_of(weights[k])
-    for i in range(width):
-        total[i] = 0.0
-    for j in range(length):
-        row = scores_t[j]
-        for i in range(width):
-            total[i] += row[i]
+    _sum_keys(scores_t, ones, total)  # the softmax denominators
     for d in range(head_dim):
-        value = values[d]
-        for block in range(scores_t.shape[0] // BLOCK):
-            if block == 0:
-                for i in range(width):
-                    mixed[i] = _block_dot(scores_t, value, 0, i)
-            else:
-                for i in range(width):
-                    mixed[i] += _block_dot(scores_t, value, block * BLOCK, i)
+        _sum_keys(scores_t, values[d], mixed)
         out = context_t[q0 + d, first:first + length]
         for i in range(length):
             out[i] = mixed[i] / total[i]
 
 
-@parallel_kernel
+@kernel
 def attend(qkv_t, qkv_bias, group_length, num_heads, context_t):
     """Scaled dot-product attention within consecutive groups of ``group_length`` rows, per head.
 
     qkv_t: [3 * d_model, rows] (q, k, v features before their bias, transposed), qkv_bias: [3 * d_model]
-    -> context_t: [d_model, rows]. Tasks are (group, head) pairs, split into pieces the threads share;
-    each piece reuses its scratch. Scores are kept as [key, query], so every inner loop (scores, max, exp,
-    sum, mixing the values) runs across queries over contiguous memory and vectorizes.
+    -> context_t: [d_model, rows]. Scores are kept as [key, query], so every inner loop (scores, max,
+    exp, sum, mixing the values) runs across queries over contiguous memory and vectorizes.
     """
     length = group_length
     d_model = context_t.shape[0]
     head_dim = d_model // num_heads
     width = _round_up(length, QUERY_LANES)
-    tasks = qkv_t.shape[1] // length * num_heads
-    pieces = min(tasks, PARALLEL_PIECES)
-    for p in prange(pieces):
-        tiles = np.zeros((3, head_dim, width), dtype=qkv_t.dtype)
-        scores_t = np.zeros((_round_up(length, BLOCK), width), dtype=qkv_t.dtype)
-        total = np.empty(width, dtype=qkv_t.dtype)
-        mixed = np.empty(width, dtype=qkv_t.dtype)
-        start, stop = piece(tasks, pieces, p)
-        for task in range(start, stop):
-            first = task // num_heads * length
-            q0 = task % num_heads * head_dim
+    tiles = np.zeros((3, head_dim, width), dtype=qkv_t.dtype)
+    scores_t = np.zeros((_round_up(length, BLOCK), width), dtype=qkv_t.dtype)
+    ones = np.ones(scores_t.shape[0], dtype=qkv_t.dtype)
+    total = np.empty(width, dtype=qkv_t.dtype)
+    mixed = np.empty(width, dtype=qkv_t.dtype)
+    for first in range(0, qkv_t.shape[1], length):
+        for q0 in range(0, d_model, head_dim):
             if head_dim == BLOCK:  # a copy compiled for this size: no block loop, no branches
-                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, d_model, tiles, scores_t, total,
-                             mixed, context_t)
+                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, d_model, tiles, scores_t, ones,
+                             total, mixed, context_t)
             else:
-                _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, total, mixed,
-                             context_t)
+                _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, ones, total,
+                             mixed, context_t)
+
+
+# Rows per block in ``encode``: a block's working set (about 3 KB a row at d_model 128, ffn 512) then fits
+# a core's L2, and single-threaded GEMMs over 300-1300 rows ran at ~102 GFLOP/s a core here, against
+# ~85 a core for the whole-batch two-thread GEMMs that wrote their outputs through to memory.
+BLOCK_ROWS = 512
 
 
 class Workspace(NamedTuple):
-    """Buffers one forward pass reuses across layers (and the model across calls of one shape)."""
+    """Scratch for ``encode``: row t of each array is thread t's, flat, room for a block of ``block_rows``
+    rows. A model keeps one across calls, so repeated calls allocate (and page-fault) nothing."""
+
+    normed: np.ndarray  # [threads, block_rows * d_model]
+    qkv_t: np.ndarray  # [threads, 3 * d_model * block_rows]
+    context_t: np.ndarray  # [threads, d_model * block_rows]
+    projected: np.ndarray  # [threads, block_rows * d_model]
+    hidden: np.ndarray  # [threads, block_rows * ffn_dim]
+    swapped: np.ndarray  # [threads, block_rows * d_model]
+
+
+def make_workspace(threads, block_rows, d_model, ffn_dim, dtype) -> Workspace:
+    def buffer(width):
+        return np.empty((threads, block_rows * width), dtype)
+
+    return Workspace(normed=buffer(d_model), qkv_t=buffer(3 * d_model), context_t=buffer(d_model),
+                     projected=buffer(d_model), hidden=buffer(ffn_dim), swapped=buffer(d_model))
+
+
+class Scratch(NamedTuple):
+    """One block's views of a thread's workspace, for ``rows`` rows."""
 
     normed: np.ndarray  # [rows, d_model]
     qkv_t: np.ndarray  # [3 * d_model, rows]: transposed, so attention reads heads contiguously
@@ -469,54 +438,96 @@ class Workspace(NamedTuple):
 
 
 @kernel
-def attention_sublayer(stream, group_length, weights, layer, which, switches, work):
+def block_scratch(work, thread, rows, d_model):
+    ffn_dim = work.hidden.shape[1] // (work.normed.shape[1] // d_model)
+
+    def view(buffer, first, second):
+        return buffer[thread, :first * second].reshape(first, second)
+
+    return Scratch(view(work.normed, rows, d_model), view(work.qkv_t, 3 * d_model, rows),
+                   view(work.context_t, d_model, rows), view(work.projected, rows, d_model),
+                   view(work.hidden, rows, ffn_dim), view(work.swapped, rows, d_model))
+
+
+@kernel
+def attention_sublayer(stream, group_length, weights, layer, which, switches, scratch):
     """Residual self-attention within consecutive groups of ``group_length`` rows, pre- or post-norm,
     updating stream [groups * group_length, d_model] in place."""
     source = stream
     if switches.pre_norm:
-        normalize(stream, weights, layer, which, switches, work.normed)
-        source = work.normed
-    np.dot(weights.qkv_weight[layer].T, source.T, work.qkv_t)  # [3 * d_model, rows] = W^T x^T
-    attend(work.qkv_t, weights.qkv_bias[layer], group_length, switches.num_heads, work.context_t)
-    linear(work.context_t.T, weights.out_weight[layer], weights.out_bias[layer], work.projected)
-    add_by_rows(stream, work.projected)
+        normalize(stream, weights, layer, which, switches, scratch.normed)
+        source = scratch.normed
+    np.dot(weights.qkv_weight[layer].T, source.T, scratch.qkv_t)  # [3 * d_model, rows] = W^T x^T
+    attend(scratch.qkv_t, weights.qkv_bias[layer], group_length, switches.num_heads, scratch.context_t)
+    linear(scratch.context_t.T, weights.out_weight[layer], weights.out_bias[layer], scratch.projected)
+    add_rows(stream, scratch.projected)
     if not switches.pre_norm:
         normalize(stream, weights, layer, which, switches, stream)
 
 
 @kernel
-def feed_forward_sublayer(stream, weights, layer, switches, work):
+def feed_forward_sublayer(stream, weights, layer, switches, scratch):
     """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
     source = stream
     if switches.pre_norm:
-        normalize(stream, weights, layer, NORM_FF, switches, work.normed)
-        source = work.normed
-    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], work.hidden, switches.activation)
-    linear(work.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], work.projected)
-    add_by_rows(stream, work.projected)
+        normalize(stream, weights, layer, NORM_FF, switches, scratch.normed)
+        source = scratch.normed
+    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
+    linear(scratch.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], scratch.projected)
+    add_rows(stream, scratch.projected)
     if not switches.pre_norm:
         normalize(stream, weights, layer, NORM_FF, switches, stream)
 
 
-@parallel_kernel
+@kernel
 def swap_blocks(source, batch, first, second, out):
     """Rows ordered [batch, first, second] -> [batch, second, first]; source, out: [rows, d_model]."""
-    for b in prange(batch):
+    for b in range(batch):
         for i in range(first):
             for j in range(second):
                 out[(b * second + j) * first + i] = source[(b * first + i) * second + j]
 
 
 @kernel
-def encoder_layer(stream, batch, channels, tokens, weights, layer, switches, work):
-    """One PatchTSTEncoderLayer over stream [batch * channels * tokens, d_model], in place."""
-    attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, work)
+def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch):
+    """One PatchTSTEncoderLayer over stream [series * tokens, d_model], in place; with attention across
+    channels the series must be whole batch elements (channels consecutive series each)."""
+    attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, scratch)
     if switches.channel_attention:
         # Attention across channels at each token: reorder to [batch, tokens, channels], attend, reorder back.
-        swap_blocks(stream, batch, channels, tokens, work.swapped)
-        attention_sublayer(work.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, work)
-        swap_blocks(work.swapped, batch, tokens, channels, stream)
-    feed_forward_sublayer(stream, weights, layer, switches, work)
+        batch = stream.shape[0] // (channels * tokens)
+        swap_blocks(stream, batch, channels, tokens, scratch.swapped)
+        attention_sublayer(scratch.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, scratch)
+        swap_blocks(scratch.swapped, batch, tokens, channels, stream)
+    feed_forward_sublayer(stream, weights, layer, switches, scratch)
+
+
+@parallel_kernel
+def encode(stream, channels, tokens, weights, switches, work, hidden_states):
+    """Every encoder layer over stream [batch * channels * tokens, d_model], in place; hidden_states
+    [layers or 0, rows, d_model] receives the stream entering each layer.
+
+    The rows split into units that attend only among themselves: a series, or with attention across
+    channels a whole batch element. Each thread of the workspace takes an equal share of the units and runs
+    all layers over blocks of them that fit its workspace (and so its cache), with single-threaded BLAS:
+    one parallel launch per forward pass, no thread pools taking turns.
+    """
+    d_model = stream.shape[1]
+    threads = work.normed.shape[0]
+    block_rows = work.normed.shape[1] // d_model
+    unit_rows = tokens * (channels if switches.channel_attention else 1)
+    units = stream.shape[0] // unit_rows
+    units_per_block = max(block_rows // unit_rows, 1)
+    for thread in prange(threads):
+        start, stop = piece(units, threads, thread)
+        for first in range(start, stop, units_per_block):
+            rows = slice(first * unit_rows, min(first + units_per_block, stop) * unit_rows)
+            block = stream[rows]
+            scratch = block_scratch(work, thread, block.shape[0], d_model)
+            for layer in range(weights.qkv_weight.shape[0]):
+                if hidden_states.shape[0]:
+                    hidden_states[layer, rows] = block
+                encoder_layer(block, channels, tokens, weights, layer, switches, scratch)
 
 
 @kernel
@@ -644,7 +655,7 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
 
     values, observed: [batch, time, channels] (observed is 1.0/0.0 in the dtype);
     patch_mask: [batch, channels, patches] bool, or [0, 0, 0] for none (pretraining's masked patches);
-    work: a ``Workspace`` for rows = batch * channels * tokens.
+    work: a ``Workspace`` (``make_workspace``), one row per thread ``encode`` runs.
     Returns last_hidden_state [batch, channels, tokens, d_model], loc and scale [batch, 1, channels],
     patch_input [batch, channels, patches, patch_length], the head output (see ``apply_head``), and the
     hidden states entering each layer [layers or 0, batch, channels, tokens, d_model].
@@ -665,11 +676,8 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
     num_layers = encoder.qkv_weight.shape[0]
     d_model = rows.shape[1]
     kept = num_layers if keep_hidden_states else 0
-    hidden_states = np.empty((kept, batch, channels, tokens, d_model), dtype=values.dtype)
-    for layer in range(num_layers):
-        if keep_hidden_states:
-            hidden_states[layer] = rows.reshape(batch, channels, tokens, d_model)
-        encoder_layer(rows, batch, channels, tokens, encoder, layer, switches, work)
+    hidden_states = np.empty((kept, rows.shape[0], d_model), dtype=values.dtype)
+    encode(rows, channels, tokens, encoder, switches, work, hidden_states)
     hidden = rows.reshape(batch, channels, tokens, d_model)
     head_output = apply_head(hidden, loc, scale, weights, switches)
-    return hidden, loc, scale, patch_input, head_output, hidden_states
+    return hidden, loc, scale, patch_input, head_output, hidden_states.reshape(kept, batch, channels, tokens, d_model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import numba
 import numpy as np
 
 from . import kernels
@@ -17,6 +18,7 @@ from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_com
 from .errors import ArchitectureMismatchError, ConfigError, InputError, UnsupportedArchitectureError
 from .layers import PatchTSTWeights, load_patchtst_weights
 from .mapping import map_patchtst_weights
+from .threads import single_threaded_blas
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -218,18 +220,18 @@ class _PatchTSTBase:
             raise InputError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
         return np.ascontiguousarray(mask, dtype=np.bool_)
 
-    def workspace(self, batch: int) -> kernels.Workspace:
-        """Scratch buffers for a batch: kept for the most recent batch size, so repeated calls of one
-        shape allocate (and page-fault) nothing new. ``release_workspace()`` frees them."""
+    def workspace(self) -> kernels.Workspace:
+        """Scratch for the compiled encoder: one block of rows per Numba thread, whatever the batch. Kept
+        across calls, so repeated calls allocate (and page-fault) nothing; ``release_workspace()`` frees it."""
         config = self.config
-        rows = batch * config.num_input_channels * (config.num_patches + int(config.use_cls_token))
-        if self._workspace is None or self._workspace.normed.shape[0] != rows:
-            d_model = config.d_model
+        threads = numba.get_num_threads()
+        tokens = config.num_patches + int(config.use_cls_token)
+        unit_rows = tokens * (config.num_input_channels if config.channel_attention else 1)
+        block_rows = max(kernels.BLOCK_ROWS, unit_rows)
+        shape = (threads, block_rows * config.d_model)
+        if self._workspace is None or self._workspace.normed.shape != shape:
             self._workspace = None  # let the old buffers go before allocating the new ones
-            self._workspace = kernels.Workspace(
-                normed=np.empty((rows, d_model), self.dtype), qkv_t=np.empty((3 * d_model, rows), self.dtype),
-                context_t=np.empty((d_model, rows), self.dtype), projected=np.empty((rows, d_model), self.dtype),
-                hidden=np.empty((rows, config.ffn_dim), self.dtype), swapped=np.empty((rows, d_model), self.dtype))
+            self._workspace = kernels.make_workspace(threads, block_rows, config.d_model, config.ffn_dim, self.dtype)
         return self._workspace
 
     def release_workspace(self) -> None:
@@ -238,8 +240,9 @@ class _PatchTSTBase:
     def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False):
         values, observed, single = self._prepare(past_values, past_observed_mask)
         patch_mask = self._patch_mask(mask, values.shape[0])
-        results = kernels.patchtst_forward(values, observed, patch_mask, self.weights, self._switches,
-                                           bool(output_hidden_states), self.workspace(values.shape[0]))
+        with single_threaded_blas():
+            results = kernels.patchtst_forward(values, observed, patch_mask, self.weights, self._switches,
+                                               bool(output_hidden_states), self.workspace())
         return results, single
 
     @staticmethod

@@ -7,6 +7,7 @@ missing values.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -104,17 +105,25 @@ def test_nan_is_missing_and_single_series_is_accepted(class_name):
     dict(norm_type="batchnorm", pre_norm=True, channel_attention=False, activation_function="gelu"),
     dict(norm_type="layernorm", pre_norm=False, channel_attention=True, activation_function="relu"),
 ])
-def test_parity_at_sizes_that_run_in_parallel(variant, dtype):
-    """Kernels run serially below PARALLEL_MIN_WORK elements and split across threads above it; the drawn
-    configs above are small, so this one is large enough for every parallel path."""
-    from rustml_nb.kernels import PARALLEL_MIN_WORK
+def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
+    """The encoder splits the series (with attention across channels: whole batch elements) among the
+    threads, each working through blocks of BLOCK_ROWS rows. The drawn configs above fit in one block; this
+    batch gives every thread several blocks and an uneven split, run with all threads and with one."""
+    from rustml_nb.kernels import BLOCK_ROWS
     kwargs = dict(num_input_channels=4, context_length=96, patch_length=8, patch_stride=8, d_model=64,
                   num_attention_heads=4, ffn_dim=128, num_hidden_layers=2, prediction_length=12, **variant)
-    batch = 48
-    assert batch * 4 * 12 * 64 >= 2 * PARALLEL_MIN_WORK  # rows x d_model: every kernel takes its parallel path
+    threads = numba.get_num_threads()
+    rows_per_batch_element = 4 * 12  # channels x patches
+    batch = 2 * threads * BLOCK_ROWS // rows_per_batch_element + 3
+    assert batch * rows_per_batch_element // threads > 2 * BLOCK_ROWS  # several blocks for every thread
     reference = build_reference("PatchTSTForPrediction", seed=9, torch_dtype=TORCH_DTYPES[dtype], **kwargs)
     model = rustml_nb.PatchTSTForPrediction.from_hub_weights(
         rustml_nb.PatchTSTConfig(**kwargs), {k: v.numpy() for k, v in reference.state_dict().items()}, dtype)
     values = realistic_series(np.random.default_rng(5), batch, 96, 4).astype(dtype)
-    compare_outputs(model(values, output_hidden_states=True),
-                    run_reference(reference, values, output_hidden_states=True), dtype)
+    expected = run_reference(reference, values, output_hidden_states=True)
+    compare_outputs(model(values, output_hidden_states=True), expected, dtype)
+    try:
+        numba.set_num_threads(1)
+        compare_outputs(model(values, output_hidden_states=True), expected, dtype)
+    finally:
+        numba.set_num_threads(threads)
