@@ -289,14 +289,20 @@ _round_up = kernel(_round_up)
 
 
 @njit(inline="always", error_model="numpy")
-def _block_dot(matrix, coefficients, first, i):
-    """sum of coefficients[r] * matrix[r, i] over the BLOCK = 8 rows r = first .. first + 7, added as a
-    tree (depth 3 instead of a chain of 7 dependent additions, which bounded the loop by add latency)."""
-    c, m = coefficients, matrix
-    pair01 = c[first] * m[first, i] + c[first + 1] * m[first + 1, i]
-    pair23 = c[first + 2] * m[first + 2, i] + c[first + 3] * m[first + 3, i]
-    pair45 = c[first + 4] * m[first + 4, i] + c[first + 5] * m[first + 5, i]
-    pair67 = c[first + 6] * m[first + 6, i] + c[first + 7] * m[first + 7, i]
+def _block_of(vector, first):
+    """vector[first:first + BLOCK] as a tuple of BLOCK = 8 numbers: loaded once, kept in registers."""
+    return (vector[first], vector[first + 1], vector[first + 2], vector[first + 3],
+            vector[first + 4], vector[first + 5], vector[first + 6], vector[first + 7])
+
+
+@njit(inline="always", error_model="numpy")
+def _block_dot(matrix, first, i, c):
+    """sum of c[u] * matrix[first + u, i] over u < BLOCK = 8, added as a tree (depth 3 instead of a chain
+    of 7 dependent additions, which bounded the loop by add latency)."""
+    pair01 = c[0] * matrix[first, i] + c[1] * matrix[first + 1, i]
+    pair23 = c[2] * matrix[first + 2, i] + c[3] * matrix[first + 3, i]
+    pair45 = c[4] * matrix[first + 4, i] + c[5] * matrix[first + 5, i]
+    pair67 = c[6] * matrix[first + 6, i] + c[7] * matrix[first + 7, i]
     return (pair01 + pair23) + (pair45 + pair67)
 
 
@@ -304,12 +310,14 @@ def _block_dot(matrix, coefficients, first, i):
 def _sum_keys(weights_t, coefficients, out):
     """out[i] = sum over keys j of coefficients[j] * weights_t[j, i]; weights_t: [keys rounded up to BLOCK, width]."""
     for block in range(weights_t.shape[0] // BLOCK):
+        first = block * BLOCK
+        c = _block_of(coefficients, first)
         if block == 0:
             for i in range(out.size):
-                out[i] = _block_dot(weights_t, coefficients, 0, i)
+                out[i] = _block_dot(weights_t, first, i, c)
         else:
             for i in range(out.size):
-                out[i] += _block_dot(weights_t, coefficients, block * BLOCK, i)
+                out[i] += _block_dot(weights_t, first, i, c)
 
 
 @njit(inline="always", error_model="numpy")
@@ -340,12 +348,14 @@ def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, s
             for i in range(width):
                 row[i] = 0.0
         for block in range(head_dim // BLOCK):
+            first_feature = block * BLOCK
+            c = _block_of(key, first_feature)
             if block == 0:
                 for i in range(width):
-                    row[i] = _block_dot(queries, key, 0, i)
+                    row[i] = _block_dot(queries, first_feature, i, c)
             else:
                 for i in range(width):
-                    row[i] += _block_dot(queries, key, block * BLOCK, i)
+                    row[i] += _block_dot(queries, first_feature, i, c)
         for d in range(head_dim - head_dim % BLOCK, head_dim):
             query = queries[d]
             for i in range(width):
@@ -502,55 +512,56 @@ def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch):
     feed_forward_sublayer(stream, weights, layer, switches, scratch)
 
 
-@parallel_kernel
-def encode(stream, channels, tokens, weights, switches, work, hidden_states):
-    """Every encoder layer over stream [batch * channels * tokens, d_model], in place; hidden_states
-    [layers or 0, rows, d_model] receives the stream entering each layer.
+@kernel
+def embed_series(patches, series, channel, weights, switches, rows):
+    """Series ``series`` of patches [series, num_patches, patch_length] -> its rows [tokens, d_model]: the
+    patch embedding of its channel plus positions, after the cls token when one is used."""
+    offset = 1 if switches.use_cls_token else 0
+    e = 0 if weights.embedding_weight.shape[0] == 1 else channel
+    positions, bias = weights.positional_encoding, weights.embedding_bias[e]  # [tokens, d_model], [d_model]
+    if offset:
+        for d in range(rows.shape[1]):
+            rows[0, d] = weights.cls_token[d] + positions[0, d]
+    np.dot(patches[series], weights.embedding_weight[e], rows[offset:])
+    for p in range(offset, rows.shape[0]):
+        row, position = rows[p], positions[p]
+        for d in range(row.size):
+            row[d] = row[d] + bias[d] + position[d]
 
-    The rows split into units that attend only among themselves: a series, or with attention across
+
+@parallel_kernel
+def encode(patches, channels, weights, switches, work, stream, hidden_states):
+    """The encoder: patches [series, num_patches, patch_length] -> stream [series * tokens, d_model], the
+    embedding and then every layer; hidden_states [layers or 0, rows, d_model] receives the stream entering
+    each layer.
+
+    The series split into units that attend only among themselves: a series, or with attention across
     channels a whole batch element. Each thread of the workspace takes an equal share of the units and runs
-    all layers over blocks of them that fit its workspace (and so its cache), with single-threaded BLAS:
+    the encoder over blocks of them that fit its workspace (and so its cache), with single-threaded BLAS:
     one parallel launch per forward pass, no thread pools taking turns.
     """
     d_model = stream.shape[1]
+    tokens = stream.shape[0] // patches.shape[0]
     threads = work.normed.shape[0]
     block_rows = work.normed.shape[1] // d_model
-    unit_rows = tokens * (channels if switches.channel_attention else 1)
-    units = stream.shape[0] // unit_rows
+    unit_series = channels if switches.channel_attention else 1
+    unit_rows = unit_series * tokens
+    units = patches.shape[0] // unit_series
     units_per_block = max(block_rows // unit_rows, 1)
     for thread in prange(threads):
         start, stop = piece(units, threads, thread)
         for first in range(start, stop, units_per_block):
-            rows = slice(first * unit_rows, min(first + units_per_block, stop) * unit_rows)
+            last = min(first + units_per_block, stop)
+            for series in range(first * unit_series, last * unit_series):
+                embed_series(patches, series, series % channels, weights, switches,
+                             stream[series * tokens:(series + 1) * tokens])
+            rows = slice(first * unit_rows, last * unit_rows)
             block = stream[rows]
             scratch = block_scratch(work, thread, block.shape[0], d_model)
             for layer in range(weights.qkv_weight.shape[0]):
                 if hidden_states.shape[0]:
                     hidden_states[layer, rows] = block
                 encoder_layer(block, channels, tokens, weights, layer, switches, scratch)
-
-
-@kernel
-def embed(patches, weights, switches):
-    """[batch, channels, patches, patch_length] -> rows [batch * channels * tokens, d_model] with positions
-    added, the cls token (when used) first in each series."""
-    batch, channels, num_patches, patch_length = patches.shape
-    d_model = weights.embedding_weight.shape[2]
-    offset = 1 if switches.use_cls_token else 0
-    tokens = num_patches + offset
-    rows = np.empty((batch * channels * tokens, d_model), dtype=patches.dtype)
-    shared = weights.embedding_weight.shape[0] == 1
-    for c in range(channels):
-        e = 0 if shared else c
-        flat = np.ascontiguousarray(patches[:, c]).reshape(batch * num_patches, patch_length)
-        embedded = flat @ weights.embedding_weight[e] + weights.embedding_bias[e]  # [batch * patches, d_model]
-        for b in range(batch):
-            series = (b * channels + c) * tokens
-            if offset:
-                rows[series] = weights.cls_token + weights.positional_encoding[0]
-            for p in range(num_patches):
-                rows[series + offset + p] = embedded[b * num_patches + p] + weights.positional_encoding[offset + p]
-    return rows, tokens
 
 
 # --------------------------------------------------------------------------------------------------
@@ -672,12 +683,15 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
                     if patch_mask[b, c, p]:
                         patches[b, c, p, :] = switches.mask_value
     encoder = weights.encoder
-    rows, tokens = embed(patches, encoder, switches)
+    num_patches, patch_length = patches.shape[2], patches.shape[3]
+    tokens = num_patches + (1 if switches.use_cls_token else 0)
+    d_model = encoder.embedding_weight.shape[2]
     num_layers = encoder.qkv_weight.shape[0]
-    d_model = rows.shape[1]
     kept = num_layers if keep_hidden_states else 0
+    rows = np.empty((batch * channels * tokens, d_model), dtype=values.dtype)
     hidden_states = np.empty((kept, rows.shape[0], d_model), dtype=values.dtype)
-    encode(rows, channels, tokens, encoder, switches, work, hidden_states)
+    encode(patches.reshape(batch * channels, num_patches, patch_length), channels, encoder, switches, work, rows,
+           hidden_states)
     hidden = rows.reshape(batch, channels, tokens, d_model)
     head_output = apply_head(hidden, loc, scale, weights, switches)
     return hidden, loc, scale, patch_input, head_output, hidden_states.reshape(kept, batch, channels, tokens, d_model)
