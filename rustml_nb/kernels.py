@@ -56,6 +56,7 @@ class Switches(NamedTuple):
     output_high: float
     mask_value: float
     dtype_eps: float  # torch.finfo(dtype).eps, the floor of distribution scales
+    pool_last_feed_forward: bool  # the head needs only each series' token mean: see pooled_feed_forward
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,6 +491,42 @@ def feed_forward_sublayer(stream, weights, layer, switches, scratch):
 
 
 @kernel
+def token_means(rows, tokens, out):
+    """out[s] = the mean of rows s * tokens .. (s + 1) * tokens - 1 (summed in order, then divided, as torch's
+    mean); rows: [series * tokens, width], out: [series, width]."""
+    for s in range(out.shape[0]):
+        mean = out[s]
+        mean[:] = rows[s * tokens]
+        for t in range(1, tokens):
+            row = rows[s * tokens + t]
+            for c in range(mean.size):
+                mean[c] += row[c]
+        for c in range(mean.size):
+            mean[c] /= tokens
+
+
+@kernel
+def pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, pooled):
+    """The last feed-forward sublayer when the head reads only each series' mean over its tokens:
+    pooled [series, d_model] = that mean of the sublayer's output. The second Linear, the residual and a
+    BatchNorm are affine, so they act on the token means (one row per series) instead of on every token;
+    the first Linear and the activation still see every token. stream is left as it entered."""
+    source = stream
+    if switches.pre_norm:
+        normalize(stream, weights, layer, NORM_FF, switches, scratch.normed)
+        source = scratch.normed
+    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
+    series = pooled.shape[0]
+    hidden_means = np.empty((series, scratch.hidden.shape[1]), dtype=stream.dtype)
+    token_means(scratch.hidden, tokens, hidden_means)
+    token_means(stream, tokens, pooled)
+    add_rows(pooled, linear(hidden_means, weights.ff2_weight[layer], weights.ff2_bias[layer],
+                            np.empty((series, stream.shape[1]), dtype=stream.dtype)))
+    if not switches.pre_norm:
+        normalize(pooled, weights, layer, NORM_FF, switches, pooled)  # BatchNorm: see Switches
+
+
+@kernel
 def swap_blocks(source, batch, first, second, out):
     """Rows ordered [batch, first, second] -> [batch, second, first]; source, out: [rows, d_model]."""
     for b in range(batch):
@@ -499,9 +536,10 @@ def swap_blocks(source, batch, first, second, out):
 
 
 @kernel
-def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch):
+def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch, pooled):
     """One PatchTSTEncoderLayer over stream [series * tokens, d_model], in place; with attention across
-    channels the series must be whole batch elements (channels consecutive series each)."""
+    channels the series must be whole batch elements (channels consecutive series each). Given pooled
+    [series, d_model] (not [0, d_model]), the layer ends with ``pooled_feed_forward`` into it."""
     attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, scratch)
     if switches.channel_attention:
         # Attention across channels at each token: reorder to [batch, tokens, channels], attend, reorder back.
@@ -509,7 +547,10 @@ def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch):
         swap_blocks(stream, batch, channels, tokens, scratch.swapped)
         attention_sublayer(scratch.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, scratch)
         swap_blocks(scratch.swapped, batch, tokens, channels, stream)
-    feed_forward_sublayer(stream, weights, layer, switches, scratch)
+    if pooled.shape[0]:
+        pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, pooled)
+    else:
+        feed_forward_sublayer(stream, weights, layer, switches, scratch)
 
 
 @kernel
@@ -530,10 +571,11 @@ def embed_series(patches, series, channel, weights, switches, rows):
 
 
 @parallel_kernel
-def encode(patches, channels, weights, switches, work, stream, hidden_states):
+def encode(patches, channels, weights, switches, work, stream, hidden_states, pooled):
     """The encoder: patches [series, num_patches, patch_length] -> stream [series * tokens, d_model], the
     embedding and then every layer; hidden_states [layers or 0, rows, d_model] receives the stream entering
-    each layer.
+    each layer. With ``switches.pool_last_feed_forward`` the last layer ends in pooled [series, d_model]
+    (each series' token mean) and leaves the stream as it entered that layer's feed-forward sublayer.
 
     The series split into units that attend only among themselves: a series, or with attention across
     channels a whole batch element. Each thread of the workspace takes an equal share of the units and runs
@@ -558,10 +600,14 @@ def encode(patches, channels, weights, switches, work, stream, hidden_states):
             rows = slice(first * unit_rows, last * unit_rows)
             block = stream[rows]
             scratch = block_scratch(work, thread, block.shape[0], d_model)
-            for layer in range(weights.qkv_weight.shape[0]):
+            num_layers = weights.qkv_weight.shape[0]
+            for layer in range(num_layers):
                 if hidden_states.shape[0]:
                     hidden_states[layer, rows] = block
-                encoder_layer(block, channels, tokens, weights, layer, switches, scratch)
+                block_pooled = pooled[:0]
+                if switches.pool_last_feed_forward and layer == num_layers - 1:
+                    block_pooled = pooled[first * unit_series:last * unit_series]
+                encoder_layer(block, channels, tokens, weights, layer, switches, scratch, block_pooled)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -589,9 +635,12 @@ def distribution_domain_map(values, k, switches):
 
 
 @kernel
-def pool(hidden, switches):
-    """[batch, channels, tokens, d_model] -> [batch, channels, width]: cls token, mean, max or flatten."""
+def pool(hidden, pooled, switches):
+    """[batch, channels, tokens, d_model] -> [batch, channels, width]: cls token, mean, max or flatten
+    (the mean already taken in ``pooled`` when ``switches.pool_last_feed_forward``)."""
     batch, channels, tokens, d_model = hidden.shape
+    if switches.pool_last_feed_forward:
+        return pooled
     if switches.use_cls_token:
         return np.ascontiguousarray(hidden[:, :, 0, :])
     if switches.pooling == POOL_MEAN:
@@ -609,8 +658,9 @@ def pool(hidden, switches):
 
 
 @kernel
-def apply_head(hidden, loc, scale, weights, switches):
-    """hidden: [batch, channels, tokens, d_model] -> the head's output as a 4-D array:
+def apply_head(hidden, pooled, loc, scale, weights, switches):
+    """hidden: [batch, channels, tokens, d_model] -> the head's output as a 4-D array (pooled [batch,
+    channels, d_model] holds the token means instead when ``switches.pool_last_feed_forward``):
 
     prediction [parameters, batch, horizon, channels]; pretraining [batch, channels, patches, patch_length];
     classification / regression [parameters, 1, batch, targets]; no head [0, 0, 0, 0].
@@ -624,14 +674,14 @@ def apply_head(hidden, loc, scale, weights, switches):
         out = rows.reshape(batch, channels, tokens, patch_length)[:, :, offset:, :]
         return np.ascontiguousarray(out)
     if switches.head == HEAD_PREDICTION:
-        pooled = pool(hidden, switches)  # [batch, channels, width]
+        features = pool(hidden, pooled, switches)  # [batch, channels, width]
         num_params, horizon = head.weight.shape[1], head.weight.shape[3]
         out = np.empty((num_params, batch, horizon, channels), dtype=hidden.dtype)
         shared = head.weight.shape[0] == 1
         for k in range(num_params):
             for c in range(channels):
                 h = 0 if shared else c
-                values = np.ascontiguousarray(pooled[:, c, :]) @ head.weight[h, k] + head.bias[h, k]  # [batch, horizon]
+                values = np.ascontiguousarray(features[:, c, :]) @ head.weight[h, k] + head.bias[h, k]  # [batch, horizon]
                 if switches.distribution != DIST_NONE:
                     distribution_domain_map(values, k, switches)
                 else:
@@ -640,11 +690,11 @@ def apply_head(hidden, loc, scale, weights, switches):
                 out[k, :, :, c] = values
         return out
     if switches.head == HEAD_CLASSIFICATION or switches.head == HEAD_REGRESSION:
-        pooled = pool(hidden, switches).reshape(batch, channels * d_model)
+        features = pool(hidden, pooled, switches).reshape(batch, channels * d_model)
         num_params, targets = head.weight.shape[1], head.weight.shape[3]
         out = np.empty((num_params, 1, batch, targets), dtype=hidden.dtype)
         for k in range(num_params):
-            values = pooled @ head.weight[0, k] + head.bias[0, k]  # [batch, targets]
+            values = features @ head.weight[0, k] + head.bias[0, k]  # [batch, targets]
             if switches.distribution != DIST_NONE:
                 distribution_domain_map(values, k, switches)
             elif switches.has_output_range:
@@ -690,8 +740,9 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
     kept = num_layers if keep_hidden_states else 0
     rows = np.empty((batch * channels * tokens, d_model), dtype=values.dtype)
     hidden_states = np.empty((kept, rows.shape[0], d_model), dtype=values.dtype)
+    pooled = np.empty((batch if switches.pool_last_feed_forward else 0, channels, d_model), dtype=values.dtype)
     encode(patches.reshape(batch * channels, num_patches, patch_length), channels, encoder, switches, work, rows,
-           hidden_states)
+           hidden_states, pooled.reshape(pooled.shape[0] * channels, d_model))
     hidden = rows.reshape(batch, channels, tokens, d_model)
-    head_output = apply_head(hidden, loc, scale, weights, switches)
+    head_output = apply_head(hidden, pooled, loc, scale, weights, switches)
     return hidden, loc, scale, patch_input, head_output, hidden_states.reshape(kept, batch, channels, tokens, d_model)
