@@ -717,7 +717,9 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
     values, observed: [batch, time, channels] (observed is 1.0/0.0 in the dtype);
     patch_mask: [batch, channels, patches] bool, or [0, 0, 0] for none (pretraining's masked patches);
     work: a ``Workspace`` (``make_workspace``), one row per thread ``encode`` runs.
-    Returns last_hidden_state [batch, channels, tokens, d_model], loc and scale [batch, 1, channels],
+    Returns last_hidden_state [batch, channels, tokens, d_model] (with ``switches.pool_last_feed_forward``
+    the stream before the last feed-forward sublayer, which the classes using that switch do not return),
+    loc and scale [batch, 1, channels],
     patch_input [batch, channels, patches, patch_length], the head output (see ``apply_head``), and the
     hidden states entering each layer [layers or 0, batch, channels, tokens, d_model].
     """

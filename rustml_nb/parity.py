@@ -110,7 +110,7 @@ def field_differences(ours, theirs) -> list[Difference]:
             rows.append(Difference(field, float("inf"), float("inf"), False))
             continue
         for i, (a, b) in enumerate(pairs):
-            b = _numpy(b)
+            a, b = _numpy(a), _numpy(b)
             name = f"{field}[{i}]" if isinstance(value, tuple) else field
             if a.shape != b.shape:
                 rows.append(Difference(name, float("inf"), float("inf"), False))

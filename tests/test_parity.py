@@ -1,11 +1,15 @@
 """Parity with transformers: random checkpoints of every class and switch, every output field compared.
 
 float64 against transformers in float64 within 1e-9 x (1 + max |reference|); float32 against float32
-within 2e-4 x (1 + max |reference|). Inputs have offsets and scales like real data, with and without
-missing values.
+within 2e-4 x (1 + max |reference|), or, where an ill-conditioned configuration amplifies float32 rounding,
+at most twice as far from transformers' float64 result as transformers' own float32 is. Inputs have offsets
+and scales like real data, with and without missing values.
 """
 
 from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -21,15 +25,30 @@ from strategies import patchtst_kwargs
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def compare_outputs(ours, reference, dtype):
-    """Every field of our output against transformers' field of the same name, within TOLERANCE[dtype]."""
+def compare_outputs(ours, reference, dtype, truth=None):
+    """Every field of our output against transformers' field of the same name, within TOLERANCE[dtype].
+
+    ``truth``: transformers in float64 on the same weights and inputs. Where a float32 field misses the
+    tolerance, it decides: ill-conditioned configurations (a LayerNorm over two features, say) amplify
+    rounding in any float32 implementation, and there ours must be about as accurate as transformers' own
+    float32 is (at most twice as far from the float64 result)."""
     differences = field_differences(ours, reference)
     assert differences, "no field compared"
+    if truth is not None:
+        theirs = SimpleNamespace(**{field: getattr(reference, field) for field in vars(ours)})
+        ours_off = {d.field: d.relative for d in field_differences(ours, truth)}
+        theirs_off = {d.field: d.relative for d in field_differences(theirs, truth)}
     for difference in differences:
         assert difference.shape_ok, f"{difference.field}: shape differs from transformers'"
-        assert difference.within(TOLERANCE[dtype]), (
-            f"{difference.field}: max abs difference {difference.max_abs:.3g} is {difference.relative:.3g} of "
-            f"1 + max |reference|, over {TOLERANCE[dtype]}")
+        if difference.within(TOLERANCE[dtype]):
+            continue
+        message = (f"{difference.field}: max abs difference {difference.max_abs:.3g} is {difference.relative:.3g} "
+                   f"of 1 + max |reference|, over {TOLERANCE[dtype]}")
+        assert truth is not None, message
+        field = difference.field
+        assert ours_off[field] <= 2 * theirs_off[field], (
+            f"{message}; against float64 ours is off by {ours_off[field]:.3g}, transformers' float32 by "
+            f"{theirs_off[field]:.3g}")
     for field, value in vars(ours).items():
         if field == "mask":  # echoes the boolean patch mask given; not computed
             continue
@@ -76,7 +95,12 @@ def test_parity_with_transformers(class_name, dtype, data, tmp_path_factory):
     if kwargs["num_hidden_layers"] == 0:
         assert ours.hidden_states == () and expected.hidden_states == ()
         ours.hidden_states = None
-    compare_outputs(ours, expected, dtype)
+    truth = None
+    if dtype == "float32":
+        as64 = None if observed is None else observed.astype(np.float64)
+        truth = run_reference(copy.deepcopy(reference).double(), values.astype(np.float64), as64, mask,
+                              output_hidden_states=True)
+    compare_outputs(ours, expected, dtype, truth)
 
 
 @pytest.mark.parametrize("class_name", ["PatchTSTForPrediction", "PatchTSTModel"])
@@ -119,6 +143,9 @@ def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
     reference = build_reference("PatchTSTForPrediction", seed=9, torch_dtype=TORCH_DTYPES[dtype], **kwargs)
     model = rustml_nb.PatchTSTForPrediction.from_hub_weights(
         rustml_nb.PatchTSTConfig(**kwargs), {k: v.numpy() for k, v in reference.state_dict().items()}, dtype)
+    # The first variant's last feed-forward sublayer runs on token means; the second's (LayerNorm after it)
+    # cannot, so both paths are checked here at size.
+    assert model._switches.pool_last_feed_forward == variant["pre_norm"]
     values = realistic_series(np.random.default_rng(5), batch, 96, 4).astype(dtype)
     expected = run_reference(reference, values, output_hidden_states=True)
     compare_outputs(model(values, output_hidden_states=True), expected, dtype)
