@@ -282,11 +282,9 @@ QUERY_LANES = 16
 BLOCK = 8  # the size of _block_dot's addition tree
 
 
+@kernel
 def _round_up(count, multiple):
     return (count + multiple - 1) // multiple * multiple
-
-
-_round_up = kernel(_round_up)
 
 
 @njit(inline="always", error_model="numpy")
