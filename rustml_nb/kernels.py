@@ -459,13 +459,19 @@ def block_scratch(work, thread, rows, d_model):
 
 
 @kernel
+def sublayer_input(stream, weights, layer, which, switches, scratch):
+    """What a sublayer reads: the stream itself, or with pre-norm its norm ``which``, in scratch.normed."""
+    if switches.pre_norm:
+        normalize(stream, weights, layer, which, switches, scratch.normed)
+        return scratch.normed
+    return stream
+
+
+@kernel
 def attention_sublayer(stream, group_length, weights, layer, which, switches, scratch):
     """Residual self-attention within consecutive groups of ``group_length`` rows, pre- or post-norm,
     updating stream [groups * group_length, d_model] in place."""
-    source = stream
-    if switches.pre_norm:
-        normalize(stream, weights, layer, which, switches, scratch.normed)
-        source = scratch.normed
+    source = sublayer_input(stream, weights, layer, which, switches, scratch)
     np.dot(weights.qkv_weight[layer].T, source.T, scratch.qkv_t)  # [3 * d_model, rows] = W^T x^T
     attend(scratch.qkv_t, weights.qkv_bias[layer], group_length, switches.num_heads, scratch.context_t)
     linear(scratch.context_t.T, weights.out_weight[layer], weights.out_bias[layer], scratch.projected)
@@ -477,10 +483,7 @@ def attention_sublayer(stream, group_length, weights, layer, which, switches, sc
 @kernel
 def feed_forward_sublayer(stream, weights, layer, switches, scratch):
     """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
-    source = stream
-    if switches.pre_norm:
-        normalize(stream, weights, layer, NORM_FF, switches, scratch.normed)
-        source = scratch.normed
+    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
     linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
     linear(scratch.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], scratch.projected)
     add_rows(stream, scratch.projected)
@@ -509,10 +512,7 @@ def pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, poole
     pooled [series, d_model] = that mean of the sublayer's output. The second Linear, the residual and a
     BatchNorm are affine, so they act on the token means (one row per series) instead of on every token;
     the first Linear and the activation still see every token. stream is left as it entered."""
-    source = stream
-    if switches.pre_norm:
-        normalize(stream, weights, layer, NORM_FF, switches, scratch.normed)
-        source = scratch.normed
+    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
     linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
     series = pooled.shape[0]
     hidden_means = np.empty((series, scratch.hidden.shape[1]), dtype=stream.dtype)

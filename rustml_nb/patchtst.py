@@ -90,10 +90,11 @@ def _switches(config: PatchTSTConfig, head: str, dtype) -> kernels.Switches:
         output_high=float(high),
         mask_value=float(config.mask_value),
         dtype_eps=float(np.finfo(dtype).eps),
-        # The head reads only token means and what follows the last first Linear is affine (a BatchNorm or
-        # no norm after it): see kernels.pooled_feed_forward.
-        pool_last_feed_forward=(head in ("prediction", "classification", "regression") and config.pooling_type == "mean"
-                                and not config.use_cls_token and config.num_hidden_layers > 0
+        # The head reads only token means, and after the last layer's activation only affine steps remain
+        # (its second Linear, the residual, a BatchNorm or no norm): see kernels.pooled_feed_forward.
+        pool_last_feed_forward=(head in ("prediction", "classification", "regression")
+                                and config.pooling_type == "mean" and not config.use_cls_token
+                                and config.num_hidden_layers > 0
                                 and (bool(config.pre_norm) or config.norm_type == "batchnorm")),
     )
 
