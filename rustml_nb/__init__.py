@@ -2,13 +2,16 @@
 
 import os as _os
 
-# Numba's OpenMP workers spin after a parallel loop and took the cores from whatever ran next (batch-1
-# latency went from 6 ms to 112 ms on 2 cores when BLAS threads came next); the workqueue layer does not
-# spin. A layer the user chose (NUMBA_THREADING_LAYER) wins.
-if "NUMBA_THREADING_LAYER" not in _os.environ:
+# Numba's threading layer: OpenMP first. A forward pass is one parallel launch whose threads call BLAS
+# single-threaded (rustml_nb.threads), so nothing else wants the cores while OpenMP's workers spin, and
+# their spinning makes the launch cheap: 2 us against 60 us for the sleeping workqueue workers, whose
+# wake-ups on this VM also made batch-1 latency bimodal (median 2.6 ms with OpenMP, 3.5 ms without). Where
+# there is no OpenMP runtime Numba falls back to TBB, then workqueue. The user's choice
+# (NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY) wins.
+if "NUMBA_THREADING_LAYER" not in _os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in _os.environ:
     import numba as _numba
 
-    _numba.config.THREADING_LAYER = "workqueue"
+    _numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 from .bundle import ModelBundle
 from .config import PatchTSTConfig
