@@ -383,13 +383,12 @@ def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, s
 
 
 @kernel
-def attend(qkv_t, qkv_bias, group_length, num_heads, context_t, first_task=0, last_task=-1):
+def attend(qkv_t, qkv_bias, group_length, num_heads, context_t):
     """Scaled dot-product attention within consecutive groups of ``group_length`` rows, per head.
 
     qkv_t: [3 * d_model, rows] (q, k, v features before their bias, transposed), qkv_bias: [3 * d_model]
-    -> context_t: [d_model, rows]. Runs the (group, head) tasks first_task .. last_task - 1, task = group *
-    num_heads + head (last_task -1: to the end). Scores are kept as [key, query], so every inner loop
-    (scores, max, exp, sum, mixing the values) runs across queries over contiguous memory and vectorizes.
+    -> context_t: [d_model, rows]. Scores are kept as [key, query], so every inner loop (scores, max,
+    exp, sum, mixing the values) runs across queries over contiguous memory and vectorizes.
     """
     length = group_length
     d_model = context_t.shape[0]
@@ -400,16 +399,14 @@ def attend(qkv_t, qkv_bias, group_length, num_heads, context_t, first_task=0, la
     ones = np.ones(scores_t.shape[0], dtype=qkv_t.dtype)
     total = np.empty(width, dtype=qkv_t.dtype)
     mixed = np.empty(width, dtype=qkv_t.dtype)
-    if last_task < 0:
-        last_task = qkv_t.shape[1] // length * num_heads
-    for task in range(first_task, last_task):
-        first, q0 = task // num_heads * length, task % num_heads * head_dim
-        if head_dim == BLOCK:  # a copy compiled for this size: no block loop, no branches
-            _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, d_model, tiles, scores_t, ones, total, mixed,
-                         context_t)
-        else:
-            _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, ones, total, mixed,
-                         context_t)
+    for first in range(0, qkv_t.shape[1], length):
+        for q0 in range(0, d_model, head_dim):
+            if head_dim == BLOCK:  # a copy compiled for this size: no block loop, no branches
+                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, d_model, tiles, scores_t, ones,
+                             total, mixed, context_t)
+            else:
+                _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, ones, total,
+                             mixed, context_t)
 
 
 # Rows per block in ``encode``: a block's working set (about 3 KB a row at d_model 128, ffn 512) then fits
@@ -484,16 +481,10 @@ def attention_sublayer(stream, group_length, weights, layer, which, switches, sc
 
 
 @kernel
-def feed_forward_hidden(stream, weights, layer, switches, scratch):
-    """The feed-forward sublayer up to its activation: scratch.hidden = act(input @ W1 + b1)."""
-    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
-    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
-
-
-@kernel
 def feed_forward_sublayer(stream, weights, layer, switches, scratch):
     """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
-    feed_forward_hidden(stream, weights, layer, switches, scratch)
+    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
+    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
     linear(scratch.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], scratch.projected)
     add_rows(stream, scratch.projected)
     if not switches.pre_norm:
@@ -521,16 +512,11 @@ def pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, poole
     pooled [series, d_model] = that mean of the sublayer's output. The second Linear, the residual and a
     BatchNorm are affine, so they act on the token means (one row per series) instead of on every token;
     the first Linear and the activation still see every token. stream is left as it entered."""
-    feed_forward_hidden(stream, weights, layer, switches, scratch)
-    pool_feed_forward(stream, scratch.hidden, tokens, weights, layer, switches, pooled)
-
-
-@kernel
-def pool_feed_forward(stream, hidden, tokens, weights, layer, switches, pooled):
-    """The rest of ``pooled_feed_forward`` once hidden holds the activations of stream's rows."""
+    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
+    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
     series = pooled.shape[0]
-    hidden_means = np.empty((series, hidden.shape[1]), dtype=stream.dtype)
-    token_means(hidden, tokens, hidden_means)
+    hidden_means = np.empty((series, scratch.hidden.shape[1]), dtype=stream.dtype)
+    token_means(scratch.hidden, tokens, hidden_means)
     token_means(stream, tokens, pooled)
     add_rows(pooled, linear(hidden_means, weights.ff2_weight[layer], weights.ff2_bias[layer],
                             np.empty((series, stream.shape[1]), dtype=stream.dtype)))
@@ -620,86 +606,6 @@ def encode(patches, channels, weights, switches, work, stream, hidden_states, po
                 if switches.pool_last_feed_forward and layer == num_layers - 1:
                     block_pooled = pooled[first * unit_series:last * unit_series]
                 encoder_layer(block, channels, tokens, weights, layer, switches, scratch, block_pooled)
-
-
-@kernel
-def whole_batch_view(buffer, first, second):
-    """All threads' workspace rows of ``buffer`` as one [first, second] array (first * second must fit)."""
-    return buffer.reshape(buffer.size)[:first * second].reshape(first, second)
-
-
-@kernel
-def use_phases(series, rows, d_model, switches, work):
-    """Whether ``encode_in_phases`` runs this batch: the series do not split evenly among the threads (so
-    ``encode`` would leave a core waiting), there is no attention across channels, and the whole batch
-    fits the workspace."""
-    threads = work.normed.shape[0]
-    return series % threads != 0 and not switches.channel_attention and rows * d_model <= work.normed.size
-
-
-@parallel_kernel
-def encode_in_phases(patches, channels, weights, switches, work, stream, hidden_states, pooled):
-    """``encode`` for a batch whose series do not split evenly among the threads (7 series on 2 cores: 4 + 3).
-    Each layer runs as a few parallel loops, each split evenly: rows for norms, residuals and the
-    feed-forward sublayer, output features for the two attention projections (so the transposed QKV stays
-    contiguous), (series, head) tasks for attention. A loop costs ~2 us to launch with OpenMP.
-    Same arguments and results as ``encode``; the workspace is used as one buffer for the whole batch."""
-    rows, d_model = stream.shape
-    tokens = rows // patches.shape[0]
-    threads = work.normed.shape[0]
-    ffn_dim = weights.ff1_weight.shape[2]
-    normed = whole_batch_view(work.normed, rows, d_model)
-    qkv_t = whole_batch_view(work.qkv_t, 3 * d_model, rows)
-    context_t = whole_batch_view(work.context_t, d_model, rows)
-    projected_t = whole_batch_view(work.projected, d_model, rows)
-    hidden = whole_batch_view(work.hidden, rows, ffn_dim)
-    num_layers = weights.qkv_weight.shape[0]
-    num_heads = switches.num_heads
-    for thread in prange(threads):
-        start, stop = piece(patches.shape[0], threads, thread)
-        for series in range(start, stop):
-            embed_series(patches, series, series % channels, weights, switches,
-                         stream[series * tokens:(series + 1) * tokens])
-    for layer in range(num_layers):
-        for thread in prange(threads):  # rows: keep the layer's input; the attention's input
-            start, stop = piece(rows, threads, thread)
-            if hidden_states.shape[0]:
-                hidden_states[layer, start:stop] = stream[start:stop]
-            if switches.pre_norm:
-                normalize(stream[start:stop], weights, layer, NORM_ATTENTION, switches, normed[start:stop])
-        source = normed if switches.pre_norm else stream
-        for thread in prange(threads):  # output features: qkv_t = W^T source^T
-            start, stop = piece(3 * d_model, threads, thread)
-            np.dot(weights.qkv_weight_t[layer, start:stop], source.T, qkv_t[start:stop])
-        for thread in prange(threads):  # (series, head) tasks
-            start, stop = piece(patches.shape[0] * num_heads, threads, thread)
-            attend(qkv_t, weights.qkv_bias[layer], tokens, num_heads, context_t, start, stop)
-        for thread in prange(threads):  # output features: projected_t = Wo^T context_t
-            start, stop = piece(d_model, threads, thread)
-            np.dot(weights.out_weight_t[layer, start:stop], context_t, projected_t[start:stop])
-        last_pooled = switches.pool_last_feed_forward and layer == num_layers - 1
-        for thread in prange(threads):  # rows: residual, norm, feed-forward (up to its activation if pooled)
-            start, stop = piece(rows, threads, thread)
-            block = stream[start:stop]
-            bias = weights.out_bias[layer]
-            for r in range(start, stop):
-                row = stream[r]
-                for c in range(d_model):
-                    row[c] += projected_t[c, r] + bias[c]
-            if not switches.pre_norm:
-                normalize(block, weights, layer, NORM_ATTENTION, switches, block)
-            # projected_t is still being read by the other threads: the sublayer's output goes to swapped.
-            spare = whole_batch_view(work.swapped, rows, d_model)[start:stop]
-            scratch = Scratch(normed[start:stop], qkv_t, context_t, spare, hidden[start:stop], spare)
-            if last_pooled:
-                feed_forward_hidden(block, weights, layer, switches, scratch)
-            else:
-                feed_forward_sublayer(block, weights, layer, switches, scratch)
-        if last_pooled:
-            for thread in prange(threads):  # series: token means, then the affine rest
-                start, stop = piece(patches.shape[0], threads, thread)
-                pool_feed_forward(stream[start * tokens:stop * tokens], hidden[start * tokens:stop * tokens],
-                                  tokens, weights, layer, switches, pooled[start:stop])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -835,12 +741,8 @@ def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidde
     rows = np.empty((batch * channels * tokens, d_model), dtype=values.dtype)
     hidden_states = np.empty((kept, rows.shape[0], d_model), dtype=values.dtype)
     pooled = np.empty((batch if switches.pool_last_feed_forward else 0, channels, d_model), dtype=values.dtype)
-    series_patches = patches.reshape(batch * channels, num_patches, patch_length)
-    series_pooled = pooled.reshape(pooled.shape[0] * channels, d_model)
-    if use_phases(batch * channels, rows.shape[0], d_model, switches, work):
-        encode_in_phases(series_patches, channels, encoder, switches, work, rows, hidden_states, series_pooled)
-    else:
-        encode(series_patches, channels, encoder, switches, work, rows, hidden_states, series_pooled)
+    encode(patches.reshape(batch * channels, num_patches, patch_length), channels, encoder, switches, work, rows,
+           hidden_states, pooled.reshape(pooled.shape[0] * channels, d_model))
     hidden = rows.reshape(batch, channels, tokens, d_model)
     head_output = apply_head(hidden, pooled, loc, scale, weights, switches)
     return hidden, loc, scale, patch_input, head_output, hidden_states.reshape(kept, batch, channels, tokens, d_model)

@@ -61,8 +61,6 @@ class EncoderWeights(NamedTuple):
     qkv_bias: np.ndarray  # [layers, 3 * d_model]
     out_weight: np.ndarray  # [layers, d_model, d_model]
     out_bias: np.ndarray  # [layers, d_model]
-    qkv_weight_t: np.ndarray  # [layers, 3 * d_model, d_model]: qkv_weight as [out, in], rows split by feature
-    out_weight_t: np.ndarray  # [layers, d_model, d_model]: out_weight as [out, in]
     norm_weight: np.ndarray  # [layers, 3, d_model]: norms of attention, channel attention, feed-forward
     norm_bias: np.ndarray  # [layers, 3, d_model]
     norm_mean: np.ndarray  # [layers, 3, d_model]
@@ -138,19 +136,15 @@ def load_encoder(state: dict, config: PatchTSTConfig, dtype) -> EncoderWeights:
     def norm_field(field: int) -> np.ndarray:
         return _stack([np.stack([norm[field] for norm in layer]) for layer in norms], (3, d_model), dtype)
 
-    qkv_weight = _stack([l.weight for l in qkv], (d_model, 3 * d_model), dtype)
-    out_weight = _stack([l.weight for l in out], (d_model, d_model), dtype)
     return EncoderWeights(
         embedding_weight=_stack([e.weight for e in embeddings], (), dtype),
         embedding_bias=_stack([e.bias for e in embeddings], (), dtype),
         positional_encoding=_array(state["positional_encoding"], dtype),
         cls_token=_array(cls_token, dtype),
-        qkv_weight=qkv_weight,
+        qkv_weight=_stack([l.weight for l in qkv], (d_model, 3 * d_model), dtype),
         qkv_bias=_stack([l.bias for l in qkv], (3 * d_model,), dtype),
-        out_weight=out_weight,
+        out_weight=_stack([l.weight for l in out], (d_model, d_model), dtype),
         out_bias=_stack([l.bias for l in out], (d_model,), dtype),
-        qkv_weight_t=np.ascontiguousarray(qkv_weight.transpose(0, 2, 1)),
-        out_weight_t=np.ascontiguousarray(out_weight.transpose(0, 2, 1)),
         norm_weight=norm_field(0),
         norm_bias=norm_field(1),
         norm_mean=norm_field(2),

@@ -154,32 +154,3 @@ def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
         compare_outputs(model(values, output_hidden_states=True), expected, dtype)
     finally:
         numba.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("channels, batch, variant", [
-    (1, 1, dict(norm_type="batchnorm", pre_norm=True)),  # a single series; mean pooling ends on token means
-    (3, 1, dict(norm_type="layernorm", pre_norm=False)),  # LayerNorm after: the full last layer
-    (3, 3, dict(norm_type="batchnorm", pre_norm=False)),
-])
-def test_parity_when_a_few_series_run_in_phases(channels, batch, variant, dtype):
-    """A batch whose series do not split evenly among the threads runs each layer as parallel phases split
-    by rows, output features and (series, head) tasks; the path is asserted, not assumed."""
-    from rustml_nb import kernels
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("phases need two threads")
-    kwargs = dict(num_input_channels=channels, context_length=96, patch_length=8, patch_stride=8, d_model=64,
-                  num_attention_heads=8, ffn_dim=128, num_hidden_layers=2, prediction_length=12, **variant)
-    reference = build_reference("PatchTSTForPrediction", seed=4, torch_dtype=TORCH_DTYPES[dtype], **kwargs)
-    model = rustml_nb.PatchTSTForPrediction.from_hub_weights(
-        rustml_nb.PatchTSTConfig(**kwargs), {k: v.numpy() for k, v in reference.state_dict().items()}, dtype)
-    values = realistic_series(np.random.default_rng(2), batch, 96, channels).astype(dtype)
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(2)
-        series, rows = batch * channels, batch * channels * 12
-        assert kernels.use_phases(series, rows, 64, model._switches, model.workspace())
-        compare_outputs(model(values, output_hidden_states=True),
-                        run_reference(reference, values, output_hidden_states=True), dtype)
-    finally:
-        numba.set_num_threads(threads)
