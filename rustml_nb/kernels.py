@@ -228,7 +228,7 @@ def _gelu_inplace(values):
 
 
 @kernel
-def exp_inplace_array(values):
+def exp_array(values):
     """values[:] = exp_of(values) for callers outside compiled code (tests)."""
     for i in range(values.size):
         values[i] = exp_of(values[i])
@@ -481,10 +481,16 @@ def attention_sublayer(stream, group_length, weights, layer, which, switches, sc
 
 
 @kernel
-def feed_forward_sublayer(stream, weights, layer, switches, scratch):
-    """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
+def feed_forward_hidden(stream, weights, layer, switches, scratch):
+    """The feed-forward sublayer up to its activation: scratch.hidden = act(input @ W1 + b1)."""
     source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
     linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
+
+
+@kernel
+def feed_forward_sublayer(stream, weights, layer, switches, scratch):
+    """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
+    feed_forward_hidden(stream, weights, layer, switches, scratch)
     linear(scratch.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], scratch.projected)
     add_rows(stream, scratch.projected)
     if not switches.pre_norm:
@@ -512,8 +518,7 @@ def pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, poole
     pooled [series, d_model] = that mean of the sublayer's output. The second Linear, the residual and a
     BatchNorm are affine, so they act on the token means (one row per series) instead of on every token;
     the first Linear and the activation still see every token. stream is left as it entered."""
-    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
-    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
+    feed_forward_hidden(stream, weights, layer, switches, scratch)
     series = pooled.shape[0]
     hidden_means = np.empty((series, scratch.hidden.shape[1]), dtype=stream.dtype)
     token_means(scratch.hidden, tokens, hidden_means)
@@ -588,6 +593,7 @@ def encode(patches, channels, weights, switches, work, stream, hidden_states, po
     unit_rows = unit_series * tokens
     units = patches.shape[0] // unit_series
     units_per_block = max(block_rows // unit_rows, 1)
+    num_layers = weights.qkv_weight.shape[0]
     for thread in prange(threads):
         start, stop = piece(units, threads, thread)
         for first in range(start, stop, units_per_block):
@@ -598,7 +604,6 @@ def encode(patches, channels, weights, switches, work, stream, hidden_states, po
             rows = slice(first * unit_rows, last * unit_rows)
             block = stream[rows]
             scratch = block_scratch(work, thread, block.shape[0], d_model)
-            num_layers = weights.qkv_weight.shape[0]
             for layer in range(num_layers):
                 if hidden_states.shape[0]:
                     hidden_states[layer, rows] = block
@@ -642,16 +647,16 @@ def pool(hidden, pooled, switches):
     if switches.use_cls_token:
         return np.ascontiguousarray(hidden[:, :, 0, :])
     if switches.pooling == POOL_MEAN:
-        pooled = np.zeros((batch, channels, d_model), dtype=hidden.dtype)
+        means = np.zeros((batch, channels, d_model), dtype=hidden.dtype)
         for t in range(tokens):
-            pooled += hidden[:, :, t, :]
-        pooled /= tokens
-        return pooled
+            means += hidden[:, :, t, :]
+        means /= tokens
+        return means
     if switches.pooling == POOL_MAX:
-        pooled = hidden[:, :, 0, :].copy()
+        maxima = hidden[:, :, 0, :].copy()
         for t in range(1, tokens):
-            pooled = np.maximum(pooled, hidden[:, :, t, :])
-        return pooled
+            maxima = np.maximum(maxima, hidden[:, :, t, :])
+        return maxima
     return hidden.copy().reshape(batch, channels, tokens * d_model)
 
 
