@@ -275,11 +275,14 @@ def add_rows(target, addend):
 # AVX-512) and finishes the remainder lane by lane, so queries are padded to a multiple of QUERY_LANES
 # (42 patches -> 48). Sums over a head's features (scores) and over keys (mixing the values) go BLOCK terms
 # at a time in a loop of constant length, which LLVM unrolls into registers (with a run-time length it kept
-# the sum in memory: 2-4x slower); keys are padded to a multiple of BLOCK with zero values. Heads of
-# exactly BLOCK features (granite's 128 / 16) get a copy compiled for that size (attention at batch 64:
-# 16.6 -> 13.5 ms); the copy costs ~4 s of one-time compilation per dtype.
+# the sum in memory: 2-4x slower). Heads of exactly BLOCK features (granite's 128 / 16) get a copy compiled
+# for that size (attention at batch 64: 16.6 -> 13.5 ms); the copy costs ~4 s of one-time compilation per
+# dtype. Keys and values are read where the QKV projection left them: only the queries are copied (padded,
+# with their bias); the key bias adds q . b_k to every score of a query, which softmax cancels, and the value
+# bias passes through softmax's convex combination, so it is added to the output.
 QUERY_LANES = 16
 BLOCK = 8  # the size of _block_dot's addition tree
+MIXED_TOGETHER = 3  # outputs _mix_three sums in one pass over the softmax weights
 
 
 @kernel
@@ -295,6 +298,14 @@ def _block_of(vector, first):
 
 
 @njit(inline="always", error_model="numpy")
+def _column_of(matrix, first, column):
+    """matrix[first:first + BLOCK, column] as a tuple of BLOCK = 8 numbers."""
+    return (matrix[first, column], matrix[first + 1, column], matrix[first + 2, column],
+            matrix[first + 3, column], matrix[first + 4, column], matrix[first + 5, column],
+            matrix[first + 6, column], matrix[first + 7, column])
+
+
+@njit(inline="always", error_model="numpy")
 def _block_dot(matrix, first, i, c):
     """sum of c[u] * matrix[first + u, i] over u < BLOCK = 8, added as a tree (depth 3 instead of a chain
     of 7 dependent additions, which bounded the loop by add latency)."""
@@ -306,80 +317,126 @@ def _block_dot(matrix, first, i, c):
 
 
 @njit(inline="always", error_model="numpy")
-def _sum_keys(weights_t, coefficients, out):
-    """out[i] = sum over keys j of coefficients[j] * weights_t[j, i]; weights_t: [keys rounded up to BLOCK, width]."""
-    for block in range(weights_t.shape[0] // BLOCK):
-        first = block * BLOCK
-        c = _block_of(coefficients, first)
+def _mix_three(weights_t, length, coefficients, out):
+    """out[r, i] = sum over keys j < length of coefficients[r][j] * weights_t[j, i], for the three rows r
+    (three tuples of [length] vectors); one pass over weights_t [keys, width] serves all three."""
+    first_out, second_out, third_out = out
+    first, second, third = coefficients
+    for block in range(length // BLOCK):
+        key = block * BLOCK
+        a, b, c = _block_of(first, key), _block_of(second, key), _block_of(third, key)
         if block == 0:
-            for i in range(out.size):
-                out[i] = _block_dot(weights_t, first, i, c)
+            for i in range(first_out.size):
+                first_out[i] = _block_dot(weights_t, key, i, a)
+                second_out[i] = _block_dot(weights_t, key, i, b)
+                third_out[i] = _block_dot(weights_t, key, i, c)
         else:
-            for i in range(out.size):
-                out[i] += _block_dot(weights_t, first, i, c)
+            for i in range(first_out.size):
+                first_out[i] += _block_dot(weights_t, key, i, a)
+                second_out[i] += _block_dot(weights_t, key, i, b)
+                third_out[i] += _block_dot(weights_t, key, i, c)
+    if length < BLOCK:
+        first_out[:], second_out[:], third_out[:] = 0, 0, 0
+    for key in range(length - length % BLOCK, length):
+        row = weights_t[key]
+        a, b, c = first[key], second[key], third[key]
+        for i in range(first_out.size):
+            first_out[i] += a * row[i]
+            second_out[i] += b * row[i]
+            third_out[i] += c * row[i]
 
 
 @njit(inline="always", error_model="numpy")
-def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, ones, total, mixed,
-                 context_t):
+def _score_row(qkv_t, k0, column, head_dim, queries, row):
+    """row[i] = sum over d < head_dim of qkv_t[k0 + d, column] * queries[d, i]: one key's unscaled scores."""
+    if head_dim < BLOCK:
+        row[:] = 0
+    for block in range(head_dim // BLOCK):
+        feature = block * BLOCK
+        c = _column_of(qkv_t, k0 + feature, column)
+        if block == 0:
+            for i in range(row.size):
+                row[i] = _block_dot(queries, feature, i, c)
+        else:
+            for i in range(row.size):
+                row[i] += _block_dot(queries, feature, i, c)
+    for d in range(head_dim - head_dim % BLOCK, head_dim):
+        key, query = qkv_t[k0 + d, column], queries[d]
+        for i in range(row.size):
+            row[i] += key * query[i]
+
+
+@njit(inline="always", error_model="numpy")
+def _mixing_row(qkv_t, v0, first, length, r, head_dim, ones, zeros):
+    """What row r of ``mixed`` sums the softmax weights with: value feature r, then ones (the totals), then
+    zeros (padding to a multiple of MIXED_TOGETHER rows)."""
+    if r < head_dim:
+        return qkv_t[v0 + r, first:first + length]
+    return ones if r == head_dim else zeros
+
+
+@njit(inline="always", error_model="numpy")
+def _mix_rows(qkv_t, v0, first, length, r, head_dim, ones, zeros, scores_t, mixed):
+    """Rows r, r + 1, r + 2 of ``mixed``: the softmax weights scores_t summed with their _mixing_row."""
+    _mix_three(scores_t, length, (_mixing_row(qkv_t, v0, first, length, r, head_dim, ones, zeros),
+                                  _mixing_row(qkv_t, v0, first, length, r + 1, head_dim, ones, zeros),
+                                  _mixing_row(qkv_t, v0, first, length, r + 2, head_dim, ones, zeros)),
+               (mixed[r], mixed[r + 1], mixed[r + 2]))
+
+
+@njit(inline="always", error_model="numpy")
+def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, scaling, queries, scores_t, largest, ones,
+                 zeros, mixed, context_t):
     """Softmax attention of one head within rows first..first+length-1 -> context_t[q0:q0 + head_dim, rows].
 
-    tiles [3, head_dim, width]: this head's queries, keys, values with their bias, features x tokens;
-    columns beyond ``length`` stay zero. scores_t [keys rounded up to BLOCK, width]: [key, query], the rows
-    beyond ``length`` stay zero. ones: [keys rounded up to BLOCK] of 1; total, mixed: [width].
+    queries [head_dim, width]: this head's queries with their bias, columns beyond ``length`` zero.
+    scores_t [length, width]: [key, query]; largest [width]; ones, zeros [length];
+    mixed [head_dim + 1 rounded up to MIXED_TOGETHER, width]: weighted values, then the softmax totals.
     """
-    queries, keys, values = tiles[0], tiles[1], tiles[2]
+    d_model = context_t.shape[0]
+    k0, v0 = d_model + q0, 2 * d_model + q0  # this head's first key and value features in qkv_t
     for d in range(head_dim):
-        for which in range(3):
-            feature = which * d_model + q0 + d
-            source = qkv_t[feature, first:first + length]
-            target = tiles[which, d]
-            bias = qkv_bias[feature]
-            for i in range(length):
-                target[i] = source[i] + bias
+        source, target, bias = qkv_t[q0 + d, first:first + length], queries[d], qkv_bias[q0 + d]
+        for i in range(length):
+            target[i] = source[i] + bias
     width = queries.shape[1]
-    scaling = head_dim ** -0.5
-    largest = mixed  # [query]: the maximum score, until mixed is needed
     for j in range(length):  # unscaled scores; the scaling is applied with the maximum's subtraction below
         row = scores_t[j]
-        key = keys[:, j]
-        if head_dim < BLOCK:
-            for i in range(width):
-                row[i] = 0.0
-        for block in range(head_dim // BLOCK):
-            first_feature = block * BLOCK
-            c = _block_of(key, first_feature)
-            if block == 0:
+        if head_dim == BLOCK:  # the maximum taken in the same loop
+            c = _column_of(qkv_t, k0, first + j)
+            if j == 0:
                 for i in range(width):
-                    row[i] = _block_dot(queries, first_feature, i, c)
+                    largest[i] = row[i] = _block_dot(queries, 0, i, c)
             else:
                 for i in range(width):
-                    row[i] += _block_dot(queries, first_feature, i, c)
-        for d in range(head_dim - head_dim % BLOCK, head_dim):
-            query = queries[d]
-            for i in range(width):
-                row[i] += key[d] * query[i]
-        if j == 0:
-            for i in range(width):
-                largest[i] = row[i]
+                    score = _block_dot(queries, 0, i, c)
+                    row[i] = score
+                    largest[i] = max(largest[i], score)
         else:
+            _score_row(qkv_t, k0, first + j, head_dim, queries, row)
             for i in range(width):
-                largest[i] = max(largest[i], row[i])
+                largest[i] = row[i] if j == 0 else max(largest[i], row[i])
     for i in range(width):
         largest[i] *= scaling
-    for j in range(length):  # scaled, less the maximum (the same numbers as scaling first: rounding is monotonic)
+    for j in range(length):  # exp(scaled score - scaled maximum): rounding is monotonic, so the same numbers
         row = scores_t[j]
         for i in range(width):
-            row[i] = row[i] * scaling - largest[i]
-    weights = scores_t.ravel()[:length * width]  # one long loop: LLVM did not vectorize exp fused in the above
-    for k in range(weights.size):
-        weights[k] = exp_of(weights[k])
-    _sum_keys(scores_t, ones, total)  # the softmax denominators
+            row[i] = exp_of(row[i] * scaling - largest[i])
+
+    if head_dim == BLOCK:  # rows picked at compile time (picked at run time: 4% slower)
+        _mix_rows(qkv_t, v0, first, length, 0, head_dim, ones, zeros, scores_t, mixed)
+        _mix_rows(qkv_t, v0, first, length, 3, head_dim, ones, zeros, scores_t, mixed)
+        _mix_rows(qkv_t, v0, first, length, 6, head_dim, ones, zeros, scores_t, mixed)
+    else:
+        for r in range(0, mixed.shape[0], MIXED_TOGETHER):
+            _mix_rows(qkv_t, v0, first, length, r, head_dim, ones, zeros, scores_t, mixed)
+    reciprocal = mixed[head_dim]
+    for i in range(width):
+        reciprocal[i] = 1 / reciprocal[i]
     for d in range(head_dim):
-        _sum_keys(scores_t, values[d], mixed)
-        out = context_t[q0 + d, first:first + length]
+        out, weighted, bias = context_t[q0 + d, first:first + length], mixed[d], qkv_bias[v0 + d]
         for i in range(length):
-            out[i] = mixed[i] / total[i]
+            out[i] = weighted[i] * reciprocal[i] + bias
 
 
 @kernel
@@ -388,25 +445,27 @@ def attend(qkv_t, qkv_bias, group_length, num_heads, context_t):
 
     qkv_t: [3 * d_model, rows] (q, k, v features before their bias, transposed), qkv_bias: [3 * d_model]
     -> context_t: [d_model, rows]. Scores are kept as [key, query], so every inner loop (scores, max,
-    exp, sum, mixing the values) runs across queries over contiguous memory and vectorizes.
+    exp, mixing the values) runs across queries over contiguous memory and vectorizes.
     """
     length = group_length
     d_model = context_t.shape[0]
     head_dim = d_model // num_heads
     width = _round_up(length, QUERY_LANES)
-    tiles = np.zeros((3, head_dim, width), dtype=qkv_t.dtype)
-    scores_t = np.zeros((_round_up(length, BLOCK), width), dtype=qkv_t.dtype)
-    ones = np.ones(scores_t.shape[0], dtype=qkv_t.dtype)
-    total = np.empty(width, dtype=qkv_t.dtype)
-    mixed = np.empty(width, dtype=qkv_t.dtype)
+    dtype = qkv_t.dtype
+    queries = np.zeros((head_dim, width), dtype=dtype)
+    scores_t = np.empty((length, width), dtype=dtype)
+    largest = np.empty(width, dtype=dtype)
+    ones, zeros = np.ones(length, dtype=dtype), np.zeros(length, dtype=dtype)
+    mixed = np.empty((_round_up(head_dim + 1, MIXED_TOGETHER), width), dtype=dtype)
+    scaling = np.full(1, head_dim ** -0.5, dtype=dtype)[0]  # in the dtype, as torch scales
     for first in range(0, qkv_t.shape[1], length):
         for q0 in range(0, d_model, head_dim):
             if head_dim == BLOCK:  # a copy compiled for this size: no block loop, no branches
-                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, d_model, tiles, scores_t, ones,
-                             total, mixed, context_t)
+                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, scaling, queries, scores_t, largest, ones,
+                             zeros, mixed, context_t)
             else:
-                _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, d_model, tiles, scores_t, ones, total,
-                             mixed, context_t)
+                _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, scaling, queries, scores_t, largest,
+                             ones, zeros, mixed, context_t)
 
 
 # Rows per block in ``encode``: a block's working set (about 3 KB a row at d_model 128, ffn 512) then fits
