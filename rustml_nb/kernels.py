@@ -527,11 +527,13 @@ def sublayer_input(stream, weights, layer, which, switches, scratch):
 
 
 @kernel
-def attention_sublayer(stream, group_length, weights, layer, which, switches, scratch):
+def attention_sublayer(stream, group_length, weights, layer, which, switches, scratch, qkv_ready):
     """Residual self-attention within consecutive groups of ``group_length`` rows, pre- or post-norm,
-    updating stream [groups * group_length, d_model] in place."""
-    source = sublayer_input(stream, weights, layer, which, switches, scratch)
-    np.dot(weights.qkv_weight[layer].T, source.T, scratch.qkv_t)  # [3 * d_model, rows] = W^T x^T
+    updating stream [groups * group_length, d_model] in place. With qkv_ready, scratch.qkv_t already holds
+    the QKV projection (``first_qkv_from_patches``)."""
+    if not qkv_ready:
+        source = sublayer_input(stream, weights, layer, which, switches, scratch)
+        np.dot(weights.qkv_weight[layer].T, source.T, scratch.qkv_t)  # [3 * d_model, rows] = W^T x^T
     attend(scratch.qkv_t, weights.qkv_bias[layer], group_length, switches.num_heads, scratch.context_t)
     linear(scratch.context_t.T, weights.out_weight[layer], weights.out_bias[layer], scratch.projected)
     add_rows(stream, scratch.projected)
@@ -598,16 +600,18 @@ def swap_blocks(source, batch, first, second, out):
 
 
 @kernel
-def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch, pooled):
+def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch, pooled, qkv_ready):
     """One PatchTSTEncoderLayer over stream [series * tokens, d_model], in place; with attention across
     channels the series must be whole batch elements (channels consecutive series each). Given pooled
-    [series, d_model] (not [0, d_model]), the layer ends with ``pooled_feed_forward`` into it."""
-    attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, scratch)
+    [series, d_model] (not [0, d_model]), the layer ends with ``pooled_feed_forward`` into it. qkv_ready:
+    see ``attention_sublayer``."""
+    attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, scratch, qkv_ready)
     if switches.channel_attention:
         # Attention across channels at each token: reorder to [batch, tokens, channels], attend, reorder back.
         batch = stream.shape[0] // (channels * tokens)
         swap_blocks(stream, batch, channels, tokens, scratch.swapped)
-        attention_sublayer(scratch.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, scratch)
+        attention_sublayer(scratch.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, scratch,
+                           False)
         swap_blocks(scratch.swapped, batch, tokens, channels, stream)
     if pooled.shape[0]:
         pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, pooled)
@@ -632,6 +636,20 @@ def embed_series(patches, series, channel, weights, switches, rows):
             row[d] = row[d] + bias[d] + position[d]
 
 
+@kernel
+def first_qkv_from_patches(patches, weights, qkv_t):
+    """Layer 0's QKV projection (before its bias) straight from the patches [series, tokens, patch_length]
+    of a block -> qkv_t [3 * d_model, series * tokens]; see layers.fold_embedding_into_first_qkv."""
+    series, tokens, patch_length = patches.shape
+    np.dot(weights.patch_qkv_weight[0].T, patches.reshape(series * tokens, patch_length).T, qkv_t)
+    offset_t = weights.position_qkv_t[0]  # [3 * d_model, tokens]
+    for f in range(qkv_t.shape[0]):
+        row, offset = qkv_t[f], offset_t[f]
+        for s in range(series):
+            for t in range(tokens):
+                row[s * tokens + t] += offset[t]
+
+
 @parallel_kernel
 def encode(patches, channels, weights, switches, work, stream, hidden_states, pooled):
     """The encoder: patches [series, num_patches, patch_length] -> stream [series * tokens, d_model], the
@@ -653,6 +671,7 @@ def encode(patches, channels, weights, switches, work, stream, hidden_states, po
     units = patches.shape[0] // unit_series
     units_per_block = max(block_rows // unit_rows, 1)
     num_layers = weights.qkv_weight.shape[0]
+    folded = weights.patch_qkv_weight.shape[0] > 0  # layer 0's QKV comes from the patches directly
     for thread in prange(threads):
         start, stop = piece(units, threads, thread)
         for first in range(start, stop, units_per_block):
@@ -663,13 +682,16 @@ def encode(patches, channels, weights, switches, work, stream, hidden_states, po
             rows = slice(first * unit_rows, last * unit_rows)
             block = stream[rows]
             scratch = block_scratch(work, thread, block.shape[0], d_model)
+            if folded:
+                first_qkv_from_patches(patches[first * unit_series:last * unit_series], weights, scratch.qkv_t)
             for layer in range(num_layers):
                 if hidden_states.shape[0]:
                     hidden_states[layer, rows] = block
                 block_pooled = pooled[:0]
                 if switches.pool_last_feed_forward and layer == num_layers - 1:
                     block_pooled = pooled[first * unit_series:last * unit_series]
-                encoder_layer(block, channels, tokens, weights, layer, switches, scratch, block_pooled)
+                encoder_layer(block, channels, tokens, weights, layer, switches, scratch, block_pooled,
+                              folded and layer == 0)
 
 
 # --------------------------------------------------------------------------------------------------

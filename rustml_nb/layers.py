@@ -69,6 +69,10 @@ class EncoderWeights(NamedTuple):
     ff1_bias: np.ndarray  # [layers, ffn_dim]
     ff2_weight: np.ndarray  # [layers, ffn_dim, d_model]
     ff2_bias: np.ndarray  # [layers, d_model]
+    # Layer 0's QKV projection folded into the patch embedding (see fold_embedding_into_first_qkv); both have
+    # a leading dimension of 0 when the checkpoint does not allow it.
+    patch_qkv_weight: np.ndarray  # [1 or 0, patch_length, 3 * d_model]
+    position_qkv_t: np.ndarray  # [1 or 0, 3 * d_model, num_tokens]: transposed, as qkv_t is
 
 
 class HeadWeights(NamedTuple):
@@ -106,6 +110,30 @@ def validate_state(mapped: dict, unmapped: list[str], config: PatchTSTConfig, he
             )
 
 
+def fold_embedding_into_first_qkv(config: PatchTSTConfig, embedding: Linear, positional_encoding: np.ndarray,
+                                  qkv: Linear, norm: Norm) -> tuple[np.ndarray, np.ndarray] | None:
+    """Layer 0's attention reads an affine function of the patches: their embedding plus positions, through
+    a BatchNorm with pre-norm (eval mode: affine) or nothing with post-norm. So its QKV projection (without
+    its bias, which attention adds) is patches @ W + offset[token], W = W_embed diag(a) W_qkv,
+    offset = ((b_embed + position) * a + c) @ W_qkv for the norm's x -> a x + c: a GEMM of inner size
+    patch_length (12) instead of d_model (128), about 8% of the granite shape's GEMM work. Computed in
+    float64; None when not affine (LayerNorm with pre-norm), with a cls token (its row has no patch), or
+    with one embedding per channel. Returns (W [patch_length, 3 d_model], offset^T [3 d_model, tokens])."""
+    if config.num_hidden_layers == 0 or config.use_cls_token or not config.share_embedding:
+        return None
+    if config.pre_norm and config.norm_type != "batchnorm":
+        return None
+    d_model = config.d_model
+    scale, shift = np.ones(d_model), np.zeros(d_model)
+    if config.pre_norm:
+        scale = norm.weight.astype(np.float64) / np.sqrt(norm.running_var.astype(np.float64) + config.norm_eps)
+        shift = norm.bias.astype(np.float64) - norm.running_mean.astype(np.float64) * scale
+    qkv_weight = qkv.weight.astype(np.float64)
+    weight = (embedding.weight.astype(np.float64) * scale) @ qkv_weight
+    embedded = embedding.bias.astype(np.float64) + positional_encoding.astype(np.float64)  # [tokens, d_model]
+    return weight, ((embedded * scale + shift) @ qkv_weight).T
+
+
 def load_encoder(state: dict, config: PatchTSTConfig, dtype) -> EncoderWeights:
     d_model = config.d_model
     if config.share_embedding:
@@ -133,6 +161,15 @@ def load_encoder(state: dict, config: PatchTSTConfig, dtype) -> EncoderWeights:
         ff1.append(Linear.from_state_dict(state, f"{prefix}.ff.linear1", dtype))
         ff2.append(Linear.from_state_dict(state, f"{prefix}.ff.linear2", dtype))
 
+    folded = None
+    if qkv:
+        folded = fold_embedding_into_first_qkv(config, embeddings[0], np.asarray(state["positional_encoding"]),
+                                               qkv[0], norms[0][0])
+    if folded is None:
+        folded = (np.zeros((0, config.patch_length, 3 * d_model)), np.zeros((0, 3 * d_model, 0)))
+    else:
+        folded = tuple(part[None] for part in folded)
+
     def norm_field(field: int) -> np.ndarray:
         return _stack([np.stack([norm[field] for norm in layer]) for layer in norms], (3, d_model), dtype)
 
@@ -153,6 +190,8 @@ def load_encoder(state: dict, config: PatchTSTConfig, dtype) -> EncoderWeights:
         ff1_bias=_stack([l.bias for l in ff1], (config.ffn_dim,), dtype),
         ff2_weight=_stack([l.weight for l in ff2], (config.ffn_dim, d_model), dtype),
         ff2_bias=_stack([l.bias for l in ff2], (d_model,), dtype),
+        patch_qkv_weight=_array(folded[0], dtype),
+        position_qkv_t=_array(folded[1], dtype),
     )
 
 

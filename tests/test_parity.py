@@ -154,3 +154,33 @@ def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
         compare_outputs(model(values, output_hidden_states=True), expected, dtype)
     finally:
         numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("variant, folded", [
+    (dict(norm_type="batchnorm", pre_norm=True), True),
+    (dict(norm_type="layernorm", pre_norm=False), True),
+    (dict(norm_type="batchnorm", pre_norm=False, channel_attention=True), True),
+    (dict(norm_type="layernorm", pre_norm=True), False),  # LayerNorm of the embedding is not affine
+    (dict(norm_type="batchnorm", pre_norm=True, use_cls_token=True), False),
+    (dict(norm_type="batchnorm", pre_norm=True, share_embedding=False), False),
+])
+def test_first_layer_qkv_folded_into_the_patch_embedding(variant, folded):
+    """Where layer 0's attention reads an affine function of the patches, its QKV projection is folded into
+    the patch embedding (layers.fold_embedding_into_first_qkv). Folded or not, the outputs match
+    transformers; and folded they match the unfolded path to float64 rounding."""
+    kwargs = dict(num_input_channels=3, context_length=64, patch_length=8, patch_stride=8, d_model=32,
+                  num_attention_heads=4, ffn_dim=64, num_hidden_layers=2, prediction_length=6, **variant)
+    reference = build_reference("PatchTSTForPrediction", seed=4, torch_dtype=torch.float64, **kwargs)
+    model = rustml_nb.PatchTSTForPrediction.from_hub_weights(
+        rustml_nb.PatchTSTConfig(**kwargs), {k: v.numpy() for k, v in reference.state_dict().items()}, "float64")
+    encoder = model.weights.encoder
+    assert (encoder.patch_qkv_weight.shape[0] == 1) == folded
+    values = realistic_series(np.random.default_rng(2), 5, 64, 3)
+    ours = model(values, output_hidden_states=True)
+    compare_outputs(ours, run_reference(reference, values, output_hidden_states=True), "float64")
+    if folded:
+        model.weights = model.weights._replace(encoder=encoder._replace(
+            patch_qkv_weight=encoder.patch_qkv_weight[:0], position_qkv_t=encoder.position_qkv_t[:0]))
+        unfolded = model(values, output_hidden_states=True)
+        scale = 1 + np.abs(unfolded.prediction_outputs).max()
+        np.testing.assert_allclose(ours.prediction_outputs, unfolded.prediction_outputs, rtol=0, atol=1e-12 * scale)
