@@ -282,7 +282,6 @@ def add_rows(target, addend):
 # bias passes through softmax's convex combination, so it is added to the output.
 QUERY_LANES = 16
 BLOCK = 8  # the size of _block_dot's addition tree
-MIXED_TOGETHER = 3  # outputs _mix_three sums in one pass over the softmax weights
 
 
 @kernel
@@ -317,26 +316,17 @@ def _block_dot(matrix, first, i, c):
 
 
 @njit(inline="always", error_model="numpy")
-def _mix_three(weights_t, length, coefficients, out):
-    """out[r, i] = sum over keys j < length of coefficients[r][j] * weights_t[j, i], for the three rows r
-    (three tuples of [length] vectors); one pass over weights_t [keys, width] serves all three."""
-    first_out, second_out, third_out = out
-    first, second, third = coefficients
+def _mix_three(weights_t, length, first, second, third, first_out, second_out, third_out):
+    """first_out[i] = sum over keys j < length of first[j] * weights_t[j, i], and the same for second and
+    third: one pass over weights_t [keys, width] serves all three."""
+    first_out[:], second_out[:], third_out[:] = 0, 0, 0
     for block in range(length // BLOCK):
         key = block * BLOCK
         a, b, c = _block_of(first, key), _block_of(second, key), _block_of(third, key)
-        if block == 0:
-            for i in range(first_out.size):
-                first_out[i] = _block_dot(weights_t, key, i, a)
-                second_out[i] = _block_dot(weights_t, key, i, b)
-                third_out[i] = _block_dot(weights_t, key, i, c)
-        else:
-            for i in range(first_out.size):
-                first_out[i] += _block_dot(weights_t, key, i, a)
-                second_out[i] += _block_dot(weights_t, key, i, b)
-                third_out[i] += _block_dot(weights_t, key, i, c)
-    if length < BLOCK:
-        first_out[:], second_out[:], third_out[:] = 0, 0, 0
+        for i in range(first_out.size):
+            first_out[i] += _block_dot(weights_t, key, i, a)
+            second_out[i] += _block_dot(weights_t, key, i, b)
+            third_out[i] += _block_dot(weights_t, key, i, c)
     for key in range(length - length % BLOCK, length):
         row = weights_t[key]
         a, b, c = first[key], second[key], third[key]
@@ -347,19 +337,29 @@ def _mix_three(weights_t, length, coefficients, out):
 
 
 @njit(inline="always", error_model="numpy")
+def _mix_one(weights_t, length, coefficients, out):
+    """out[i] = sum over keys j < length of coefficients[j] * weights_t[j, i]."""
+    out[:] = 0
+    for block in range(length // BLOCK):
+        key = block * BLOCK
+        c = _block_of(coefficients, key)
+        for i in range(out.size):
+            out[i] += _block_dot(weights_t, key, i, c)
+    for key in range(length - length % BLOCK, length):
+        row, c = weights_t[key], coefficients[key]
+        for i in range(out.size):
+            out[i] += c * row[i]
+
+
+@njit(inline="always", error_model="numpy")
 def _score_row(qkv_t, k0, column, head_dim, queries, row):
     """row[i] = sum over d < head_dim of qkv_t[k0 + d, column] * queries[d, i]: one key's unscaled scores."""
-    if head_dim < BLOCK:
-        row[:] = 0
+    row[:] = 0
     for block in range(head_dim // BLOCK):
         feature = block * BLOCK
         c = _column_of(qkv_t, k0 + feature, column)
-        if block == 0:
-            for i in range(row.size):
-                row[i] = _block_dot(queries, feature, i, c)
-        else:
-            for i in range(row.size):
-                row[i] += _block_dot(queries, feature, i, c)
+        for i in range(row.size):
+            row[i] += _block_dot(queries, feature, i, c)
     for d in range(head_dim - head_dim % BLOCK, head_dim):
         key, query = qkv_t[k0 + d, column], queries[d]
         for i in range(row.size):
@@ -367,76 +367,83 @@ def _score_row(qkv_t, k0, column, head_dim, queries, row):
 
 
 @njit(inline="always", error_model="numpy")
-def _mixing_row(qkv_t, v0, first, length, r, head_dim, ones, zeros):
-    """What row r of ``mixed`` sums the softmax weights with: value feature r, then ones (the totals), then
-    zeros (padding to a multiple of MIXED_TOGETHER rows)."""
-    if r < head_dim:
-        return qkv_t[v0 + r, first:first + length]
-    return ones if r == head_dim else zeros
-
-
-@njit(inline="always", error_model="numpy")
-def _mix_rows(qkv_t, v0, first, length, r, head_dim, ones, zeros, scores_t, mixed):
-    """Rows r, r + 1, r + 2 of ``mixed``: the softmax weights scores_t summed with their _mixing_row."""
-    _mix_three(scores_t, length, (_mixing_row(qkv_t, v0, first, length, r, head_dim, ones, zeros),
-                                  _mixing_row(qkv_t, v0, first, length, r + 1, head_dim, ones, zeros),
-                                  _mixing_row(qkv_t, v0, first, length, r + 2, head_dim, ones, zeros)),
-               (mixed[r], mixed[r + 1], mixed[r + 2]))
-
-
-@njit(inline="always", error_model="numpy")
-def _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, scaling, queries, scores_t, largest, ones,
-                 zeros, mixed, context_t):
-    """Softmax attention of one head within rows first..first+length-1 -> context_t[q0:q0 + head_dim, rows].
-
-    queries [head_dim, width]: this head's queries with their bias, columns beyond ``length`` zero.
-    scores_t [length, width]: [key, query]; largest [width]; ones, zeros [length];
-    mixed [head_dim + 1 rounded up to MIXED_TOGETHER, width]: weighted values, then the softmax totals.
-    """
-    d_model = context_t.shape[0]
-    k0, v0 = d_model + q0, 2 * d_model + q0  # this head's first key and value features in qkv_t
-    for d in range(head_dim):
+def _copy_queries(qkv_t, qkv_bias, first, length, q0, queries):
+    """queries[d, :length] = the head's query feature q0 + d of rows first.. with its bias."""
+    for d in range(queries.shape[0]):
         source, target, bias = qkv_t[q0 + d, first:first + length], queries[d], qkv_bias[q0 + d]
         for i in range(length):
             target[i] = source[i] + bias
-    width = queries.shape[1]
-    for j in range(length):  # unscaled scores; the scaling is applied with the maximum's subtraction below
-        row = scores_t[j]
-        if head_dim == BLOCK:  # the maximum taken in the same loop
-            c = _column_of(qkv_t, k0, first + j)
-            if j == 0:
-                for i in range(width):
-                    largest[i] = row[i] = _block_dot(queries, 0, i, c)
-            else:
-                for i in range(width):
-                    score = _block_dot(queries, 0, i, c)
-                    row[i] = score
-                    largest[i] = max(largest[i], score)
-        else:
-            _score_row(qkv_t, k0, first + j, head_dim, queries, row)
-            for i in range(width):
-                largest[i] = row[i] if j == 0 else max(largest[i], row[i])
-    for i in range(width):
+
+
+@njit(inline="always", error_model="numpy")
+def _exponentiate(scores_t, largest, scaling):
+    """scores_t[j, i] = exp(scaling * score - scaling * largest[i]): softmax's numerators. Rounding is monotonic,
+    so the scaled maximum is the maximum of the scaled scores, as torch computes it."""
+    for i in range(largest.size):
         largest[i] *= scaling
-    for j in range(length):  # exp(scaled score - scaled maximum): rounding is monotonic, so the same numbers
+    for j in range(scores_t.shape[0]):
         row = scores_t[j]
-        for i in range(width):
+        for i in range(row.size):
             row[i] = exp_of(row[i] * scaling - largest[i])
 
-    if head_dim == BLOCK:  # rows picked at compile time (picked at run time: 4% slower)
-        _mix_rows(qkv_t, v0, first, length, 0, head_dim, ones, zeros, scores_t, mixed)
-        _mix_rows(qkv_t, v0, first, length, 3, head_dim, ones, zeros, scores_t, mixed)
-        _mix_rows(qkv_t, v0, first, length, 6, head_dim, ones, zeros, scores_t, mixed)
-    else:
-        for r in range(0, mixed.shape[0], MIXED_TOGETHER):
-            _mix_rows(qkv_t, v0, first, length, r, head_dim, ones, zeros, scores_t, mixed)
+
+@njit(inline="always", error_model="numpy")
+def _write_context(mixed, head_dim, value_bias, first, length, q0, context_t):
+    """context_t[q0 + d, first:first + length] = weighted values / softmax totals + value bias."""
     reciprocal = mixed[head_dim]
-    for i in range(width):
+    for i in range(reciprocal.size):
         reciprocal[i] = 1 / reciprocal[i]
     for d in range(head_dim):
-        out, weighted, bias = context_t[q0 + d, first:first + length], mixed[d], qkv_bias[v0 + d]
+        out, weighted, bias = context_t[q0 + d, first:first + length], mixed[d], value_bias[d]
         for i in range(length):
             out[i] = weighted[i] * reciprocal[i] + bias
+
+
+@njit(inline="always", error_model="numpy")
+def _attend_head(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t, largest, ones, mixed, context_t):
+    """Softmax attention of one head within rows first..first+length-1 -> context_t[q0:q0 + head_dim, rows].
+
+    queries [head_dim, width]: this head's queries with their bias, columns beyond ``length`` zero.
+    scores_t [length, width]: [key, query]; largest [width]; ones [length];
+    mixed [head_dim + 1, width]: the weighted values, then the softmax totals.
+    """
+    head_dim, d_model = queries.shape[0], context_t.shape[0]
+    k0, v0 = d_model + q0, 2 * d_model + q0  # this head's first key and value features in qkv_t
+    _copy_queries(qkv_t, qkv_bias, first, length, q0, queries)
+    for j in range(length):  # unscaled scores; _exponentiate scales them
+        row = scores_t[j]
+        _score_row(qkv_t, k0, first + j, head_dim, queries, row)
+        for i in range(row.size):
+            largest[i] = row[i] if j == 0 else max(largest[i], row[i])
+    _exponentiate(scores_t, largest, scaling)
+    for d in range(head_dim):
+        _mix_one(scores_t, length, qkv_t[v0 + d, first:first + length], mixed[d])
+    _mix_one(scores_t, length, ones, mixed[head_dim])
+    _write_context(mixed, head_dim, qkv_bias[v0:v0 + head_dim], first, length, q0, context_t)
+
+
+@njit(inline="always", error_model="numpy")
+def _attend_head_of_eight(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t, largest, ones, mixed,
+                          context_t):
+    """_attend_head for heads of BLOCK = 8 features (granite's 128 / 16), its own compiled code: the maximum
+    taken while scoring, and three sums per pass over the softmax weights."""
+    d_model = context_t.shape[0]
+    k0, v0 = d_model + q0, 2 * d_model + q0
+    _copy_queries(qkv_t, qkv_bias, first, length, q0, queries)
+    largest[:] = -np.inf
+    for j in range(length):
+        row = scores_t[j]
+        c = _column_of(qkv_t, k0, first + j)
+        for i in range(row.size):
+            score = _block_dot(queries, 0, i, c)
+            row[i] = score
+            largest[i] = max(largest[i], score)
+    _exponentiate(scores_t, largest, scaling)
+    values = qkv_t[v0:v0 + BLOCK, first:first + length]  # [8, keys]
+    _mix_three(scores_t, length, ones, values[0], values[1], mixed[BLOCK], mixed[0], mixed[1])
+    _mix_three(scores_t, length, values[2], values[3], values[4], mixed[2], mixed[3], mixed[4])
+    _mix_three(scores_t, length, values[5], values[6], values[7], mixed[5], mixed[6], mixed[7])
+    _write_context(mixed, BLOCK, qkv_bias[v0:v0 + BLOCK], first, length, q0, context_t)
 
 
 @kernel
@@ -455,17 +462,17 @@ def attend(qkv_t, qkv_bias, group_length, num_heads, context_t):
     queries = np.zeros((head_dim, width), dtype=dtype)
     scores_t = np.empty((length, width), dtype=dtype)
     largest = np.empty(width, dtype=dtype)
-    ones, zeros = np.ones(length, dtype=dtype), np.zeros(length, dtype=dtype)
-    mixed = np.empty((_round_up(head_dim + 1, MIXED_TOGETHER), width), dtype=dtype)
+    ones = np.ones(length, dtype=dtype)
+    mixed = np.empty((head_dim + 1, width), dtype=dtype)
     scaling = np.full(1, head_dim ** -0.5, dtype=dtype)[0]  # in the dtype, as torch scales
     for first in range(0, qkv_t.shape[1], length):
         for q0 in range(0, d_model, head_dim):
-            if head_dim == BLOCK:  # a copy compiled for this size: no block loop, no branches
-                _attend_head(qkv_t, qkv_bias, first, length, q0, BLOCK, scaling, queries, scores_t, largest, ones,
-                             zeros, mixed, context_t)
+            if head_dim == BLOCK:
+                _attend_head_of_eight(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t, largest, ones,
+                                      mixed, context_t)
             else:
-                _attend_head(qkv_t, qkv_bias, first, length, q0, head_dim, scaling, queries, scores_t, largest,
-                             ones, zeros, mixed, context_t)
+                _attend_head(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t, largest, ones, mixed,
+                             context_t)
 
 
 # Rows per block in ``encode``: a block's working set (about 3 KB a row at d_model 128, ffn 512) then fits
