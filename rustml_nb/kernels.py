@@ -275,11 +275,14 @@ def add_rows(target, addend):
 # AVX-512) and finishes the remainder lane by lane, so queries are padded to a multiple of QUERY_LANES
 # (42 patches -> 48). Sums over a head's features (scores) and over keys (mixing the values) go BLOCK terms
 # at a time in a loop of constant length, which LLVM unrolls into registers (with a run-time length it kept
-# the sum in memory: 2-4x slower). Heads of exactly BLOCK features (granite's 128 / 16) get a copy compiled
-# for that size (attention at batch 64: 16.6 -> 13.5 ms); the copy costs ~4 s of one-time compilation per
-# dtype. Keys and values are read where the QKV projection left them: only the queries are copied (padded,
-# with their bias); the key bias adds q . b_k to every score of a query, which softmax cancels, and the value
-# bias passes through softmax's convex combination, so it is added to the output.
+# the sum in memory: 2-4x slower). Heads of exactly BLOCK features (granite's 128 / 16) have their own
+# function, _attend_head_of_eight (attention at batch 64: 16.6 -> 13.5 ms when introduced). Keys and values
+# are read where the QKV projection left them: only the queries are copied (padded, with their bias); the
+# key bias adds q . b_k to every score of a query, which softmax cancels, and the value bias passes through
+# softmax's convex combination, so it is added to the output.
+# Compile time: every inline="always" call is a copy Numba types and lowers again, and a branch on a run-time
+# value is compiled even where it cannot run; each sum is therefore written once (from zeroed outputs) and
+# the two head functions share no branch (attend compiles in ~8 s per dtype; it took 34 s when they did).
 QUERY_LANES = 16
 BLOCK = 8  # the size of _block_dot's addition tree
 
