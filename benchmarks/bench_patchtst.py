@@ -107,6 +107,12 @@ def measure(engines: dict, config: dict, batch: int, rounds: int, peak: float) -
     reference = outputs["torch"]
     agreement = {name: float(np.abs(out - reference).max() / (1 + np.abs(reference).max()))
                  for name, out in outputs.items()}
+    from rustml_nb.parity import TOLERANCE  # the float32 parity bound, relative to 1 + max |reference|
+    disagreeing = {name: difference for name, difference in agreement.items()
+                   if not difference <= TOLERANCE["float32"]}
+    if disagreeing:  # timing engines that compute different things would compare nothing
+        raise SystemExit(f"batch {batch}: forecasts differ from torch's by more than {TOLERANCE['float32']} of "
+                         f"1 + max |forecast|: {disagreeing}")
     calls = max(1, 32 // batch)
     times = {name: [] for name in engines}
     for r in range(rounds):  # interleaved, rotating the order so no engine always runs first
@@ -188,15 +194,17 @@ def markdown(report: dict) -> str:
         if not rows:
             continue
         lines += [f"## {title}", "",
-                  "| shape | batch | engine | median ms | series/s | GFLOP/s | % of peak | vs torch | vs ORT |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| shape | batch | engine | median ms | series/s | GFLOP/s | % of peak | vs torch | vs ORT "
+                  "| differs from torch by |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             for name, e in row["engines"].items():
                 ratio_torch = row["engines"]["torch"]["median_ms"] / e["median_ms"]
                 ratio_ort = row["engines"]["onnxruntime"]["median_ms"] / e["median_ms"]
                 lines.append(f"| {row.get('shape', 'granite')} | {row['batch']} | {name} | {e['median_ms']:.2f} | "
                              f"{e['series_per_s']:.0f} | {e['gflops']:.1f} | {100 * e['fraction_of_peak']:.0f}% | "
-                             f"{ratio_torch:.2f}x | {ratio_ort:.2f}x |")
+                             f"{ratio_torch:.2f}x | {ratio_ort:.2f}x | "
+                             f"{e['max_relative_difference_to_torch']:.1e} |")
         lines.append("")
     if report.get("cold_start"):
         lines += ["## Cold start (separate processes)", "",
@@ -205,7 +213,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| {label} | {c['import_load_first_forecast_s']:.2f} s | {c['process_wall_s']:.2f} s | "
                          f"{c['peak_rss_mib']:.0f} MiB |")
         lines.append("")
-    lines.append("Ratios are engine time / rustml_nb time per forward (above 1: rustml_nb is faster). GFLOP/s "
+    lines.append("Ratios are engine time / rustml_nb time per forward (above 1: rustml_nb is faster). The last "
+                 "column is the largest difference from torch's forecast, relative to 1 + its largest magnitude; "
+                 "the run stops if any exceeds the float32 parity bound (2e-4). GFLOP/s "
                  "counts every engine against the model's nominal FLOPs; with this mean-pooled head rustml_nb "
                  "skips most of the last layer's second feed-forward Linear (about 10% of them), so for it the "
                  "column is a throughput, not its arithmetic rate.")
