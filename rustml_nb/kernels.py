@@ -142,15 +142,18 @@ def piece(count, pieces, index):
 def normalize(rows, weights, layer, which, switches, out):
     """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model].
     out may be rows itself."""
-    gamma, beta = weights.norm_weight[layer, which], weights.norm_bias[layer, which]
-    mean, eps = weights.norm_mean[layer, which], switches.norm_eps
-    inv_std = 1.0 / np.sqrt(weights.norm_var[layer, which] + eps)
+    gamma, beta, eps = weights.norm_weight[layer, which], weights.norm_bias[layer, which], switches.norm_eps
     d_model = rows.shape[1]
-    for r in range(rows.shape[0]):
-        if switches.norm_type == NORM_BATCH:
+    if switches.norm_type == NORM_BATCH:
+        # Eval-mode BatchNorm is affine; torch computes it as x * alpha + (beta - mean * alpha) in the dtype.
+        alpha = (gamma / np.sqrt(weights.norm_var[layer, which] + eps)).astype(rows.dtype)
+        shift = beta - weights.norm_mean[layer, which] * alpha
+        for r in range(rows.shape[0]):
+            row, target = rows[r], out[r]
             for d in range(d_model):
-                out[r, d] = (rows[r, d] - mean[d]) * inv_std[d] * gamma[d] + beta[d]
-            continue
+                target[d] = row[d] * alpha[d] + shift[d]
+        return
+    for r in range(rows.shape[0]):
         row_mean = 0.0
         for d in range(d_model):
             row_mean += rows[r, d]
