@@ -416,11 +416,12 @@ def _attend_head(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t,
     head_dim, d_model = queries.shape[0], context_t.shape[0]
     k0, v0 = d_model + q0, 2 * d_model + q0  # this head's first key and value features in qkv_t
     _copy_queries(qkv_t, qkv_bias, first, length, q0, queries)
+    largest[:] = -np.inf
     for j in range(length):  # unscaled scores; _exponentiate scales them
         row = scores_t[j]
         _score_row(qkv_t, k0, first + j, head_dim, queries, row)
         for i in range(row.size):
-            largest[i] = row[i] if j == 0 else max(largest[i], row[i])
+            largest[i] = max(largest[i], row[i])
     _exponentiate(scores_t, largest, scaling)
     for d in range(head_dim):
         _mix_one(scores_t, length, qkv_t[v0 + d, first:first + length], mixed[d])
