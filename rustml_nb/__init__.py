@@ -1,18 +1,5 @@
 """rustml_nb: Hugging Face PatchTST checkpoints on the CPU, in Numba-compiled NumPy, at parity with transformers."""
 
-import os as _os
-
-# Numba's threading layer: OpenMP first. A forward pass is one parallel launch whose threads call BLAS
-# single-threaded (rustml_nb.threads), so nothing else wants the cores while OpenMP's workers spin, and
-# their spinning makes the launch cheap: 2 us against 60 us for the sleeping workqueue workers, whose
-# wake-ups on this VM also made batch-1 latency bimodal (median 2.6 ms with OpenMP, 3.5 ms without). Where
-# there is no OpenMP runtime Numba falls back to TBB, then workqueue. The user's choice
-# (NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY) wins.
-if "NUMBA_THREADING_LAYER" not in _os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in _os.environ:
-    import numba as _numba
-
-    _numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-
 from .bundle import ModelBundle
 from .config import PatchTSTConfig
 from .detection import ArchitectureCheck, DetectionReport, check_patchtst_compatibility, detect_patchtst
@@ -23,12 +10,36 @@ from .formats import load_safetensors
 from .mapping import WeightMappingResult, map_patchtst_weights
 from .patchtst import (PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
                        PatchTSTForRegression, PatchTSTModel, from_pretrained)
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 # The Hub layer imports huggingface_hub (~75 ms); loaded on first use so local loading starts faster.
 _HUB_NAMES = ("HubApi", "HubError", "HubConnectionError", "HubFileNotFoundError", "NotCachedError",
               "RepoNotFoundError", "RevisionNotFoundError")
+
+
+DTYPE_CHOICES = ("float32", "float64")
+
+
+def compile_kernels(dtype: str = "float32") -> None:
+    """Compile every kernel for ``dtype`` ("float32", "float64" or "all") into the cache ahead of time (for
+    Docker images and CI), so that no later process waits for a compile. ``rustml-nb compile`` calls it."""
+    from . import patchtst
+
+    for name in DTYPE_CHOICES if dtype == "all" else (dtype,):
+        patchtst.compile_kernels(name)
+
+
+__all__ = [
+    "from_pretrained", "compile_kernels", "get_num_threads", "set_num_threads",
+    "PatchTSTModel", "PatchTSTForPrediction", "PatchTSTForPretraining", "PatchTSTForClassification",
+    "PatchTSTForRegression", "PatchTSTConfig", "ModelBundle", "load_safetensors", "map_patchtst_weights",
+    "WeightMappingResult", "check_patchtst_compatibility", "detect_patchtst", "ArchitectureCheck", "DetectionReport",
+    "RustmlError", "CheckpointError", "UnsupportedDtypeError", "MissingFileError", "ConfigError", "WeightMappingError",
+    "ShapeMismatchError", "ArchitectureMismatchError", "UnsupportedArchitectureError", "InputError",
+    *_HUB_NAMES,
+]
 
 
 def __getattr__(name):

@@ -205,7 +205,8 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
     num_patches = None if num_positions is None else num_positions - int(use_cls_token)
     positional_type = None
     if positions is not None and positions.ndim == 2:
-        table = sincos_positional_encoding(*positions.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a one-entry table has no spread: NaN, not a match
+            table = sincos_positional_encoding(*positions.shape)
         close = np.allclose(positions.astype(np.float64), table, rtol=1e-2, atol=1e-3)
         positional_type = "sincos" if close else "random"
 

@@ -1,11 +1,18 @@
-"""Kernels: the arithmetic of PatchTST as ``@njit(cache=True)`` functions over contiguous arrays.
+"""Kernels: the arithmetic of PatchTST as compiled functions over contiguous arrays.
 
-``patchtst_forward`` is the one compiled entry point: a whole forward pass, from raw values to the
-head's output, in one call. Hidden states are kept as rows ``[series * tokens, d_model]`` (series =
-batch x channels); ``encode`` runs the layers with one parallel launch, each thread over blocks of whole
-series small enough to stay in its cache, every Linear one BLAS product per block. Config switches arrive as
-plain numbers in ``Switches`` and are read at run time: one compilation serves every checkpoint of a
-dtype. The arithmetic follows transformers' ``modeling_patchtst.py`` step by step.
+A forward pass is a few compiled calls made from Python (``models``' ``_forward``): ``scale_and_patchify``,
+then ``encode_units`` once per thread over that thread's share of the series, then one head kernel. Hidden
+states are kept as rows ``[series * tokens, d_model]`` (series = batch x channels); ``encode_units`` runs
+the embedding and every layer over blocks of whole series small enough to stay in its core's cache, every
+Linear one single-threaded BLAS product per block. Config switches arrive as plain numbers in ``Switches``
+and are read at run time, so one compilation serves every checkpoint of a dtype; only the attention kernel
+is chosen by type (``HeadsOfEight`` / ``AnyHeads``), so a model compiles just the one it uses.
+
+Compile time is a user's first-run wait, and Numba re-optimizes a callee's code inside every caller that
+links it: the call graph is kept flat (``encode_units`` calls the leaves directly), no kernel is called with
+a constant argument (a literal gets its own compiled copy), and array-to-array slice assignments, which pull
+in Numba's error-message formatting, are written as loops. The arithmetic follows transformers'
+``modeling_patchtst.py`` step by step.
 """
 
 from __future__ import annotations
@@ -14,24 +21,19 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
+
+from .jit import KERNEL_OPTIONS, kernel
 
 # Switch values (plain ints inside compiled code).
 SCALING_NONE, SCALING_MEAN, SCALING_STD = 0, 1, 2
 NORM_BATCH, NORM_LAYER = 0, 1
-ACT_GELU, ACT_RELU = 0, 1
+ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
 POOL_NONE, POOL_MEAN, POOL_MAX = 0, 1, 2
-HEAD_NONE, HEAD_PREDICTION, HEAD_PRETRAINING, HEAD_CLASSIFICATION, HEAD_REGRESSION = 0, 1, 2, 3, 4
 DIST_NONE, DIST_STUDENT_T, DIST_NORMAL, DIST_NEGATIVE_BINOMIAL = 0, 1, 2, 3
 # Which of a layer's three norms: attention over time, attention over channels, feed-forward.
 NORM_ATTENTION, NORM_CHANNEL_ATTENTION, NORM_FF = 0, 1, 2
-
-# Every kernel uses NumPy's error model: division by zero gives inf/nan (as in torch) instead of raising, and,
-# unlike Python's model, it adds no zero check to each division, which kept LLVM from vectorizing loops
-# such as GELU's (3x slower). prange bodies get it anyway; plain functions did not.
-kernel = njit(cache=True, error_model="numpy")
-parallel_kernel = njit(cache=True, parallel=True, error_model="numpy")
 
 STD_MINIMUM_SCALE = 1e-5  # PatchTSTStdScaler: sqrt(variance + 1e-5)
 MEAN_MINIMUM_SCALE = 1e-10  # PatchTSTMeanScaler: clamp(scale, min=1e-10)
@@ -45,109 +47,96 @@ class Switches(NamedTuple):
     activation: int
     use_cls_token: bool
     pooling: int
-    head: int
     distribution: int
     num_heads: int
     norm_eps: float
-    patch_length: int
-    patch_stride: int
     has_output_range: bool
     output_low: float
     output_high: float
-    mask_value: float
     dtype_eps: float  # torch.finfo(dtype).eps, the floor of distribution scales
-    pool_last_feed_forward: bool  # the head needs only each series' token mean: see pooled_feed_forward
+    patch_stride: int
+    mask_value: float  # what pretraining's masked patches hold
+    pool_last_feed_forward: bool  # the head needs only each series' token mean: see encode_units
 
 
 # --------------------------------------------------------------------------------------------------
 # Scaling and patching
 # --------------------------------------------------------------------------------------------------
 @kernel
-def scale_series(values, observed, scaling):
-    """values, observed: [batch, time, channels] -> scaled [batch, time, channels], loc, scale [batch, 1, channels].
-
-    Sums accumulate in float64 whatever the dtype.
-    """
+def add_mean_scaler_totals(values, observed, totals):
+    """totals[0, c] += sum of |observed values| of channel c, totals[1, c] += their count, series by series
+    in batch order: what transformers' mean scaler gives a series with no observed value (the batch's
+    scale for its channel). values, observed: [batch, time, channels]; totals: [2, channels] float64."""
     batch, time, channels = values.shape
-    scaled = np.empty_like(values)
-    loc = np.zeros((batch, 1, channels), dtype=values.dtype)
-    scale = np.ones((batch, 1, channels), dtype=values.dtype)
-    if scaling == SCALING_STD:
-        for b in range(batch):
-            for c in range(channels):
-                count = 0.0
-                total = 0.0
-                for t in range(time):
-                    count += observed[b, t, c]
-                    total += values[b, t, c] * observed[b, t, c]
-                denominator = max(count, 1.0)
-                loc[b, 0, c] = total / denominator  # stored in the dtype: later steps see the rounded loc
-                squares = 0.0
-                for t in range(time):
-                    deviation = (values[b, t, c] - loc[b, 0, c]) * observed[b, t, c]
-                    squares += deviation * deviation
-                scale[b, 0, c] = math.sqrt(squares / denominator + STD_MINIMUM_SCALE)
-                for t in range(time):
-                    scaled[b, t, c] = (values[b, t, c] - loc[b, 0, c]) / scale[b, 0, c]
-    elif scaling == SCALING_MEAN:
-        abs_sum = np.zeros((batch, channels))
-        counts = np.zeros((batch, channels))
-        for b in range(batch):
-            for t in range(time):
-                for c in range(channels):
-                    abs_sum[b, c] += abs(values[b, t, c] * observed[b, t, c])
-                    counts[b, c] += observed[b, t, c]
-        for c in range(channels):
-            # Series with no observation take the batch's scale for that channel, as transformers does.
-            default_scale = abs_sum[:, c].sum() / max(counts[:, c].sum(), 1.0)
-            for b in range(batch):
-                value = abs_sum[b, c] / max(counts[b, c], 1.0) if counts[b, c] > 0 else default_scale
-                scale[b, 0, c] = max(value, MEAN_MINIMUM_SCALE)
-        for b in range(batch):
-            for t in range(time):
-                for c in range(channels):
-                    scaled[b, t, c] = values[b, t, c] / scale[b, 0, c]
-    else:
-        scaled[:] = values
-    return scaled, loc, scale
-
-
-@kernel
-def patchify(scaled, patch_length, patch_stride):
-    """[batch, time, channels] -> [batch, channels, patches, patch_length]; leading steps that do not fill
-    a whole stride are dropped, as in transformers' PatchTSTPatchify."""
-    batch, time, channels = scaled.shape
-    num_patches = (max(time, patch_length) - patch_length) // patch_stride + 1
-    start = time - (patch_length + patch_stride * (num_patches - 1))
-    patches = np.empty((batch, channels, num_patches, patch_length), dtype=scaled.dtype)
     for b in range(batch):
         for c in range(channels):
-            for p in range(num_patches):
-                for i in range(patch_length):
-                    patches[b, c, p, i] = scaled[b, start + p * patch_stride + i, c]
-    return patches
-
-
-# --------------------------------------------------------------------------------------------------
-# Transformer pieces, over rows [rows, d_model]. They run serially: ``encode`` gives each thread its own
-# block of rows and calls them there.
-# --------------------------------------------------------------------------------------------------
-@kernel
-def piece(count, pieces, index):
-    """[start, stop) of piece ``index`` when ``count`` items are split into ``pieces``."""
-    return index * count // pieces, (index + 1) * count // pieces
+            abs_sum = 0.0
+            count = 0.0
+            for t in range(time):
+                abs_sum += abs(values[b, t, c] * observed[b, t, c])
+                count += observed[b, t, c]
+            totals[0, c] += abs_sum
+            totals[1, c] += count
 
 
 @kernel
-def normalize(rows, weights, layer, which, switches, out):
-    """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model].
-    out may be rows itself."""
-    gamma, beta, eps = weights.norm_weight[layer, which], weights.norm_bias[layer, which], switches.norm_eps
+def scale_and_patchify(values, observed, b, c, scaling, default_scale, patch_stride, loc, scale, patches):
+    """Series (b, c) of values, observed [batch, time, channels] (observed 1.0 / 0.0 in the dtype) -> its
+    loc[b, 0, c], scale[b, 0, c] and scaled patches [num_patches, patch_length].
+
+    Scaling as transformers' PatchTSTStdScaler / PatchTSTMeanScaler / no scaler, sums in float64 whatever
+    the dtype, the rest in the dtype; the mean scaler gives a series with no observed value
+    ``default_scale[c]``. Leading steps that do not fill a whole stride are dropped, as in PatchTSTPatchify.
+    """
+    time = values.shape[1]
+    num_patches, patch_length = patches.shape
+    start = time - (patch_length + patch_stride * (num_patches - 1))
+    count = 0.0
+    total = 0.0
+    abs_sum = 0.0
+    for t in range(time):
+        count += observed[b, t, c]
+        total += values[b, t, c] * observed[b, t, c]
+        abs_sum += abs(values[b, t, c] * observed[b, t, c])
+    loc[b, 0, c] = 0.0
+    scale[b, 0, c] = 1.0
+    if scaling == SCALING_STD:
+        denominator = max(count, 1.0)
+        loc[b, 0, c] = total / denominator  # stored in the dtype: later steps see the rounded loc
+        squares = 0.0
+        for t in range(time):
+            deviation = (values[b, t, c] - loc[b, 0, c]) * observed[b, t, c]
+            squares += deviation * deviation
+        scale[b, 0, c] = math.sqrt(squares / denominator + STD_MINIMUM_SCALE)
+    elif scaling == SCALING_MEAN:
+        mean_abs = abs_sum / max(count, 1.0) if count > 0 else default_scale[c]
+        scale[b, 0, c] = max(mean_abs, MEAN_MINIMUM_SCALE)
+    for p in range(num_patches):
+        for i in range(patch_length):
+            value = values[b, start + p * patch_stride + i, c]
+            if scaling == SCALING_STD:
+                patches[p, i] = (value - loc[b, 0, c]) / scale[b, 0, c]
+            elif scaling == SCALING_MEAN:
+                patches[p, i] = value / scale[b, 0, c]
+            else:
+                patches[p, i] = value
+
+
+# --------------------------------------------------------------------------------------------------
+# Row-wise pieces over [rows, width]: norms, activations, residuals
+# --------------------------------------------------------------------------------------------------
+@kernel
+def normalize(rows, gamma, beta, mean, variance, eps, norm_type, out):
+    """out = BatchNorm (running statistics) or LayerNorm of rows over d_model; rows, out: [rows, d_model],
+    gamma, beta, mean, variance: [d_model]. out may be rows itself."""
     d_model = rows.shape[1]
-    if switches.norm_type == NORM_BATCH:
+    if norm_type == NORM_BATCH:
         # Eval-mode BatchNorm is affine; torch computes it as x * alpha + (beta - mean * alpha) in the dtype.
-        alpha = (gamma / np.sqrt(weights.norm_var[layer, which] + eps)).astype(rows.dtype)
-        shift = beta - weights.norm_mean[layer, which] * alpha
+        alpha = np.empty(d_model, dtype=rows.dtype)
+        shift = np.empty(d_model, dtype=rows.dtype)
+        for d in range(d_model):
+            alpha[d] = gamma[d] / np.sqrt(variance[d] + eps)
+            shift[d] = beta[d] - mean[d] * alpha[d]
         for r in range(rows.shape[0]):
             row, target = rows[r], out[r]
             for d in range(d_model):
@@ -158,11 +147,10 @@ def normalize(rows, weights, layer, which, switches, out):
         for d in range(d_model):
             row_mean += rows[r, d]
         row_mean /= d_model
-        variance = 0.0
+        variance_sum = 0.0
         for d in range(d_model):
-            variance += (rows[r, d] - row_mean) ** 2
-        variance /= d_model
-        row_inv_std = 1.0 / math.sqrt(variance + eps)
+            variance_sum += (rows[r, d] - row_mean) ** 2
+        row_inv_std = 1.0 / math.sqrt(variance_sum / d_model + eps)
         for d in range(d_model):
             out[r, d] = (rows[r, d] - row_mean) * row_inv_std * gamma[d] + beta[d]
 
@@ -245,7 +233,7 @@ def gelu_inplace_array(values):
 
 @kernel
 def add_bias_activate(rows, bias, activation):
-    """rows[r] = act(rows[r] + bias) in place; activation -1 means none. rows: [rows, features]."""
+    """rows[r] = act(rows[r] + bias) in place (``ACT_NONE``: no activation); rows: [rows, features]."""
     for r in range(rows.shape[0]):
         row = rows[r]
         for f in range(row.size):
@@ -258,20 +246,21 @@ def add_bias_activate(rows, bias, activation):
 
 
 @kernel
-def linear(rows, weight, bias, out, activation=-1):
-    """out = act(rows [rows, in] @ weight [in, out] + bias [out]); one BLAS call into out, one pass."""
-    np.dot(rows, weight, out)
-    add_bias_activate(out, bias, activation)
-    return out
+def add_bias_residual(stream, projected, bias):
+    """stream += projected + bias, as a residual after a Linear; stream, projected: [rows, width]."""
+    for r in range(stream.shape[0]):
+        row, other = stream[r], projected[r]
+        for c in range(row.size):
+            row[c] += other[c] + bias[c]
 
 
 @kernel
-def add_rows(target, addend):
-    """target += addend; both [rows, width]."""
-    for r in range(target.shape[0]):
-        row, other = target[r], addend[r]
+def copy_rows(source, target):
+    """target[:] = source, both [rows, width]."""
+    for r in range(source.shape[0]):
+        row, out = source[r], target[r]
         for c in range(row.size):
-            row[c] += other[c]
+            out[c] = row[c]
 
 
 # Attention's inner loops run across queries. LLVM vectorizes such a loop 16 lanes at a time (float32,
@@ -279,20 +268,15 @@ def add_rows(target, addend):
 # (42 patches -> 48). Sums over a head's features (scores) and over keys (mixing the values) go BLOCK terms
 # at a time in a loop of constant length, which LLVM unrolls into registers (with a run-time length it kept
 # the sum in memory: 2-4x slower). Heads of exactly BLOCK features (granite's 128 / 16) have their own
-# function, _attend_head_of_eight (attention at batch 64: 16.6 -> 13.5 ms when introduced). Keys and values
+# kernel, attend_eight (attention at batch 64: 16.6 -> 13.5 ms when introduced). Keys and values
 # are read where the QKV projection left them: only the queries are copied (padded, with their bias); the
 # key bias adds q . b_k to every score of a query, which softmax cancels, and the value bias passes through
 # softmax's convex combination, so it is added to the output.
 # Compile time: every inline="always" call is a copy Numba types and lowers again, and a branch on a run-time
-# value is compiled even where it cannot run; each sum is therefore written once (from zeroed outputs) and
-# the two head functions share no branch (attend compiles in ~8 s per dtype; it took 34 s when they did).
+# value is compiled even where it cannot run; each sum is therefore written once (from zeroed outputs), the
+# two head functions share no branch, and a model compiles only the one its heads need (see ``attend``).
 QUERY_LANES = 16
 BLOCK = 8  # the size of _block_dot's addition tree
-
-
-@kernel
-def _round_up(count, multiple):
-    return (count + multiple - 1) // multiple * multiple
 
 
 @njit(inline="always", error_model="numpy")
@@ -446,204 +430,128 @@ def _attend_head_of_eight(qkv_t, qkv_bias, first, length, q0, scaling, queries, 
             row[i] = score
             largest[i] = max(largest[i], score)
     _exponentiate(scores_t, largest, scaling)
-    values = qkv_t[v0:v0 + BLOCK, first:first + length]  # [8, keys]
-    _mix_three(scores_t, length, ones, values[0], values[1], mixed[BLOCK], mixed[0], mixed[1])
-    _mix_three(scores_t, length, values[2], values[3], values[4], mixed[2], mixed[3], mixed[4])
-    _mix_three(scores_t, length, values[5], values[6], values[7], mixed[5], mixed[6], mixed[7])
+    # Each value feature's row [keys] indexed straight from qkv_t, so every argument has one layout (C) and
+    # _mix_three compiles once.
+    last = first + length
+    _mix_three(scores_t, length, ones, qkv_t[v0, first:last], qkv_t[v0 + 1, first:last],
+               mixed[BLOCK], mixed[0], mixed[1])
+    _mix_three(scores_t, length, qkv_t[v0 + 2, first:last], qkv_t[v0 + 3, first:last], qkv_t[v0 + 4, first:last],
+               mixed[2], mixed[3], mixed[4])
+    _mix_three(scores_t, length, qkv_t[v0 + 5, first:last], qkv_t[v0 + 6, first:last], qkv_t[v0 + 7, first:last],
+               mixed[5], mixed[6], mixed[7])
     _write_context(mixed, BLOCK, qkv_bias[v0:v0 + BLOCK], first, length, q0, context_t)
 
 
-@kernel
-def attend(qkv_t, qkv_bias, group_length, num_heads, context_t):
+@njit(inline="always", error_model="numpy")
+def _round_up(count, multiple):
+    return (count + multiple - 1) // multiple * multiple
+
+
+@njit(inline="always", error_model="numpy")
+def _attention_scratch(qkv_t, group_length, head_dim):
+    """Per-call temporaries of an attention kernel (see _attend_head)."""
+    width = _round_up(group_length, QUERY_LANES)
+    dtype = qkv_t.dtype
+    queries = np.zeros((head_dim, width), dtype=dtype)
+    scores_t = np.empty((group_length, width), dtype=dtype)
+    largest = np.empty(width, dtype=dtype)
+    ones = np.ones(group_length, dtype=dtype)
+    mixed = np.empty((head_dim + 1, width), dtype=dtype)
+    scaling = np.full(1, head_dim ** -0.5, dtype=dtype)[0]  # in the dtype, as torch scales
+    return queries, scores_t, largest, ones, mixed, scaling
+
+
+class HeadsOfEight(NamedTuple):
+    """Attention heads of exactly BLOCK = 8 features (granite's 128 / 16): ``attend`` runs their own code."""
+
+
+class AnyHeads(NamedTuple):
+    """Attention heads of any other size."""
+
+
+def heads_kind(head_dim: int):
+    return HeadsOfEight() if head_dim == BLOCK else AnyHeads()
+
+
+def attend(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
     """Scaled dot-product attention within consecutive groups of ``group_length`` rows, per head.
 
     qkv_t: [3 * d_model, rows] (q, k, v features before their bias, transposed), qkv_bias: [3 * d_model]
     -> context_t: [d_model, rows]. Scores are kept as [key, query], so every inner loop (scores, max,
     exp, mixing the values) runs across queries over contiguous memory and vectorizes.
+
+    ``heads`` is ``HeadsOfEight()`` or ``AnyHeads()`` (``heads_kind``): the implementation is chosen when
+    Numba types the call, so compiled code holds only the one its model needs. From Python: ``attend_rows``.
     """
-    length = group_length
+
+
+def _attend_any(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
     d_model = context_t.shape[0]
     head_dim = d_model // num_heads
-    width = _round_up(length, QUERY_LANES)
-    dtype = qkv_t.dtype
-    queries = np.zeros((head_dim, width), dtype=dtype)
-    scores_t = np.empty((length, width), dtype=dtype)
-    largest = np.empty(width, dtype=dtype)
-    ones = np.ones(length, dtype=dtype)
-    mixed = np.empty((head_dim + 1, width), dtype=dtype)
-    scaling = np.full(1, head_dim ** -0.5, dtype=dtype)[0]  # in the dtype, as torch scales
-    for first in range(0, qkv_t.shape[1], length):
+    queries, scores_t, largest, ones, mixed, scaling = _attention_scratch(qkv_t, group_length, head_dim)
+    for first in range(0, qkv_t.shape[1], group_length):
         for q0 in range(0, d_model, head_dim):
-            if head_dim == BLOCK:
-                _attend_head_of_eight(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t, largest, ones,
-                                      mixed, context_t)
-            else:
-                _attend_head(qkv_t, qkv_bias, first, length, q0, scaling, queries, scores_t, largest, ones, mixed,
-                             context_t)
+            _attend_head(qkv_t, qkv_bias, first, group_length, q0, scaling, queries, scores_t, largest, ones, mixed,
+                         context_t)
 
 
-# Rows per block in ``encode``: a block's working set (about 3 KB a row at d_model 128, ffn 512) then fits
-# a core's L2, and single-threaded GEMMs over 300-1300 rows ran at ~102 GFLOP/s a core here, against
-# ~85 a core for the whole-batch two-thread GEMMs that wrote their outputs through to memory.
+def _attend_eight(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
+    d_model = context_t.shape[0]
+    queries, scores_t, largest, ones, mixed, scaling = _attention_scratch(qkv_t, group_length, BLOCK)
+    for first in range(0, qkv_t.shape[1], group_length):
+        for q0 in range(0, d_model, BLOCK):
+            _attend_head_of_eight(qkv_t, qkv_bias, first, group_length, q0, scaling, queries, scores_t, largest,
+                                  ones, mixed, context_t)
+
+
+@overload(attend, jit_options=KERNEL_OPTIONS)
+def _attend(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
+    return _attend_eight if heads.instance_class is HeadsOfEight else _attend_any
+
+
+@kernel
+def attend_rows(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
+    """``attend`` for callers outside compiled code (tests)."""
+    attend(heads, qkv_t, qkv_bias, group_length, num_heads, context_t)
+
+
+# --------------------------------------------------------------------------------------------------
+# The encoder
+# --------------------------------------------------------------------------------------------------
+# Rows per block in ``encode_units``: a block's working set (about 3 KB a row at d_model 128, ffn 512) then
+# fits a core's L2, and single-threaded GEMMs over 300-1300 rows ran at ~102 GFLOP/s a core here, against
+# ~85 a core for whole-batch two-thread GEMMs that wrote their outputs through to memory.
 BLOCK_ROWS = 512
 
 
 class Workspace(NamedTuple):
-    """Scratch for ``encode``: row t of each array is thread t's, flat, room for a block of ``block_rows``
-    rows. A model keeps one across calls, so repeated calls allocate (and page-fault) nothing."""
+    """One thread's scratch for ``encode_units``, flat, room for a block of ``block_rows`` rows. Each thread
+    keeps its own across calls (``rustml_nb.threads.scratch``), so repeated calls allocate nothing."""
 
-    normed: np.ndarray  # [threads, block_rows * d_model]
-    qkv_t: np.ndarray  # [threads, 3 * d_model * block_rows]
-    context_t: np.ndarray  # [threads, d_model * block_rows]
-    projected: np.ndarray  # [threads, block_rows * d_model]
-    hidden: np.ndarray  # [threads, block_rows * ffn_dim]
-    swapped: np.ndarray  # [threads, block_rows * d_model]
-
-
-def make_workspace(threads, block_rows, d_model, ffn_dim, dtype) -> Workspace:
-    def buffer(width):
-        return np.empty((threads, block_rows * width), dtype)
-
-    return Workspace(normed=buffer(d_model), qkv_t=buffer(3 * d_model), context_t=buffer(d_model),
-                     projected=buffer(d_model), hidden=buffer(ffn_dim), swapped=buffer(d_model))
+    normed: np.ndarray  # block_rows * d_model
+    qkv_t: np.ndarray  # 3 * d_model * block_rows
+    context_t: np.ndarray  # d_model * block_rows
+    projected: np.ndarray  # block_rows * d_model
+    hidden: np.ndarray  # block_rows * ffn_dim
+    swapped: np.ndarray  # block_rows * d_model
 
 
-class Scratch(NamedTuple):
-    """One block's views of a thread's workspace, for ``rows`` rows."""
-
-    normed: np.ndarray  # [rows, d_model]
-    qkv_t: np.ndarray  # [3 * d_model, rows]: transposed, so attention reads heads contiguously
-    context_t: np.ndarray  # [d_model, rows]
-    projected: np.ndarray  # [rows, d_model]
-    hidden: np.ndarray  # [rows, ffn_dim]
-    swapped: np.ndarray  # [rows, d_model]: the stream reordered for attention across channels
+def make_workspace(block_rows, d_model, ffn_dim, dtype) -> Workspace:
+    return Workspace(*(np.empty(block_rows * width, dtype)
+                       for width in (d_model, 3 * d_model, d_model, d_model, ffn_dim, d_model)))
 
 
 @kernel
-def block_scratch(work, thread, rows, d_model):
-    ffn_dim = work.hidden.shape[1] // (work.normed.shape[1] // d_model)
-
-    def view(buffer, first, second):
-        return buffer[thread, :first * second].reshape(first, second)
-
-    return Scratch(view(work.normed, rows, d_model), view(work.qkv_t, 3 * d_model, rows),
-                   view(work.context_t, d_model, rows), view(work.projected, rows, d_model),
-                   view(work.hidden, rows, ffn_dim), view(work.swapped, rows, d_model))
-
-
-@kernel
-def sublayer_input(stream, weights, layer, which, switches, scratch):
-    """What a sublayer reads: the stream itself, or with pre-norm its norm ``which``, in scratch.normed."""
-    if switches.pre_norm:
-        normalize(stream, weights, layer, which, switches, scratch.normed)
-        return scratch.normed
-    return stream
-
-
-@kernel
-def attention_sublayer(stream, group_length, weights, layer, which, switches, scratch, qkv_ready):
-    """Residual self-attention within consecutive groups of ``group_length`` rows, pre- or post-norm,
-    updating stream [groups * group_length, d_model] in place. With qkv_ready, scratch.qkv_t already holds
-    the QKV projection (``first_qkv_from_patches``)."""
-    if not qkv_ready:
-        source = sublayer_input(stream, weights, layer, which, switches, scratch)
-        np.dot(weights.qkv_weight[layer].T, source.T, scratch.qkv_t)  # [3 * d_model, rows] = W^T x^T
-    attend(scratch.qkv_t, weights.qkv_bias[layer], group_length, switches.num_heads, scratch.context_t)
-    linear(scratch.context_t.T, weights.out_weight[layer], weights.out_bias[layer], scratch.projected)
-    add_rows(stream, scratch.projected)
-    if not switches.pre_norm:
-        normalize(stream, weights, layer, which, switches, stream)
-
-
-@kernel
-def feed_forward_hidden(stream, weights, layer, switches, scratch):
-    """The feed-forward sublayer up to its activation: scratch.hidden = act(input @ W1 + b1)."""
-    source = sublayer_input(stream, weights, layer, NORM_FF, switches, scratch)
-    linear(source, weights.ff1_weight[layer], weights.ff1_bias[layer], scratch.hidden, switches.activation)
-
-
-@kernel
-def feed_forward_sublayer(stream, weights, layer, switches, scratch):
-    """Residual Linear -> GELU (exact, erf) or ReLU -> Linear, pre- or post-norm; stream updated in place."""
-    feed_forward_hidden(stream, weights, layer, switches, scratch)
-    linear(scratch.hidden, weights.ff2_weight[layer], weights.ff2_bias[layer], scratch.projected)
-    add_rows(stream, scratch.projected)
-    if not switches.pre_norm:
-        normalize(stream, weights, layer, NORM_FF, switches, stream)
-
-
-@kernel
-def token_means(rows, tokens, out):
-    """out[s] = the mean of rows s * tokens .. (s + 1) * tokens - 1 (summed in order, then divided, as torch's
-    mean); rows: [series * tokens, width], out: [series, width]."""
-    for s in range(out.shape[0]):
-        mean = out[s]
-        mean[:] = rows[s * tokens]
-        for t in range(1, tokens):
-            row = rows[s * tokens + t]
-            for c in range(mean.size):
-                mean[c] += row[c]
-        for c in range(mean.size):
-            mean[c] /= tokens
-
-
-@kernel
-def pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, pooled):
-    """The last feed-forward sublayer when the head reads only each series' mean over its tokens:
-    pooled [series, d_model] = that mean of the sublayer's output. The second Linear, the residual and a
-    BatchNorm are affine, so they act on the token means (one row per series) instead of on every token;
-    the first Linear and the activation still see every token. stream is left as it entered."""
-    feed_forward_hidden(stream, weights, layer, switches, scratch)
-    series = pooled.shape[0]
-    hidden_means = np.empty((series, scratch.hidden.shape[1]), dtype=stream.dtype)
-    token_means(scratch.hidden, tokens, hidden_means)
-    token_means(stream, tokens, pooled)
-    add_rows(pooled, linear(hidden_means, weights.ff2_weight[layer], weights.ff2_bias[layer],
-                            np.empty((series, stream.shape[1]), dtype=stream.dtype)))
-    if not switches.pre_norm:
-        normalize(pooled, weights, layer, NORM_FF, switches, pooled)  # BatchNorm: see Switches
-
-
-@kernel
-def swap_blocks(source, batch, first, second, out):
-    """Rows ordered [batch, first, second] -> [batch, second, first]; source, out: [rows, d_model]."""
-    for b in range(batch):
-        for i in range(first):
-            for j in range(second):
-                out[(b * second + j) * first + i] = source[(b * first + i) * second + j]
-
-
-@kernel
-def encoder_layer(stream, channels, tokens, weights, layer, switches, scratch, pooled, qkv_ready):
-    """One PatchTSTEncoderLayer over stream [series * tokens, d_model], in place; with attention across
-    channels the series must be whole batch elements (channels consecutive series each). Given pooled
-    [series, d_model] (not [0, d_model]), the layer ends with ``pooled_feed_forward`` into it. qkv_ready:
-    see ``attention_sublayer``."""
-    attention_sublayer(stream, tokens, weights, layer, NORM_ATTENTION, switches, scratch, qkv_ready)
-    if switches.channel_attention:
-        # Attention across channels at each token: reorder to [batch, tokens, channels], attend, reorder back.
-        batch = stream.shape[0] // (channels * tokens)
-        swap_blocks(stream, batch, channels, tokens, scratch.swapped)
-        attention_sublayer(scratch.swapped, channels, weights, layer, NORM_CHANNEL_ATTENTION, switches, scratch,
-                           False)
-        swap_blocks(scratch.swapped, batch, tokens, channels, stream)
-    if pooled.shape[0]:
-        pooled_feed_forward(stream, tokens, weights, layer, switches, scratch, pooled)
-    else:
-        feed_forward_sublayer(stream, weights, layer, switches, scratch)
-
-
-@kernel
-def embed_series(patches, series, channel, weights, switches, rows):
-    """Series ``series`` of patches [series, num_patches, patch_length] -> its rows [tokens, d_model]: the
-    patch embedding of its channel plus positions, after the cls token when one is used."""
-    offset = 1 if switches.use_cls_token else 0
+def embed_series(patches, channel, weights, use_cls_token, rows):
+    """One series' patches [num_patches, patch_length] -> its rows [tokens, d_model]: the patch embedding of
+    its channel plus positions, after the cls token when one is used."""
+    offset = 1 if use_cls_token else 0
     e = 0 if weights.embedding_weight.shape[0] == 1 else channel
     positions, bias = weights.positional_encoding, weights.embedding_bias[e]  # [tokens, d_model], [d_model]
     if offset:
         for d in range(rows.shape[1]):
             rows[0, d] = weights.cls_token[d] + positions[0, d]
-    np.dot(patches[series], weights.embedding_weight[e], rows[offset:])
+    np.dot(patches, weights.embedding_weight[e], rows[offset:])
     for p in range(offset, rows.shape[0]):
         row, position = rows[p], positions[p]
         for d in range(row.size):
@@ -664,185 +572,233 @@ def first_qkv_from_patches(patches, weights, qkv_t):
                 row[s * tokens + t] += offset[t]
 
 
-@parallel_kernel
-def encode(patches, channels, weights, switches, work, stream, hidden_states, pooled):
-    """The encoder: patches [series, num_patches, patch_length] -> stream [series * tokens, d_model], the
-    embedding and then every layer; hidden_states [layers or 0, rows, d_model] receives the stream entering
-    each layer. With ``switches.pool_last_feed_forward`` the last layer ends in pooled [series, d_model]
-    (each series' token mean) and leaves the stream as it entered that layer's feed-forward sublayer.
+@kernel
+def swap_blocks(source, batch, first, second, out):
+    """Rows ordered [batch, first, second] -> [batch, second, first]; source, out: [rows, d_model]."""
+    for b in range(batch):
+        for i in range(first):
+            for j in range(second):
+                row, target = source[(b * first + i) * second + j], out[(b * second + j) * first + i]
+                for d in range(row.size):
+                    target[d] = row[d]
 
-    The series split into units that attend only among themselves: a series, or with attention across
-    channels a whole batch element. Each thread of the workspace takes an equal share of the units and runs
-    the encoder over blocks of them that fit its workspace (and so its cache), with single-threaded BLAS:
-    one parallel launch per forward pass, no thread pools taking turns.
+
+@kernel
+def pool_tokens(rows, tokens, pooling, use_cls_token, out):
+    """out[s] = series s's cls token, or the mean (summed in order, then divided, as torch's mean) or the
+    maximum of its rows s * tokens .. (s + 1) * tokens - 1; rows: [series * tokens, width], out: [series, width]."""
+    for s in range(out.shape[0]):
+        pooled = out[s]
+        first = rows[s * tokens]
+        for c in range(pooled.size):
+            pooled[c] = first[c]
+        if use_cls_token:
+            continue
+        for t in range(1, tokens):
+            row = rows[s * tokens + t]
+            if pooling == POOL_MAX:
+                for c in range(pooled.size):
+                    pooled[c] = max(pooled[c], row[c])
+            else:
+                for c in range(pooled.size):
+                    pooled[c] += row[c]
+        if pooling == POOL_MEAN:
+            for c in range(pooled.size):
+                pooled[c] /= tokens
+
+
+@kernel
+def encode_units(values, observed, default_scale, patch_mask, first_unit, last_unit, weights, switches, heads, work,
+                 loc, scale, patch_input, patches, stream, hidden_states, pooled):
+    """The encoder over units first_unit .. last_unit - 1 of the series, on the calling thread.
+
+    values, observed: [batch, time, channels] -> loc, scale [batch, 1, channels] and patch_input [series,
+    num_patches, patch_length] (``scale_and_patchify``; series = batch x channels, channels fastest); patches
+    [series, num_patches, patch_length] the same, with the patches patch_mask [batch, channels, num_patches]
+    marks set to ``switches.mask_value`` when the mask is not [0, 0, 0] (otherwise patches is patch_input);
+    then stream [series * tokens, d_model], the embedding and every layer;
+    hidden_states [layers or 0, series * tokens, d_model] receives the stream entering each layer;
+    pooled [series or 0, d_model] receives each series' pooled rows (cls token, mean or max; see
+    ``pool_tokens``) when the head reads them. A unit is what attends only within itself: a series, or with
+    attention across channels a batch element's ``channels`` consecutive series. work: this thread's
+    ``Workspace``; heads: ``HeadsOfEight()`` or ``AnyHeads()``.
+
+    With ``switches.pool_last_feed_forward`` the last feed-forward sublayer runs on token means: after its
+    activation only affine steps remain (its second Linear, the residual, a BatchNorm or no norm), so they act
+    on each series' mean row instead of on every token. pooled then holds the layer's mean output and the
+    stream is left as it entered that sublayer.
     """
+    series_count, num_patches, patch_length = patches.shape
+    channels = values.shape[2]
     d_model = stream.shape[1]
-    tokens = stream.shape[0] // patches.shape[0]
-    threads = work.normed.shape[0]
-    block_rows = work.normed.shape[1] // d_model
+    ffn_dim = weights.ff1_weight.shape[2]
+    tokens = stream.shape[0] // series_count
+    block_rows = work.normed.size // d_model
     unit_series = channels if switches.channel_attention else 1
-    unit_rows = unit_series * tokens
-    units = patches.shape[0] // unit_series
-    units_per_block = max(block_rows // unit_rows, 1)
+    units_per_block = max(block_rows // (unit_series * tokens), 1)
     num_layers = weights.qkv_weight.shape[0]
     folded = weights.patch_qkv_weight.shape[0] > 0  # layer 0's QKV comes from the patches directly
-    for thread in prange(threads):
-        start, stop = piece(units, threads, thread)
-        for first in range(start, stop, units_per_block):
-            last = min(first + units_per_block, stop)
-            for series in range(first * unit_series, last * unit_series):
-                embed_series(patches, series, series % channels, weights, switches,
-                             stream[series * tokens:(series + 1) * tokens])
-            rows = slice(first * unit_rows, last * unit_rows)
-            block = stream[rows]
-            scratch = block_scratch(work, thread, block.shape[0], d_model)
-            if folded:
-                first_qkv_from_patches(patches[first * unit_series:last * unit_series], weights, scratch.qkv_t)
-            for layer in range(num_layers):
-                if hidden_states.shape[0]:
-                    hidden_states[layer, rows] = block
-                block_pooled = pooled[:0]
-                if switches.pool_last_feed_forward and layer == num_layers - 1:
-                    block_pooled = pooled[first * unit_series:last * unit_series]
-                encoder_layer(block, channels, tokens, weights, layer, switches, scratch, block_pooled,
-                              folded and layer == 0)
+    sweeps = 2 if switches.channel_attention else 1
+    eps, norm_type, pre_norm = switches.norm_eps, switches.norm_type, switches.pre_norm
+    for first in range(first_unit, last_unit, units_per_block):
+        s0 = first * unit_series
+        s1 = min(first + units_per_block, last_unit) * unit_series
+        rows = (s1 - s0) * tokens
+        block = stream[s0 * tokens:s1 * tokens]  # [rows, d_model]
+        normed = work.normed[:rows * d_model].reshape(rows, d_model)
+        qkv_t = work.qkv_t[:3 * d_model * rows].reshape(3 * d_model, rows)
+        context_t = work.context_t[:d_model * rows].reshape(d_model, rows)
+        projected = work.projected[:rows * d_model].reshape(rows, d_model)
+        hidden = work.hidden[:rows * ffn_dim].reshape(rows, ffn_dim)
+        swapped = work.swapped[:rows * d_model].reshape(rows, d_model)
+        for series in range(s0, s1):
+            b, c = series // channels, series % channels
+            scale_and_patchify(values, observed, b, c, switches.scaling, default_scale, switches.patch_stride, loc,
+                               scale, patch_input[series])
+            if patch_mask.shape[0]:
+                for p in range(num_patches):
+                    for i in range(patch_length):
+                        patches[series, p, i] = switches.mask_value if patch_mask[b, c, p] else patch_input[series, p, i]
+            embed_series(patches[series], c, weights, switches.use_cls_token,
+                         block[(series - s0) * tokens:(series - s0 + 1) * tokens])
+        if folded:
+            first_qkv_from_patches(patches[s0:s1], weights, qkv_t)
+        for layer in range(num_layers):
+            if hidden_states.shape[0]:
+                copy_rows(block, hidden_states[layer, s0 * tokens:s1 * tokens])
+            # Residual self-attention among a series' tokens, then (with channel attention) among a batch
+            # element's channels at each token, on the rows reordered [batch, tokens, channels].
+            for sweep in range(sweeps):
+                which = NORM_ATTENTION if sweep == 0 else NORM_CHANNEL_ATTENTION
+                gamma, beta = weights.norm_weight[layer, which], weights.norm_bias[layer, which]
+                mean, variance = weights.norm_mean[layer, which], weights.norm_var[layer, which]
+                residual = block
+                if sweep == 1:
+                    swap_blocks(block, (s1 - s0) // channels, channels, tokens, swapped)
+                    residual = swapped
+                if not (folded and layer == 0 and sweep == 0):
+                    source = residual
+                    if pre_norm:
+                        normalize(residual, gamma, beta, mean, variance, eps, norm_type, normed)
+                        source = normed
+                    np.dot(weights.qkv_weight[layer].T, source.T, qkv_t)  # [3 * d_model, rows] = W^T x^T
+                attend(heads, qkv_t, weights.qkv_bias[layer], tokens if sweep == 0 else channels,
+                       switches.num_heads, context_t)
+                np.dot(context_t.T, weights.out_weight[layer], projected)
+                add_bias_residual(residual, projected, weights.out_bias[layer])
+                if not pre_norm:
+                    normalize(residual, gamma, beta, mean, variance, eps, norm_type, residual)
+                if sweep == 1:
+                    swap_blocks(swapped, (s1 - s0) // channels, tokens, channels, block)
+            # Residual Linear -> GELU (exact, erf) or ReLU -> Linear.
+            gamma, beta = weights.norm_weight[layer, NORM_FF], weights.norm_bias[layer, NORM_FF]
+            mean, variance = weights.norm_mean[layer, NORM_FF], weights.norm_var[layer, NORM_FF]
+            source = block
+            if pre_norm:
+                normalize(block, gamma, beta, mean, variance, eps, norm_type, normed)
+                source = normed
+            np.dot(source, weights.ff1_weight[layer], hidden)
+            add_bias_activate(hidden, weights.ff1_bias[layer], switches.activation)
+            if switches.pool_last_feed_forward and layer == num_layers - 1:
+                means = pooled[s0:s1]
+                hidden_means = np.empty((s1 - s0, ffn_dim), dtype=stream.dtype)
+                # (the switch implies mean pooling and no cls token; passing constants would compile a copy)
+                pool_tokens(hidden, tokens, switches.pooling, switches.use_cls_token, hidden_means)
+                pool_tokens(block, tokens, switches.pooling, switches.use_cls_token, means)
+                mean_projected = np.empty((s1 - s0, d_model), dtype=stream.dtype)
+                np.dot(hidden_means, weights.ff2_weight[layer], mean_projected)
+                add_bias_residual(means, mean_projected, weights.ff2_bias[layer])
+                if not pre_norm:  # a BatchNorm: see Switches
+                    normalize(means, gamma, beta, mean, variance, eps, norm_type, means)
+            else:
+                np.dot(hidden, weights.ff2_weight[layer], projected)
+                add_bias_residual(block, projected, weights.ff2_bias[layer])
+                if not pre_norm:
+                    normalize(block, gamma, beta, mean, variance, eps, norm_type, block)
+        if pooled.shape[0] and not switches.pool_last_feed_forward:
+            pool_tokens(block, tokens, switches.pooling, switches.use_cls_token, pooled[s0:s1])
 
 
 # --------------------------------------------------------------------------------------------------
 # Heads
 # --------------------------------------------------------------------------------------------------
-@kernel
-def squareplus(x):
+@njit(inline="always", error_model="numpy")
+def _squareplus(x):
     return (x + np.sqrt(x * x + 4.0)) / 2.0
 
 
-@kernel
-def distribution_domain_map(values, k, switches):
-    """Map raw head output k to its parameter's domain in place, as transformers' DistributionOutput."""
-    flat = values.ravel()
-    d = switches.distribution
-    if d == DIST_STUDENT_T and k == 0:  # df = 2 + squareplus(df)
-        for i in range(flat.size):
-            flat[i] = 2.0 + squareplus(flat[i])
-    elif (d == DIST_STUDENT_T and k == 2) or (d == DIST_NORMAL and k == 1):  # scale = squareplus, floor eps
-        for i in range(flat.size):
-            flat[i] = max(squareplus(flat[i]), switches.dtype_eps)
-    elif d == DIST_NEGATIVE_BINOMIAL and k == 0:  # total_count = squareplus
-        for i in range(flat.size):
-            flat[i] = squareplus(flat[i])
+@njit(inline="always", error_model="numpy")
+def _to_domain(value, k, distribution, dtype_eps):
+    """Raw head output of parameter k -> the parameter's domain, as transformers' DistributionOutput."""
+    if distribution == DIST_STUDENT_T and k == 0:  # df = 2 + squareplus(df)
+        return 2.0 + _squareplus(value)
+    if (distribution == DIST_STUDENT_T and k == 2) or (distribution == DIST_NORMAL and k == 1):
+        return max(_squareplus(value), dtype_eps)  # scale = squareplus, floored at the dtype's eps
+    if distribution == DIST_NEGATIVE_BINOMIAL and k == 0:  # total_count = squareplus
+        return _squareplus(value)
+    return value
 
 
 @kernel
-def pool(hidden, pooled, switches):
-    """[batch, channels, tokens, d_model] -> [batch, channels, width]: cls token, mean, max or flatten
-    (the mean already taken in ``pooled`` when ``switches.pool_last_feed_forward``)."""
-    batch, channels, tokens, d_model = hidden.shape
-    if switches.pool_last_feed_forward:
-        return pooled
-    if switches.use_cls_token:
-        return np.ascontiguousarray(hidden[:, :, 0, :])
-    if switches.pooling == POOL_MEAN:
-        means = np.zeros((batch, channels, d_model), dtype=hidden.dtype)
-        for t in range(tokens):
-            means += hidden[:, :, t, :]
-        means /= tokens
-        return means
-    if switches.pooling == POOL_MAX:
-        maxima = hidden[:, :, 0, :].copy()
-        for t in range(1, tokens):
-            maxima = np.maximum(maxima, hidden[:, :, t, :])
-        return maxima
-    return hidden.copy().reshape(batch, channels, tokens * d_model)
-
-
-@kernel
-def apply_head(hidden, pooled, loc, scale, weights, switches):
-    """hidden: [batch, channels, tokens, d_model] -> the head's output as a 4-D array (pooled [batch,
-    channels, d_model] holds the token means instead when ``switches.pool_last_feed_forward``):
-
-    prediction [parameters, batch, horizon, channels]; pretraining [batch, channels, patches, patch_length];
-    classification / regression [parameters, 1, batch, targets]; no head [0, 0, 0, 0].
-    """
-    batch, channels, tokens, d_model = hidden.shape
-    head = weights.head
-    if switches.head == HEAD_PRETRAINING:
-        offset = 1 if switches.use_cls_token else 0
-        rows = hidden.reshape(batch * channels * tokens, d_model) @ head.weight[0, 0] + head.bias[0, 0]
-        patch_length = rows.shape[1]
-        out = rows.reshape(batch, channels, tokens, patch_length)[:, :, offset:, :]
-        return np.ascontiguousarray(out)
-    if switches.head == HEAD_PREDICTION:
-        features = pool(hidden, pooled, switches)  # [batch, channels, width]
-        num_params, horizon = head.weight.shape[1], head.weight.shape[3]
-        out = np.empty((num_params, batch, horizon, channels), dtype=hidden.dtype)
-        shared = head.weight.shape[0] == 1
-        for k in range(num_params):
-            for c in range(channels):
-                h = 0 if shared else c
-                values = np.ascontiguousarray(features[:, c, :]) @ head.weight[h, k] + head.bias[h, k]  # [batch, horizon]
-                if switches.distribution != DIST_NONE:
-                    distribution_domain_map(values, k, switches)
-                else:
-                    for b in range(batch):
-                        values[b] = values[b] * scale[b, 0, c] + loc[b, 0, c]
-                out[k, :, :, c] = values
-        return out
-    if switches.head == HEAD_CLASSIFICATION or switches.head == HEAD_REGRESSION:
-        features = pool(hidden, pooled, switches).reshape(batch, channels * d_model)
-        num_params, targets = head.weight.shape[1], head.weight.shape[3]
-        out = np.empty((num_params, 1, batch, targets), dtype=hidden.dtype)
-        for k in range(num_params):
-            values = features @ head.weight[0, k] + head.bias[0, k]  # [batch, targets]
-            if switches.distribution != DIST_NONE:
-                distribution_domain_map(values, k, switches)
-            elif switches.has_output_range:
-                span = switches.output_high - switches.output_low
-                for b in range(batch):
-                    for t in range(targets):
-                        values[b, t] = 1.0 / (1.0 + np.exp(-values[b, t])) * span + switches.output_low
-            out[k, 0] = values
-        return out
-    return np.zeros((0, 0, 0, 0), dtype=hidden.dtype)
-
-
-# --------------------------------------------------------------------------------------------------
-# The whole forward pass
-# --------------------------------------------------------------------------------------------------
-@kernel
-def patchtst_forward(values, observed, patch_mask, weights, switches, keep_hidden_states, work):
-    """One PatchTST forward pass.
-
-    values, observed: [batch, time, channels] (observed is 1.0/0.0 in the dtype);
-    patch_mask: [batch, channels, patches] bool, or [0, 0, 0] for none (pretraining's masked patches);
-    work: a ``Workspace`` (``make_workspace``), one row per thread ``encode`` runs.
-    Returns last_hidden_state [batch, channels, tokens, d_model] (with ``switches.pool_last_feed_forward``
-    the stream before the last feed-forward sublayer, which the classes using that switch do not return),
-    loc and scale [batch, 1, channels],
-    patch_input [batch, channels, patches, patch_length], the head output (see ``apply_head``), and the
-    hidden states entering each layer [layers or 0, batch, channels, tokens, d_model].
-    """
-    batch, time, channels = values.shape
-    scaled, loc, scale = scale_series(values, observed, switches.scaling)
-    patch_input = patchify(scaled, switches.patch_length, switches.patch_stride)
-    patches = patch_input
-    if patch_mask.size:
-        patches = patch_input.copy()
+def prediction_head(features, loc, scale, weight, bias, switches, out):
+    """features [batch * channels, width] (pooled rows, or each series' rows flattened) -> out [batch,
+    parameters, horizon, channels]: a point forecast in data units (x scale + loc), or the distribution's
+    parameters (not rescaled, as transformers returns them). weight [1 or channels, parameters, width,
+    horizon], bias [1 or channels, parameters, horizon]; loc, scale [batch, 1, channels]."""
+    channels = loc.shape[2]
+    batch = features.shape[0] // channels
+    num_params, width, horizon = weight.shape[1], weight.shape[2], weight.shape[3]
+    shared = weight.shape[0] == 1
+    rows = np.empty((batch, width), dtype=features.dtype)
+    projected = np.empty((batch, horizon), dtype=features.dtype)
+    for c in range(channels):
         for b in range(batch):
-            for c in range(channels):
-                for p in range(patch_input.shape[2]):
-                    if patch_mask[b, c, p]:
-                        patches[b, c, p, :] = switches.mask_value
-    encoder = weights.encoder
-    num_patches, patch_length = patches.shape[2], patches.shape[3]
-    tokens = num_patches + (1 if switches.use_cls_token else 0)
-    d_model = encoder.embedding_weight.shape[2]
-    num_layers = encoder.qkv_weight.shape[0]
-    kept = num_layers if keep_hidden_states else 0
-    rows = np.empty((batch * channels * tokens, d_model), dtype=values.dtype)
-    hidden_states = np.empty((kept, rows.shape[0], d_model), dtype=values.dtype)
-    pooled = np.empty((batch if switches.pool_last_feed_forward else 0, channels, d_model), dtype=values.dtype)
-    encode(patches.reshape(batch * channels, num_patches, patch_length), channels, encoder, switches, work, rows,
-           hidden_states, pooled.reshape(pooled.shape[0] * channels, d_model))
-    hidden = rows.reshape(batch, channels, tokens, d_model)
-    head_output = apply_head(hidden, pooled, loc, scale, weights, switches)
-    return hidden, loc, scale, patch_input, head_output, hidden_states.reshape(kept, batch, channels, tokens, d_model)
+            source, target = features[b * channels + c], rows[b]
+            for i in range(width):
+                target[i] = source[i]
+        h = 0 if shared else c
+        for k in range(num_params):
+            np.dot(rows, weight[h, k], projected)
+            for b in range(batch):
+                for t in range(horizon):
+                    value = projected[b, t] + bias[h, k, t]
+                    if switches.distribution == DIST_NONE:
+                        out[b, k, t, c] = value * scale[b, 0, c] + loc[b, 0, c]
+                    else:
+                        out[b, k, t, c] = _to_domain(value, k, switches.distribution, switches.dtype_eps)
+
+
+@kernel
+def pretraining_head(stream, tokens, use_cls_token, weight, bias, out):
+    """stream [series * tokens, d_model] -> out [series, patches, patch_length]: each patch's row through the
+    Linear weight [d_model, patch_length] + bias (the cls token's row is dropped)."""
+    offset = 1 if use_cls_token else 0
+    series, patches, patch_length = out.shape
+    projected = np.empty((tokens, patch_length), dtype=stream.dtype)
+    for s in range(series):
+        np.dot(stream[s * tokens:(s + 1) * tokens], weight, projected)
+        for p in range(patches):
+            for i in range(patch_length):
+                out[s, p, i] = projected[p + offset, i] + bias[i]
+
+
+@kernel
+def pooled_head(features, weight, bias, switches, out):
+    """features [batch, channels * d_model] -> out [batch, parameters, targets]: classification logits, or a
+    regression's values (squashed into the output range when there is one) or distribution parameters.
+    weight [parameters, channels * d_model, targets], bias [parameters, targets]."""
+    batch = features.shape[0]
+    num_params, targets = weight.shape[0], weight.shape[2]
+    projected = np.empty((batch, targets), dtype=features.dtype)
+    span = switches.output_high - switches.output_low
+    for k in range(num_params):
+        np.dot(features, weight[k], projected)
+        for b in range(batch):
+            for t in range(targets):
+                value = projected[b, t] + bias[k, t]
+                if switches.distribution != DIST_NONE:
+                    out[b, k, t] = _to_domain(value, k, switches.distribution, switches.dtype_eps)
+                elif switches.has_output_range:
+                    out[b, k, t] = 1.0 / (1.0 + np.exp(-value)) * span + switches.output_low
+                else:
+                    out[b, k, t] = value

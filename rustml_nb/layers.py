@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import PatchTSTConfig
 from .detection import distribution_parameters, expected_shapes, OPTIONAL_NAMES
-from .errors import ShapeMismatchError, WeightMappingError
+from .errors import CheckpointError, ShapeMismatchError, WeightMappingError
 
 
 def _array(value, dtype) -> np.ndarray:
@@ -89,8 +89,10 @@ def _stack(items: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.n
     return _array(np.stack(items) if items else np.zeros((0, *empty_shape)), dtype)
 
 
-def validate_state(mapped: dict, unmapped: list[str], config: PatchTSTConfig, head: str) -> None:
-    """Every tensor the config needs is there with the right shape, and nothing else is."""
+def validate_state(mapped: dict, unmapped: list[str], config: PatchTSTConfig, head: str, sources=None) -> None:
+    """Every tensor the config needs is there with the right shape and finite values, and nothing else is.
+    ``sources``: our name -> the checkpoint key it came from, for the messages."""
+    sources = sources or {}
     shapes = expected_shapes(config, head)
     missing = sorted(name for name in shapes if name not in mapped and not OPTIONAL_NAMES.match(name))
     unexpected = sorted(name for name in mapped if name not in shapes)
@@ -106,8 +108,16 @@ def validate_state(mapped: dict, unmapped: list[str], config: PatchTSTConfig, he
     for name, shape in shapes.items():
         if name in mapped and tuple(mapped[name].shape) != shape:
             raise ShapeMismatchError(
-                f"tensor {name!r}: the config implies shape {list(shape)}, the checkpoint holds {list(mapped[name].shape)}"
+                f"checkpoint tensor {sources.get(name, name)!r} (rustml_nb {name!r}): the config implies shape "
+                f"{list(shape)}, the checkpoint holds {list(mapped[name].shape)}"
             )
+    for name, array in mapped.items():
+        if array.dtype.kind == "f":
+            bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise CheckpointError(f"checkpoint tensor {sources.get(name, name)!r} holds {bad} non-finite value(s) "
+                                      f"(NaN or inf) among {array.size}: the checkpoint is corrupt or was saved from "
+                                      "a diverged training run")
 
 
 def fold_embedding_into_first_qkv(config: PatchTSTConfig, embedding: Linear, positional_encoding: np.ndarray,
@@ -217,9 +227,11 @@ def load_head(state: dict, config: PatchTSTConfig, head: str, dtype) -> HeadWeig
     )
 
 
-def load_patchtst_weights(mapped: dict, config: PatchTSTConfig, head: str, dtype, unmapped=()) -> PatchTSTWeights:
-    """Check names and shapes against the config, then transpose and stack into ``PatchTSTWeights``."""
-    validate_state(mapped, list(unmapped), config, head)
+def load_patchtst_weights(mapped: dict, config: PatchTSTConfig, head: str, dtype, unmapped=(),
+                          sources=None) -> PatchTSTWeights:
+    """Check names, shapes and values against the config, then transpose and stack into ``PatchTSTWeights``.
+    ``sources`` (our name -> checkpoint key) lets errors name the checkpoint's key."""
+    validate_state(mapped, list(unmapped), config, head, sources)
     return PatchTSTWeights(load_encoder(mapped, config, dtype), load_head(mapped, config, head, dtype))
 
 

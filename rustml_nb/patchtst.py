@@ -1,24 +1,25 @@
-"""PatchTST model classes, named as transformers names them; thin wrappers around one compiled call.
+"""PatchTST model classes, named as transformers names them.
 
-Each class validates its inputs in Python, calls ``kernels.patchtst_forward`` once, and wraps the arrays
-in an output object whose field names and shapes are transformers'.
+Each class validates its inputs in Python, runs the compiled kernels over the batch (``_forward``), and
+wraps the arrays in an output object whose field names and shapes are transformers'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
-import numba
 import numpy as np
 
 from . import kernels
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
-from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_compatibility, head_of_config
+from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_compatibility, expected_shapes,
+                        head_of_config)
 from .errors import ArchitectureMismatchError, ConfigError, InputError, UnsupportedArchitectureError
+from .inputs import as_array, check_series, chunk_in_dtype
 from .layers import PatchTSTWeights, load_patchtst_weights
 from .mapping import map_patchtst_weights
-from .threads import single_threaded_blas
+from .threads import get_num_threads, release_scratch, run_tasks, scratch, single_threaded_blas
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -78,20 +79,17 @@ def _switches(config: PatchTSTConfig, head: str, dtype) -> kernels.Switches:
         activation=kernels.ACT_GELU if config.activation_function == "gelu" else kernels.ACT_RELU,
         use_cls_token=bool(config.use_cls_token),
         pooling={None: kernels.POOL_NONE, "mean": kernels.POOL_MEAN, "max": kernels.POOL_MAX}[config.pooling_type],
-        head={"none": kernels.HEAD_NONE, "prediction": kernels.HEAD_PREDICTION, "pretraining": kernels.HEAD_PRETRAINING,
-              "classification": kernels.HEAD_CLASSIFICATION, "regression": kernels.HEAD_REGRESSION}[head],
         distribution=distribution,
         num_heads=config.num_attention_heads,
         norm_eps=float(config.norm_eps),
-        patch_length=config.patch_length,
-        patch_stride=config.patch_stride,
         has_output_range=config.output_range is not None and head == "regression" and distribution == 0,
         output_low=float(low),
         output_high=float(high),
-        mask_value=float(config.mask_value),
         dtype_eps=float(np.finfo(dtype).eps),
+        patch_stride=config.patch_stride,
+        mask_value=float(config.mask_value),
         # The head reads only token means, and after the last layer's activation only affine steps remain
-        # (its second Linear, the residual, a BatchNorm or no norm): see kernels.pooled_feed_forward.
+        # (its second Linear, the residual, a BatchNorm or no norm): see kernels.encode_units.
         pool_last_feed_forward=(head in ("prediction", "classification", "regression")
                                 and config.pooling_type == "mean" and not config.use_cls_token
                                 and config.num_hidden_layers > 0
@@ -121,8 +119,28 @@ def _check_runnable(config: PatchTSTConfig, head: str, check: ArchitectureCheck)
         )
 
 
+# A forward pass runs the batch in chunks of about this many rows (series x tokens), so the memory it needs
+# beyond its input and outputs stays bounded whatever the batch size (16 MiB of rows at d_model 128 in
+# float32); a chunk is still many blocks of kernels.BLOCK_ROWS for every thread.
+CHUNK_ROWS = 32768
+
+
+class _Arrays(NamedTuple):
+    """What one forward pass computes; fields a class does not need are None."""
+
+    last_hidden_state: np.ndarray | None  # [batch, channels, tokens, d_model]
+    loc: np.ndarray  # [batch, 1, channels]
+    scale: np.ndarray  # [batch, 1, channels]
+    patch_input: np.ndarray | None  # [batch, channels, patches, patch_length]
+    head: np.ndarray | None  # see _PatchTSTBase._head_output
+    hidden_states: np.ndarray | None  # [layers, batch, channels, tokens, d_model]
+
+
 class _PatchTSTBase:
-    """Shared by the five classes: loading, input checks and the compiled call."""
+    """Shared by the five classes: loading, input checks and the forward pass.
+
+    A model holds its config and weights and nothing that a call changes: one object can be called from any
+    number of threads at once (see ``rustml_nb.threads``)."""
 
     head: ClassVar[str]
 
@@ -135,7 +153,7 @@ class _PatchTSTBase:
         self.dtype = np.dtype(DTYPES[dtype])
         self.architecture = check
         self._switches = _switches(config, self.head, self.dtype)
-        self._workspace: kernels.Workspace | None = None
+        self._heads_kind = kernels.heads_kind(config.head_dim)
 
     @classmethod
     def from_hub_weights(cls, config: PatchTSTConfig, hf_weights: dict, dtype: str = "float32"):
@@ -151,7 +169,8 @@ class _PatchTSTBase:
         mapping = map_patchtst_weights(hf_weights)
         check = check_patchtst_compatibility(mapping.mapped, hinted)
         _check_runnable(config, cls.head, check)
-        weights = load_patchtst_weights(mapping.mapped, config, cls.head, DTYPES[dtype], mapping.unmapped)
+        weights = load_patchtst_weights(mapping.mapped, config, cls.head, DTYPES[dtype], mapping.unmapped,
+                                        mapping.sources)
         return cls(config, weights, dtype, check)
 
     @classmethod
@@ -162,98 +181,110 @@ class _PatchTSTBase:
         bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
         return cls.from_hub_weights(bundle.config, bundle.load_tensors(), dtype)
 
-    # --- inputs ---------------------------------------------------------------------------------
-    def _prepare(self, past_values, past_observed_mask):
-        """Validate; return values, observed (both [batch, time, channels] in the dtype) and whether the
-        input was a single series."""
+    def release_workspace(self) -> None:
+        """Free the scratch buffers the threads keep for models of this shape and dtype (a few MB a thread).
+        They are made again, once, by the next call; calls under way keep theirs."""
+        release_scratch(self._scratch_key())
+
+    # --- the forward pass -----------------------------------------------------------------------
+    def _scratch_key(self):
         config = self.config
-        values = np.asarray(past_values)
-        if values.dtype.kind not in "fiu":
-            raise InputError(f"past_values must hold real numbers, got dtype {values.dtype}")
-        if values.dtype.kind != "f":
-            raise InputError(f"past_values must be a float array, got dtype {values.dtype}; "
-                             "convert with values.astype(np.float32)")
-        single = values.ndim == 2
-        if values.ndim not in (2, 3):
-            raise InputError(
-                f"past_values must be [batch, context_length, channels] or [context_length, channels], "
-                f"got {values.ndim}-D shape {values.shape}"
-            )
-        if single:
-            values = values[None]
-        expected = (config.context_length, config.num_input_channels)
-        if values.shape[1:] != expected:
-            raise InputError(
-                f"past_values: expected [batch, {expected[0]}, {expected[1]}] (context_length, num_input_channels), "
-                f"got {list(values.shape if not single else values.shape[1:])}"
-            )
-        if values.shape[0] == 0:
-            raise InputError("past_values: the batch is empty")
-        finite = np.isfinite(values)
-        if past_observed_mask is None:
-            observed = finite
-        else:
-            mask = np.asarray(past_observed_mask)
-            if single and mask.ndim == 2:
-                mask = mask[None]
-            if mask.shape != values.shape:
-                raise InputError(f"past_observed_mask: expected shape {list(values.shape)} like past_values, "
-                                 f"got {list(np.shape(past_observed_mask))}")
-            if mask.dtype.kind not in "biuf":
-                raise InputError(f"past_observed_mask must be bool or 0/1 numbers, got dtype {mask.dtype}")
-            if mask.dtype.kind != "b" and not np.isin(mask, (0, 1)).all():
-                raise InputError("past_observed_mask must hold only 0 and 1 (or booleans)")
-            observed = mask.astype(bool)
-            bad = observed & ~finite
-            if bad.any():
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise InputError(
-                    f"past_values[{', '.join(map(str, where))}] is {values[where]} but past_observed_mask marks it "
-                    "observed; mark it missing (0) or give a finite value"
-                )
-        # Missing values (NaN/inf included) become 0, as transformers expects of missing entries.
-        values = np.where(finite, values, 0.0).astype(self.dtype, copy=False)
-        return np.ascontiguousarray(values), np.ascontiguousarray(observed, dtype=self.dtype), single
+        tokens = config.num_patches + int(config.use_cls_token)
+        unit_rows = tokens * (config.num_input_channels if config.channel_attention else 1)
+        return (self.dtype.str, max(kernels.BLOCK_ROWS, unit_rows), config.d_model, config.ffn_dim)
 
     def _patch_mask(self, mask, batch):
         if mask is None:
-            return np.zeros((0, 0, 0), dtype=np.bool_)
-        mask = np.asarray(mask)
+            return None
+        mask = as_array("mask", mask)
         expected = (batch, self.config.num_input_channels, self.config.num_patches)
         if mask.shape != expected:
             raise InputError(f"mask: expected shape {list(expected)} (batch, channels, patches), got {list(mask.shape)}")
         if mask.dtype.kind not in "biu":
             raise InputError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
-        return np.ascontiguousarray(mask, dtype=np.bool_)
-
-    def workspace(self) -> kernels.Workspace:
-        """Scratch for the compiled encoder: one block of rows per Numba thread, whatever the batch. Kept
-        across calls, so repeated calls allocate (and page-fault) nothing; ``release_workspace()`` frees it."""
-        config = self.config
-        threads = numba.get_num_threads()
-        tokens = config.num_patches + int(config.use_cls_token)
-        unit_rows = tokens * (config.num_input_channels if config.channel_attention else 1)
-        block_rows = max(kernels.BLOCK_ROWS, unit_rows)
-        shape = (threads, block_rows * config.d_model)
-        if self._workspace is None or self._workspace.normed.shape != shape:
-            self._workspace = None  # let the old buffers go before allocating the new ones
-            self._workspace = kernels.make_workspace(threads, block_rows, config.d_model, config.ffn_dim, self.dtype)
-        return self._workspace
-
-    def release_workspace(self) -> None:
-        self._workspace = None
+        return mask.astype(bool)
 
     def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False):
-        values, observed, single = self._prepare(past_values, past_observed_mask)
-        patch_mask = self._patch_mask(mask, values.shape[0])
+        """Validate, then run the batch chunk by chunk: scale and patch, encode on every thread, apply the head."""
+        config, switches, dtype = self.config, self._switches, self.dtype
+        raw, raw_mask, single = check_series(past_values, past_observed_mask, config.context_length,
+                                             config.num_input_channels)
+        batch, channels = raw.shape[0], config.num_input_channels
+        patch_mask = self._patch_mask(mask, batch)
+        num_patches, d_model = config.num_patches, config.d_model
+        tokens = num_patches + int(config.use_cls_token)
+        num_layers = config.num_hidden_layers if output_hidden_states else 0
+        pooled_width = d_model if (self.head in ("prediction", "classification", "regression")
+                                   and (config.pooling_type is not None or config.use_cls_token)) else 0
+        chunk = max(1, CHUNK_ROWS // (channels * tokens))
+        chunks = [(first, min(first + chunk, batch)) for first in range(0, batch, chunk)]
+
+        default_scale = np.ones(channels, dtype=dtype)  # the mean scaler's for series with no observed value
+        if switches.scaling == kernels.SCALING_MEAN:
+            totals = np.zeros((2, channels))
+            for first, last in chunks:
+                kernels.add_mean_scaler_totals(*chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype,
+                                                               first), totals)
+            default_scale = (totals[0] / np.maximum(totals[1], 1.0)).astype(dtype)
+
+        out = _Arrays(
+            last_hidden_state=np.empty((batch, channels, tokens, d_model), dtype) if self.head == "none" else None,
+            loc=np.empty((batch, 1, channels), dtype), scale=np.empty((batch, 1, channels), dtype),
+            patch_input=np.empty((batch, channels, num_patches, config.patch_length), dtype)
+            if self.head == "none" else None,
+            head=self._head_output(batch, dtype),
+            hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype) if output_hidden_states else None)
         with single_threaded_blas():
-            results = kernels.patchtst_forward(values, observed, patch_mask, self.weights, self._switches,
-                                               bool(output_hidden_states), self.workspace())
-        return results, single
+            for first, last in chunks:
+                values, observed = chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first)
+                series = (last - first) * channels
+                patch_input = (out.patch_input[first:last] if out.patch_input is not None else
+                               np.empty((last - first, channels, num_patches, config.patch_length), dtype))
+                patch_input = patch_input.reshape(series, num_patches, config.patch_length)
+                patches = patch_input if patch_mask is None else np.empty_like(patch_input)
+                stream = (out.last_hidden_state[first:last].reshape(series * tokens, d_model)
+                          if out.last_hidden_state is not None else np.empty((series * tokens, d_model), dtype))
+                states = np.empty((num_layers, series * tokens, d_model), dtype)
+                pooled = np.empty((series if pooled_width else 0, d_model), dtype)
+                self._encode(values, observed, default_scale, _NO_MASK if patch_mask is None else
+                             patch_mask[first:last], out.loc[first:last], out.scale[first:last], patch_input, patches,
+                             stream, states, pooled)
+                if num_layers:
+                    out.hidden_states[:, first:last] = states.reshape(num_layers, last - first, channels, tokens,
+                                                                      d_model)
+                self._apply_head(stream, pooled, out, first, last)
+        return out, single
+
+    def _encode(self, values, observed, default_scale, patch_mask, loc, scale, patch_input, patches, stream,
+                hidden_states, pooled):
+        """kernels.encode_units over every unit of the chunk, split evenly among the threads."""
+        config = self.config
+        unit_series = config.num_input_channels if config.channel_attention else 1
+        units = patches.shape[0] // unit_series
+        tasks = min(get_num_threads(), units)
+        key = self._scratch_key()
+
+        def task(index):
+            # Task 0 runs on the calling thread, which starts first: it takes the last, larger share.
+            share = tasks - 1 - index
+            work = scratch(key, lambda: kernels.make_workspace(key[1], config.d_model, config.ffn_dim, self.dtype))
+            kernels.encode_units(values, observed, default_scale, patch_mask, share * units // tasks,
+                                 (share + 1) * units // tasks, self.weights.encoder, self._switches, self._heads_kind,
+                                 work, loc, scale, patch_input, patches, stream, hidden_states, pooled)
+
+        run_tasks(task, tasks)
+
+    def _head_output(self, batch, dtype):
+        return None
+
+    def _apply_head(self, stream, pooled, out, first, last):
+        pass
 
     @staticmethod
-    def _hidden_tuple(hidden_states, output_hidden_states):
-        return tuple(hidden_states) if output_hidden_states else None
+    def _hidden_tuple(out: _Arrays, single):
+        if out.hidden_states is None:
+            return None
+        return tuple(_unbatch(state, single) for state in out.hidden_states)
 
     def __repr__(self):
         c = self.config
@@ -261,8 +292,20 @@ class _PatchTSTBase:
                 f"d_model={c.d_model}, layers={c.num_hidden_layers}, dtype={self.dtype.name})")
 
 
+_NO_MASK = np.zeros((0, 0, 0), dtype=bool)
+
+
+def _part(mask, first, last):
+    return None if mask is None else mask[first:last]
+
+
 def _unbatch(array, single):
     return array[0] if single else array
+
+
+def _parameters(array, single):
+    """[batch, parameters, ...] -> one contiguous array per parameter, [batch, ...] (or [...] for one series)."""
+    return tuple(_unbatch(np.ascontiguousarray(array[:, k]), single) for k in range(array.shape[1]))
 
 
 class PatchTSTModel(_PatchTSTBase):
@@ -271,12 +314,16 @@ class PatchTSTModel(_PatchTSTBase):
     head = "none"
 
     def __call__(self, past_values, past_observed_mask=None, mask=None, output_hidden_states=False):
-        (hidden, loc, scale, patch_input, _, states), single = self._forward(
-            past_values, past_observed_mask, mask, output_hidden_states)
+        """Encode ``past_values`` [batch, context_length, channels] (or one series [context_length, channels]).
+
+        ``past_observed_mask`` (same shape, 1 = observed) marks missing values; without it NaN / ±inf count as
+        missing. ``mask`` [batch, channels, patches] (True = masked) replaces patches with ``mask_value``.
+        ``output_hidden_states=True`` adds each encoder layer's input. Returns a ``PatchTSTModelOutput``."""
+        out, single = self._forward(past_values, past_observed_mask, mask, output_hidden_states)
         return PatchTSTModelOutput(
-            last_hidden_state=_unbatch(hidden, single), loc=_unbatch(loc, single), scale=_unbatch(scale, single),
-            patch_input=_unbatch(patch_input, single), mask=None if mask is None else np.asarray(mask, dtype=bool),
-            hidden_states=self._hidden_tuple(states, output_hidden_states),
+            last_hidden_state=_unbatch(out.last_hidden_state, single), loc=_unbatch(out.loc, single),
+            scale=_unbatch(out.scale, single), patch_input=_unbatch(out.patch_input, single),
+            mask=None if mask is None else np.asarray(mask, dtype=bool), hidden_states=self._hidden_tuple(out, single),
         )
 
 
@@ -287,11 +334,24 @@ class PatchTSTForPrediction(_PatchTSTBase):
     head = "prediction"
 
     def __call__(self, past_values, past_observed_mask=None, output_hidden_states=False):
-        (_, loc, scale, _, out, states), single = self._forward(past_values, past_observed_mask, None,
-                                                                 output_hidden_states)
-        outputs = tuple(_unbatch(p, single) for p in out) if self._switches.distribution else _unbatch(out[0], single)
-        return PatchTSTForPredictionOutput(outputs, _unbatch(loc, single), _unbatch(scale, single),
-                                           self._hidden_tuple(states, output_hidden_states))
+        """Forecast from ``past_values`` [batch, context_length, channels] (or one series [context_length,
+        channels]); ``past_observed_mask`` (same shape, 1 = observed) marks missing values, and without it NaN /
+        ±inf count as missing. Returns a ``PatchTSTForPredictionOutput`` with transformers' fields."""
+        out, single = self._forward(past_values, past_observed_mask, None, output_hidden_states)
+        parameters = _parameters(out.head, single)
+        return PatchTSTForPredictionOutput(parameters if self._switches.distribution else parameters[0],
+                                           _unbatch(out.loc, single), _unbatch(out.scale, single),
+                                           self._hidden_tuple(out, single))
+
+    def _head_output(self, batch, dtype):
+        parameters = self.weights.head.weight.shape[1]
+        return np.empty((batch, parameters, self.config.prediction_length, self.config.num_input_channels), dtype)
+
+    def _apply_head(self, stream, pooled, out, first, last):
+        # pooled rows, or without pooling each series' rows flattened
+        features = pooled if pooled.shape[0] else stream.reshape((last - first) * self.config.num_input_channels, -1)
+        kernels.prediction_head(features, out.loc[first:last], out.scale[first:last], self.weights.head.weight,
+                                self.weights.head.bias, self._switches, out.head[first:last])
 
     def point_forecast(self, output: PatchTSTForPredictionOutput) -> np.ndarray:
         """[batch, horizon, channels] point forecasts: ``prediction_outputs`` for a point head, the mean of
@@ -337,22 +397,50 @@ class PatchTSTForPretraining(_PatchTSTBase):
     head = "pretraining"
 
     def __call__(self, past_values, past_observed_mask=None, mask=None, output_hidden_states=False):
-        (_, _, _, _, out, states), single = self._forward(past_values, past_observed_mask, mask, output_hidden_states)
-        return PatchTSTForPretrainingOutput(_unbatch(out, single), self._hidden_tuple(states, output_hidden_states))
+        """Reconstruct the patches of ``past_values`` [batch, context_length, channels] (or one series);
+        ``mask`` [batch, channels, patches] (True = masked) masks patches first. Returns a
+        ``PatchTSTForPretrainingOutput``."""
+        out, single = self._forward(past_values, past_observed_mask, mask, output_hidden_states)
+        return PatchTSTForPretrainingOutput(_unbatch(out.head, single), self._hidden_tuple(out, single))
+
+    def _head_output(self, batch, dtype):
+        config = self.config
+        return np.empty((batch, config.num_input_channels, config.num_patches, config.patch_length), dtype)
+
+    def _apply_head(self, stream, pooled, out, first, last):
+        config, head = self.config, self.weights.head
+        target = out.head[first:last]
+        kernels.pretraining_head(stream, config.num_patches + int(config.use_cls_token), bool(config.use_cls_token),
+                                 head.weight[0, 0], head.bias[0, 0],
+                                 target.reshape(-1, config.num_patches, config.patch_length))
 
 
-class PatchTSTForClassification(_PatchTSTBase):
+class _PooledHead(_PatchTSTBase):
+    """Classification and regression: one Linear over every channel's pooled rows."""
+
+    def _head_output(self, batch, dtype):
+        weight = self.weights.head.weight  # [1, parameters, channels * d_model, targets]
+        return np.empty((batch, weight.shape[1], weight.shape[3]), dtype)
+
+    def _apply_head(self, stream, pooled, out, first, last):
+        head = self.weights.head
+        kernels.pooled_head(pooled.reshape(last - first, -1), head.weight[0], head.bias[0], self._switches,
+                            out.head[first:last])
+
+
+class PatchTSTForClassification(_PooledHead):
     """``prediction_logits`` [batch, num_targets] (scores before softmax)."""
 
     head = "classification"
 
     def __call__(self, past_values, past_observed_mask=None, output_hidden_states=False):
-        (_, _, _, _, out, states), single = self._forward(past_values, past_observed_mask, None, output_hidden_states)
-        return PatchTSTForClassificationOutput(_unbatch(out[0, 0], single),
-                                               self._hidden_tuple(states, output_hidden_states))
+        """Classify ``past_values`` [batch, context_length, channels] (or one series); returns a
+        ``PatchTSTForClassificationOutput``."""
+        out, single = self._forward(past_values, past_observed_mask, None, output_hidden_states)
+        return PatchTSTForClassificationOutput(_parameters(out.head, single)[0], self._hidden_tuple(out, single))
 
 
-class PatchTSTForRegression(_PatchTSTBase):
+class PatchTSTForRegression(_PooledHead):
     """``regression_outputs`` [batch, num_targets], squashed into ``output_range`` when the config sets one.
 
     A distribution head returns its parameters as a tuple; with ``num_targets == 1`` each is [batch], since
@@ -362,15 +450,15 @@ class PatchTSTForRegression(_PatchTSTBase):
     head = "regression"
 
     def __call__(self, past_values, past_observed_mask=None, output_hidden_states=False):
-        (_, _, _, _, out, states), single = self._forward(past_values, past_observed_mask, None, output_hidden_states)
-        if self._switches.distribution:
-            params = tuple(p[0] for p in out)
-            if self.config.num_targets == 1:
-                params = tuple(p[:, 0] for p in params)
-            result = tuple(_unbatch(p, single) for p in params)
-        else:
-            result = _unbatch(out[0, 0], single)
-        return PatchTSTForRegressionOutput(result, self._hidden_tuple(states, output_hidden_states))
+        """Regress ``past_values`` [batch, context_length, channels] (or one series); returns a
+        ``PatchTSTForRegressionOutput``."""
+        out, single = self._forward(past_values, past_observed_mask, None, output_hidden_states)
+        parameters = _parameters(out.head, single)
+        if not self._switches.distribution:
+            return PatchTSTForRegressionOutput(parameters[0], self._hidden_tuple(out, single))
+        if self.config.num_targets == 1:
+            parameters = tuple(p[..., 0] for p in parameters)
+        return PatchTSTForRegressionOutput(parameters, self._hidden_tuple(out, single))
 
 
 MODEL_CLASSES = (PatchTSTModel, PatchTSTForPrediction, PatchTSTForPretraining, PatchTSTForClassification,
@@ -405,3 +493,21 @@ def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cach
     bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
     tensors = bundle.load_tensors()
     return model_class_for(bundle.config, tensors).from_hub_weights(bundle.config, tensors, dtype)
+
+
+def compile_kernels(dtype: str = "float32") -> None:
+    """Compile, or load from the cache, every PatchTST kernel for ``dtype``: tiny models of each class, with
+    attention heads of 8 features and of another size, each run once. Any checkpoint of that dtype then
+    starts without compiling."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    rng = np.random.default_rng(0)
+    for head_dim in (kernels.BLOCK, kernels.BLOCK // 2):
+        for cls in MODEL_CLASSES:
+            config = PatchTSTConfig(num_input_channels=2, context_length=16, patch_length=4, patch_stride=4,
+                                    d_model=2 * head_dim, num_attention_heads=2, ffn_dim=8, num_hidden_layers=1,
+                                    prediction_length=2, positional_encoding_type="random",
+                                    architectures=[cls.__name__])
+            mapped = {name: np.abs(rng.normal(size=shape)) + 0.5 for name, shape in expected_shapes(config, cls.head).items()}
+            model = cls(config, load_patchtst_weights(mapped, config, cls.head, DTYPES[dtype]), dtype)
+            model(np.zeros((1, config.context_length, config.num_input_channels), dtype))

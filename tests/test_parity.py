@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -134,9 +133,10 @@ def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
     threads, each working through blocks of BLOCK_ROWS rows. The drawn configs above fit in one block; this
     batch gives every thread several blocks and an uneven split, run with all threads and with one."""
     from rustml_nb.kernels import BLOCK_ROWS
+    from rustml_nb.threads import get_num_threads, set_num_threads
     kwargs = dict(num_input_channels=4, context_length=96, patch_length=8, patch_stride=8, d_model=64,
                   num_attention_heads=4, ffn_dim=128, num_hidden_layers=2, prediction_length=12, **variant)
-    threads = numba.get_num_threads()
+    threads = get_num_threads()
     rows_per_batch_element = 4 * 12  # channels x patches
     batch = 2 * threads * BLOCK_ROWS // rows_per_batch_element + 3
     assert batch * rows_per_batch_element // threads > 2 * BLOCK_ROWS  # several blocks for every thread
@@ -150,10 +150,10 @@ def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
     expected = run_reference(reference, values, output_hidden_states=True)
     compare_outputs(model(values, output_hidden_states=True), expected, dtype)
     try:
-        numba.set_num_threads(1)
+        set_num_threads(1)
         compare_outputs(model(values, output_hidden_states=True), expected, dtype)
     finally:
-        numba.set_num_threads(threads)
+        set_num_threads(threads)
 
 
 @pytest.mark.parametrize("variant, folded", [
