@@ -182,10 +182,17 @@ _blas_previous: list[int] = []
 
 
 def _blas():
+    """[(library, its thread-count setter)] for every BLAS loaded in the process.
+
+    threadpoolctl lets only the first Python thread that limits OpenBLAS change it later and silently
+    ignores the others (its "controlling thread"), so a model first called from one thread and then from
+    another ran its GEMMs multi-threaded there, fighting the kernels' threads and rounding differently.
+    The guard below is the one place that changes the count, counted across threads, so it calls the
+    library's own setter where threadpoolctl keeps it."""
     global _blas_libraries
     if _blas_libraries is None:
-        _blas_libraries = [library for library in ThreadpoolController().lib_controllers
-                           if library.user_api == "blas"]
+        _blas_libraries = [(library, getattr(library, "_real_set_num_threads", library.set_num_threads))
+                           for library in ThreadpoolController().lib_controllers if library.user_api == "blas"]
     return _blas_libraries
 
 
@@ -197,9 +204,9 @@ def single_threaded_blas():
     with _blas_lock:
         if _blas_users == 0:
             libraries = _blas()
-            _blas_previous = [library.get_num_threads() for library in libraries]
-            for library in libraries:
-                library.set_num_threads(1)
+            _blas_previous = [library.get_num_threads() for library, _ in libraries]
+            for _, set_threads in libraries:
+                set_threads(1)
         _blas_users += 1
     try:
         yield
@@ -207,5 +214,5 @@ def single_threaded_blas():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                for library, threads in zip(_blas(), _blas_previous):
-                    library.set_num_threads(threads)
+                for (_, set_threads), threads in zip(_blas(), _blas_previous):
+                    set_threads(threads)

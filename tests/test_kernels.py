@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,14 @@ def test_blas_is_single_threaded_only_during_a_forward_pass():
         assert set(blas_threads().values()) == {1}
     model(np.zeros((2, model.config.context_length, model.config.num_input_channels), np.float32))
     assert blas_threads() == before
+    # From another thread too: threadpoolctl ignores limits set from any thread but the first that set one.
+    seen = []
+
+    def inside_another_thread():
+        with single_threaded_blas():
+            seen.append(set(blas_threads().values()))
+
+    worker = threading.Thread(target=inside_another_thread)
+    worker.start()
+    worker.join()
+    assert seen == [{1}] and blas_threads() == before
