@@ -18,6 +18,7 @@ Run Hugging Face PatchTST checkpoints on the CPU with Numba, at parity with tran
   rustml-nb forecast MODEL --input x.csv   your model (folder or Hub repo id) on your data
   rustml-nb inspect MODEL                  config, detected variant, name table, parameter count
   rustml-nb parity MODEL                   compare with transformers, field by field and layer by layer
+  rustml-nb compile [--dtype all]          compile every kernel into the cache now (Dockerfiles, CI images)
 """
 
 
@@ -30,20 +31,23 @@ def _load(model: str | None, dtype: str, revision: str | None):
 def cmd_forecast(args) -> int:
     import pandas as pd
 
-    from .frames import read_table, write_table
+    from .frames import check_output_path, read_table, write_table
     from .patchtst import PatchTSTForPrediction
 
+    if args.output:  # checked before any work: a run should not fail after the forecast is made
+        check_output_path(args.output)
+    if args.plot:
+        check_plot_path(args.plot)
+    if args.input is None and args.model is not None:
+        raise RustmlError("give --input FILE (CSV or Parquet, one column per channel) to forecast with your model")
+    history = read_table(args.input) if args.input else None
     model = _load(args.model, args.dtype, args.revision)
     if not isinstance(model, PatchTSTForPrediction):
         raise RustmlError(f"forecast needs a PatchTSTForPrediction checkpoint; {args.model} is a {type(model).__name__}")
     actual = None
-    if args.input:
-        history = read_table(args.input)
-    elif args.model is None:
+    if history is None:
         history, actual = demo.test_slice()
-    else:
-        raise RustmlError("give --input FILE (CSV or Parquet, one column per channel) to forecast with your model")
-    forecast = model.forecast(history)
+    forecast = model.forecast(history, freq=args.freq, pad=args.pad)
     table = forecast.add_suffix(" forecast")
     if actual is not None:
         table = pd.concat([table, actual.add_suffix(" actual").set_axis(forecast.index)], axis=1)
@@ -56,27 +60,39 @@ def cmd_forecast(args) -> int:
         write_table(forecast, args.output)
         print(f"wrote {args.output}", file=sys.stderr)
     if args.plot:
-        plot_forecast(history, forecast, actual, args.plot, model.config.context_length)
+        plot_forecast(history, forecast, actual, args.plot, model.config.context_length, args.freq)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
-def plot_forecast(history, forecast, actual, path, context_length: int) -> None:
+def check_plot_path(path) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        raise RustmlError(f"--plot {path}: expected a .png, .svg, .pdf or .jpg file name")
+    if not path.parent.is_dir():
+        raise RustmlError(f"--plot {path}: the folder {path.parent} does not exist")
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         raise RustmlError("--plot needs matplotlib: pip install matplotlib") from None
+
+
+def plot_forecast(history, forecast, actual, path, context_length: int, freq=None) -> None:
+    import matplotlib
+
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .frames import split_time
-
-    channels, times = split_time(history)
-    channels = channels.iloc[-context_length:]
-    if times is not None:
-        channels = channels.set_axis(times[-context_length:])
     import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    import warnings
 
+    from .frames import regular_history
+
+    with warnings.catch_warnings():  # forecast() has already warned about any gaps
+        warnings.simplefilter("ignore")
+        channels, times, _ = regular_history(history, freq)
+    channels = channels.iloc[-context_length:]
     fig, axes = plt.subplots(len(forecast.columns), 1, figsize=(10, 2.6 * len(forecast.columns)), squeeze=False)
     for axis, column in zip(axes[:, 0], forecast.columns):
         if times is not None:
@@ -195,9 +211,28 @@ def cmd_parity(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_compile(args) -> int:
+    import time
+
+    from . import compile_kernels
+    from .jit import cache_locations
+
+    start = time.perf_counter()
+    compile_kernels(args.dtype)
+    print(f"compiled the PatchTST kernels for {args.dtype} in {time.perf_counter() - start:.1f} s; "
+          f"cache: {', '.join(folder for _, folder in cache_locations())}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="rustml-nb", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rustml-nb {__version__}")
+    common = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -205,24 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("model", nargs="?", metavar="MODEL",
                          help="a checkpoint folder or a Hub repo id (default: the bundled demo model)")
         sub.add_argument("--revision", help="Hub branch, tag or commit")
-        sub.add_argument("--dtype", choices=("float32", "float64"), default=dtype_default)
+        sub.add_argument("--dtype", choices=("float32", "float64"), default=dtype_default,
+                         help=f"the precision to compute in (default {dtype_default}; float64 is for parity work)")
 
-    forecast = commands.add_parser("forecast", help="forecast the next prediction_length steps",
+    forecast = commands.add_parser("forecast", parents=[common], help="forecast the next prediction_length steps",
                                    description="Forecast with a PatchTSTForPrediction checkpoint. With no MODEL and no "
                                                "--input: the bundled model on its bundled test slice, next to what "
-                                               "actually happened.")
+                                               "actually happened. The last context_length rows of the input are "
+                                               "used (a longer history is fine); timestamps must increase, and rows "
+                                               "missing from their regular grid count as missing values.")
     model_arguments(forecast)
     forecast.add_argument("--input", metavar="FILE", help="CSV or Parquet, one column per channel; a time column "
                           "(time/date/timestamp, or a first column of dates) is carried over and extended")
     forecast.add_argument("--output", metavar="FILE", help="write the forecast as .csv or .parquet")
     forecast.add_argument("--plot", metavar="FILE.png", help="draw history and forecast (needs matplotlib)")
+    forecast.add_argument("--freq", metavar="FREQ", help="the input's time step as a pandas frequency (h, 15min, D, "
+                          "MS); default: inferred from the timestamps")
+    forecast.add_argument("--pad", action="store_true", help="accept a history shorter than the model's "
+                          "context_length, its start filled with missing values")
     forecast.set_defaults(run=cmd_forecast)
 
-    inspect = commands.add_parser("inspect", help="describe a checkpoint: config, detected variant, names, sizes")
+    inspect = commands.add_parser("inspect", parents=[common],
+                                  help="describe a checkpoint: config, detected variant, names, sizes")
     model_arguments(inspect)
     inspect.set_defaults(run=cmd_inspect)
 
-    parity = commands.add_parser("parity", help="compare every output and layer with transformers",
+    parity = commands.add_parser("parity", parents=[common], help="compare every output and layer with transformers",
                                  description="Run rustml_nb and transformers on the same input and print the largest "
                                              "difference of every output field and of every encoder layer's input. "
                                              "Exits 1 when any is beyond tolerance (1e-9 in float64, 2e-4 in float32).")
@@ -231,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--batch", type=int, default=4, help="synthetic series to compare (default 4)")
     parity.add_argument("--seed", type=int, default=0)
     parity.set_defaults(run=cmd_parity)
+
+    compile_ = commands.add_parser("compile", parents=[common], help="compile every kernel into the cache now",
+                                   description="Compile every kernel ahead of time into the Numba cache, so that no "
+                                               "later process waits for it: for Dockerfiles and CI images. The cache "
+                                               "is NUMBA_CACHE_DIR when set, else the package's __pycache__ or "
+                                               "~/.cache/numba, whichever can be written.")
+    compile_.add_argument("--dtype", choices=("float32", "float64", "all"), default="float32",
+                          help="which precision's kernels (default float32, what models load in)")
+    compile_.add_argument("--family", choices=("patchtst",), default="patchtst", help="the model family")
+    compile_.set_defaults(run=cmd_compile)
     return parser
 
 
@@ -245,11 +298,14 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0
-    except (RustmlError, OSError, ValueError, KeyError) as error:
+    except (RustmlError, OSError, ValueError, KeyError, MemoryError) as error:
         if args.debug:
             traceback.print_exc()
         else:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            text = str(error).strip()
+            message = text.splitlines()[0] if text else type(error).__name__
+            if isinstance(error, MemoryError):
+                message = f"out of memory ({message}); use a smaller --input"
             print(f"rustml-nb {args.command}: error: {message}  (--debug for the traceback)", file=sys.stderr)
         return 1
 

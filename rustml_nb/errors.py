@@ -51,3 +51,7 @@ class UnsupportedArchitectureError(RustmlError, ValueError):
 
 class InputError(RustmlError, ValueError):
     """Inference input of the wrong rank, shape, dtype or content."""
+
+
+class RustmlWarning(UserWarning):
+    """Something rustml_nb did on the user's behalf that they should know about (e.g. filling gaps)."""

@@ -1,21 +1,41 @@
 """pandas in and out: a DataFrame of channels -> the model's input; a forecast -> a DataFrame indexed by
-the future. Also reading and writing CSV/Parquet for the CLI."""
+the future. Also reading and writing CSV/Parquet for the CLI.
+
+A history's time axis (a DatetimeIndex, or a time column) is checked and put on a regular grid before
+anything is computed: timestamps must be increasing, unique and present; the step is the one pandas
+infers, or the most common step when some rows are missing (the missing rows are then inserted as missing
+values, with a warning), or the ``freq`` the caller gives. Timestamps of any resolution and time zone are
+handled as timestamps (never as integers), so the future is labelled at the history's own step.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, MissingFileError
+from .errors import InputError, MissingFileError, RustmlWarning
 
 TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "ds")
+READABLE = (".csv", ".txt", ".parquet", ".pq")
 
 
 def _pandas():
     import pandas
 
     return pandas
+
+
+def _as_times(values, name):
+    """A DatetimeIndex from a column or index; unparsable values are an InputError naming the column."""
+    pd = _pandas()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format": parsed element by element
+            return pd.DatetimeIndex(pd.to_datetime(values), name=name)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise InputError(f"column {name!r} could not be read as timestamps: {str(error).splitlines()[0]}") from None
 
 
 def split_time(frame):
@@ -26,61 +46,173 @@ def split_time(frame):
         return frame, frame.index
     for column in frame.columns:
         if str(column).lower() in TIME_COLUMNS:
-            return frame.drop(columns=[column]), pd.DatetimeIndex(pd.to_datetime(frame[column]), name=column)
+            return frame.drop(columns=[column]), _as_times(frame[column], column)
     first = frame.columns[0] if len(frame.columns) else None
     if first is not None and not pd.api.types.is_numeric_dtype(frame[first]):
         try:
-            times = pd.to_datetime(frame[first])
-        except (ValueError, TypeError):
+            times = _as_times(frame[first], first)
+        except InputError:
             return frame, None
-        return frame.drop(columns=[first]), pd.DatetimeIndex(times, name=first)
+        return frame.drop(columns=[first]), times
     return frame, None
 
 
-def frame_to_values(frame, context_length: int, num_channels: int):
-    """The last ``context_length`` rows of a DataFrame as float64 values [context_length, channels]
-    (NaN marks missing), with the time index (or None) and channel names."""
+def _infer_step(times):
+    """The series' step as a pandas offset or Timedelta, or None when it cannot be told."""
+    pd = _pandas()
+    if len(times) >= 3:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas 3 announces that infer_freq will return an offset
+            inferred = pd.infer_freq(times)
+        if inferred:
+            return pd.tseries.frequencies.to_offset(inferred)
+    if len(times) < 2:
+        return None
+    steps = pd.Series(times[1:] - times[:-1])
+    common = steps.mode().iloc[0]
+    if common <= pd.Timedelta(0) or (steps % common != pd.Timedelta(0)).any():
+        return None  # steps that are not multiples of the commonest one: irregular
+    return pd.tseries.frequencies.to_offset(common)
+
+
+def regular_history(frame, freq=None):
+    """(channels DataFrame on a regular grid, its DatetimeIndex or None, the step or None).
+
+    Checks the time axis (increasing, unique, no NaT), infers the step (or takes ``freq``) and inserts the
+    grid's missing rows as NaN, warning how many. Without a time axis the rows are taken as they are."""
+    pd = _pandas()
     channels, times = split_time(frame)
-    non_numeric = [c for c in channels.columns if not _pandas().api.types.is_numeric_dtype(channels[c])]
-    if non_numeric:
-        raise InputError(f"columns must be numeric (one per channel); not numeric: {non_numeric}")
+    if times is None:
+        return channels, None, None
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna())[0])
+        raise InputError(f"row {row} of the history has no timestamp (NaT); drop it or give it its time")
+    if len(times) > 1:
+        steps = times[1:] - times[:-1]
+        bad = np.flatnonzero(np.asarray(steps <= pd.Timedelta(0)))
+        if len(bad):
+            row = int(bad[0]) + 1
+            what = "repeats the timestamp of" if times[row] == times[row - 1] else "comes before"
+            raise InputError(f"row {row} of the history ({times[row]}) {what} row {row - 1} ({times[row - 1]}): "
+                             "timestamps must be increasing and unique; sort the history and drop duplicates")
+    if freq is not None:
+        try:
+            step = pd.tseries.frequencies.to_offset(freq)
+        except (ValueError, TypeError):
+            raise InputError(f"freq={freq!r} is not a pandas frequency (such as 'h', '15min', 'D', 'MS')") from None
+    else:
+        step = _infer_step(times)
+        if step is None:
+            raise InputError(f"cannot infer the time step of the history ({len(times)} rows from {times[0]} to "
+                             f"{times[-1]} at irregular intervals); pass freq=, e.g. forecast(history, freq='h') "
+                             "or --freq h")
+    if len(times) < 2:
+        return channels.set_axis(times), times, step
+    grid = pd.date_range(times[0], times[-1], freq=step, name=times.name or "time")
+    if grid.unit != times.unit:
+        grid = grid.as_unit(times.unit)
+    off_grid = ~times.isin(grid)
+    if off_grid.any():
+        row = int(np.flatnonzero(off_grid)[0])
+        raise InputError(f"row {row} of the history ({times[row]}) is not on the {step.freqstr} "
+                         f"grid that starts at {times[0]}; pass the right freq= or resample the history")
+    regular = channels.set_axis(times).reindex(grid)
+    inserted = len(grid) - len(times)
+    if inserted:
+        warnings.warn(f"the history has gaps: {inserted} missing row(s) of its "
+                      f"{step.freqstr} grid were inserted as missing values",
+                      RustmlWarning, stacklevel=3)
+    return regular, grid, step
+
+
+def frame_to_values(frame, context_length: int, num_channels: int, freq=None, pad: bool = False,
+                    past_observed_mask=None):
+    """(values [context_length, channels] float64 with NaN for missing, the grid's timestamps or None, the
+    step or None, channel names) for the model: the history put on its grid (``regular_history``), its
+    last ``context_length`` rows; a shorter history is an InputError unless ``pad``, which left-pads with
+    missing values. ``past_observed_mask`` ([rows, channels], 1 = observed) marks more values missing."""
+    pd = _pandas()
+    channels, _ = split_time(frame)
     if channels.shape[1] != num_channels:
         raise InputError(f"the model takes {num_channels} channel(s), the data has {channels.shape[1]}: "
                          f"{list(channels.columns)}")
-    if len(channels) < context_length:
-        raise InputError(f"the model needs {context_length} rows of history, the data has {len(channels)}")
-    values = channels.to_numpy(dtype=np.float64)[-context_length:]
-    return values, (None if times is None else times[-context_length:]), list(channels.columns)
+    for column in channels.columns:
+        kind = channels[column].dtype.kind
+        if kind == "c":
+            raise InputError(f"column {column!r} holds complex numbers; the model takes real values")
+        if not pd.api.types.is_numeric_dtype(channels[column]) or kind == "b":
+            raise InputError(f"columns must hold real numbers (one per channel); {column!r} is {channels[column].dtype}")
+    if past_observed_mask is not None:
+        mask = np.asarray(past_observed_mask)
+        if mask.shape != channels.shape:
+            raise InputError(f"past_observed_mask: expected shape {list(channels.shape)} like the history's channels, "
+                             f"got {list(mask.shape)}")
+        frame = frame.copy()
+        frame[list(channels.columns)] = channels.where(mask.astype(bool))
+    regular, times, step = regular_history(frame, freq)
+    values = regular.to_numpy(dtype=np.float64)
+    if len(values) < context_length:
+        if not pad:
+            raise InputError(f"the model needs {context_length} rows of history, the data has {len(values)}; "
+                             "pass pad=True (--pad) to fill the start with missing values")
+        values = np.concatenate([np.full((context_length - len(values), values.shape[1]), np.nan), values])
+    return values[-context_length:], times, step, list(regular.columns)
 
 
-def future_index(times, length: int, history_rows: int):
-    """The ``length`` steps after the history: timestamps at the inferred frequency, else integers."""
+def future_index(times, step, length: int, history_rows: int):
+    """The ``length`` steps after the history: timestamps at its step, else integers."""
     pd = _pandas()
     if times is None:
         return pd.RangeIndex(history_rows, history_rows + length, name="step")
-    frequency = pd.infer_freq(times) if len(times) >= 3 else None
-    step = pd.tseries.frequencies.to_offset(frequency) if frequency else pd.Timedelta(np.median(np.diff(times.asi8)))
-    return pd.DatetimeIndex([times[-1] + step * (i + 1) for i in range(length)], name=times.name or "time")
+    future = pd.date_range(times[-1], periods=length + 1, freq=step, name=times.name or "time")[1:]
+    return future.as_unit(times.unit) if future.unit != times.unit else future
 
 
 def read_table(path):
-    """A CSV or Parquet file as a DataFrame."""
+    """A CSV or Parquet file as a DataFrame; every failure an InputError or MissingFileError naming it."""
     pd = _pandas()
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; --input takes a .csv or .parquet file")
     if not path.is_file():
         raise MissingFileError(f"input file not found: {path}")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pd.read_csv(path)
-    raise InputError(f"{path}: expected a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in READABLE:
+        raise InputError(f"{path}: expected a .csv or .parquet file")
+    try:
+        frame = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    except ImportError as error:
+        raise InputError(f"{path}: reading Parquet needs pyarrow or fastparquet ({error})") from None
+    except (ValueError, OSError, pd.errors.ParserError) as error:
+        raise InputError(f"{path}: not a readable {suffix[1:]} table ({str(error).splitlines()[0]})") from None
+    if frame.empty:
+        raise InputError(f"{path}: no data rows (columns: {list(frame.columns)})")
+    if suffix != ".parquet" and frame.shape[1] == 1 and any(sep in str(frame.columns[0]) for sep in ";\t|"):
+        raise InputError(f"{path}: one column named {str(frame.columns[0])!r}: the file seems to use another "
+                         "delimiter than ','; save it as comma-separated")
+    return frame
+
+
+WRITABLE = (".csv", ".txt", ".parquet", ".pq")
+
+
+def check_output_path(path) -> Path:
+    """Fail before any work if ``path`` cannot be written as a table: format, folder."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE:
+        raise InputError(f"{path}: the output must end in .csv or .parquet")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist")
+    return path
 
 
 def write_table(frame, path) -> None:
-    path = Path(path)
+    path = check_output_path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         frame.to_parquet(path)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        frame.to_csv(path)
     else:
-        raise InputError(f"{path}: the output must end in .csv or .parquet")
+        frame.to_csv(path)

@@ -368,23 +368,28 @@ class PatchTSTForPrediction(_PatchTSTBase):
         total_count, logits = params  # negative binomial: transformers adds log(scale) to the logits, ignores loc
         return total_count * np.exp(logits + np.log(scale))
 
-    def forecast(self, history, past_observed_mask=None):
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False):
         """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
 
-        A DataFrame gets a DataFrame back, indexed by the ``prediction_length`` steps after its last row at
-        its inferred frequency, with the same column names. Only the last ``context_length`` rows are used;
-        NaN marks a missing value. An array gets ``point_forecast(self(array))``.
+        A DataFrame gets a DataFrame back, indexed by the ``prediction_length`` steps after its last row, with
+        the same column names. Its timestamps must increase; the step is inferred (``freq``, e.g. ``"h"``,
+        overrides it), and rows missing from that grid are inserted as missing values, with a warning. The
+        last ``context_length`` rows are used; a shorter history is an error unless ``pad=True``, which
+        fills the start with missing values. NaN marks a missing value, as does 0 in ``past_observed_mask``
+        ([rows, channels]). An array gets ``point_forecast(self(array, past_observed_mask))``.
         """
         if not hasattr(history, "columns"):
             return self.point_forecast(self(history, past_observed_mask))
-        from .frames import frame_to_values, future_index
-
-        values, times, columns = frame_to_values(history, self.config.context_length, self.config.num_input_channels)
-        prediction = self.point_forecast(self(values, past_observed_mask))
         import pandas as pd
 
-        index = future_index(times, self.config.prediction_length, len(history))
-        return pd.DataFrame(prediction, index=index, columns=columns)
+        from .frames import frame_to_values, future_index
+
+        config = self.config
+        values, times, step, columns = frame_to_values(history, config.context_length, config.num_input_channels,
+                                                       freq, pad, past_observed_mask)
+        prediction = self.point_forecast(self(values))
+        return pd.DataFrame(prediction, index=future_index(times, step, config.prediction_length, len(history)),
+                            columns=columns)
 
 
 class PatchTSTForPretraining(_PatchTSTBase):

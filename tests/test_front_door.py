@@ -61,7 +61,7 @@ def test_forecast_from_and_to_files(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["forecast", "/no/such/folder"], "not a checkpoint folder"),
+    (["forecast", "/no/such/folder", "--input", str(demo.TEST_SLICE)], "not a checkpoint folder"),
     (["forecast", str(demo.MODEL_PATH)], "give --input FILE"),
     (["forecast", "--input", "missing.csv"], "input file not found: missing.csv"),
     (["inspect", "not a/valid/repo id"], "neither an existing folder nor a valid Hub repo id"),
