@@ -18,10 +18,10 @@ PYTORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 def find_weight_files(folder: Path) -> list[Path]:
     """The safetensors weight files of a checkpoint folder: the shard index if any, else model.safetensors."""
     index = folder / SAFETENSORS_INDEX
-    if index.is_file():
+    if index.exists():  # not is_file(): a FIFO or device here is refused by name when it is opened
         return [index]
     single = folder / SAFETENSORS_SINGLE
-    if single.is_file():
+    if single.exists():
         return [single]
     if any((folder / name).exists() for name in PYTORCH_WEIGHTS):
         raise MissingFileError(
@@ -45,6 +45,8 @@ class ModelBundle:
         root = Path(path)
         if not root.is_dir():
             raise MissingFileError(f"checkpoint folder not found: {root}")
+        if not (root / CONFIG_NAME).exists():
+            raise MissingFileError(f"{root} is not a checkpoint folder: it has no {CONFIG_NAME}")
         config = PatchTSTConfig.from_json_file(root / CONFIG_NAME)
         return cls(config=config, weight_files=find_weight_files(root), root=root)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, MissingFileError
+from .errors import ConfigError
 
 NORM_TYPES = ("batchnorm", "layernorm")
 ACTIVATIONS = ("gelu", "relu")
@@ -25,7 +27,7 @@ DISTRIBUTION_PARAMETERS = {
 
 @dataclasses.dataclass
 class PatchTSTConfig:
-    """The configuration of a PatchTST checkpoint; field names and defaults are transformers'."""
+    """The configuration of a PatchTST checkpoint; field names, types and defaults are transformers'."""
 
     num_input_channels: int = 1
     context_length: int = 32
@@ -41,10 +43,10 @@ class PatchTSTConfig:
     ffn_dim: int = 512
     norm_type: str = "batchnorm"
     norm_eps: float = 1e-05
-    attention_dropout: float = 0.0
-    positional_dropout: float = 0.0
-    path_dropout: float = 0.0
-    ff_dropout: float = 0.0
+    attention_dropout: float | int = 0.0
+    positional_dropout: float | int = 0.0
+    path_dropout: float | int = 0.0
+    ff_dropout: float | int = 0.0
     bias: bool = True
     activation_function: str = "gelu"
     pre_norm: bool = True
@@ -56,15 +58,15 @@ class PatchTSTConfig:
     do_mask_input: bool | None = None
     mask_type: str = "random"
     random_mask_ratio: float = 0.5
-    num_forecast_mask_patches: list[int] | int | None = dataclasses.field(default_factory=lambda: [2])
+    num_forecast_mask_patches: list[int] | tuple[int, ...] | int | None = dataclasses.field(default_factory=lambda: [2])
     channel_consistent_masking: bool | None = False
     unmasked_channel_indices: list[int] | None = None
     mask_value: int = 0
     pooling_type: str | None = "mean"
-    head_dropout: float = 0.0
+    head_dropout: float | int = 0.0
     prediction_length: int = 24
     num_targets: int = 1
-    output_range: list[float] | None = None
+    output_range: list | None = None
     num_parallel_samples: int = 100
     # From transformers' PretrainedConfig: which class wrote the checkpoint.
     architectures: list[str] | None = None
@@ -111,13 +113,9 @@ class PatchTSTConfig:
 
     @classmethod
     def from_json_file(cls, path) -> "PatchTSTConfig":
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MissingFileError(f"config.json not found: {path}") from None
-        except ValueError as error:
-            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+        from .files import CONFIG_MAX_BYTES, read_json
+
+        values = read_json(path, "config.json", CONFIG_MAX_BYTES, ConfigError)
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object, got {type(values).__name__}")
         return cls.from_dict(values, source=str(path))
@@ -127,6 +125,7 @@ class PatchTSTConfig:
 
     # --- validation -----------------------------------------------------------------------------
     def validate(self) -> None:
+        check_field_types(self)
         for name in ("num_input_channels", "context_length", "patch_length", "patch_stride", "d_model",
                      "num_attention_heads", "ffn_dim", "prediction_length", "num_targets"):
             value = getattr(self, name)
@@ -159,3 +158,48 @@ class PatchTSTConfig:
         value = getattr(self, name)
         if value not in choices:
             raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Field types, checked as transformers' strict config dataclass checks them
+# --------------------------------------------------------------------------------------------------
+def _type_name(annotation) -> str:
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (list, tuple):
+        inner = typing.get_args(annotation)
+        plural = {int: "integers", float: "floats", str: "strings", bool: "booleans"}
+        return f"a {typing.get_origin(annotation).__name__}" + (f" of {plural.get(inner[0], inner[0])}" if inner else "")
+    return {bool: "true/false", int: "an integer", float: "a float", str: "a string", list: "a list"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _matches(value, annotation) -> bool:
+    """``value`` fits ``annotation`` strictly: a bool is no int, an int no float (as transformers checks)."""
+    if annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, option) for option in typing.get_args(annotation))
+    if origin in (list, tuple):
+        if not isinstance(value, origin):
+            return False
+        inner = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return all(_matches(item, inner[0]) for item in value) if inner else True
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def check_field_types(config) -> None:
+    """Every field of a config dataclass holds a value of its declared type; ConfigError names the first that
+    does not, the type expected and the value found."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not _matches(value, hints[field.name]):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise ConfigError(f"{field.name} must be {_type_name(hints[field.name])}, got {shown} "
+                              f"({type(value).__name__})")

@@ -23,6 +23,9 @@ ARCHITECTURE_HEADS = {
     "PatchTSTForClassification": "classification",
     "PatchTSTForRegression": "regression",
 }
+# Positional tables larger than this are not compared with the sin/cos table (a checkpoint's is ~50 x 128;
+# a hostile header can declare any size, and its shape is refused when the model loads).
+SINCOS_CHECK_LIMIT = 1 << 20
 OPTIONAL_NAMES = re.compile(r".*\.num_batches_tracked\Z")  # BatchNorm's step counter: not needed for inference
 
 
@@ -158,11 +161,20 @@ def _indices(mapped, pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for name in mapped if (m := regex.match(name))})
 
 
+def _matrix(mapped, name):
+    """mapped[name] if it is there and 2-D (a Linear weight); otherwise None, and loading reports its shape."""
+    array = mapped.get(name)
+    return array if array is not None and array.ndim == 2 else None
+
+
 def _head_candidates(mapped, d_model, patch_width, num_positions, channels) -> tuple[str, ...]:
     """Heads whose shapes fit the head tensors present. ``channels`` (None: any) is the channel count
     classification and regression heads must flatten."""
     if "head.linear.weight" in mapped:
-        outputs, inputs = mapped["head.linear.weight"].shape
+        linear = _matrix(mapped, "head.linear.weight")
+        if linear is None:
+            return ()
+        outputs, inputs = linear.shape
         found = []
         if inputs == d_model and outputs == patch_width:
             found.append("pretraining")
@@ -171,7 +183,9 @@ def _head_candidates(mapped, d_model, patch_width, num_positions, channels) -> t
         return tuple(found)
     if any(name.startswith("head.channel_") for name in mapped):
         return ("prediction",)  # only the prediction head has per-channel projections
-    weight = mapped.get("head.projection.weight", mapped.get("head.distribution.0.weight"))
+    weight = _matrix(mapped, "head.projection.weight")
+    if weight is None:
+        weight = _matrix(mapped, "head.distribution.0.weight")
     if weight is None:
         return ("none",) if not any(name.startswith("head.") for name in mapped) else ()
     inputs = weight.shape[1]
@@ -204,7 +218,7 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
     num_positions = positions.shape[0] if positions is not None and positions.ndim == 2 else None
     num_patches = None if num_positions is None else num_positions - int(use_cls_token)
     positional_type = None
-    if positions is not None and positions.ndim == 2:
+    if positions is not None and positions.ndim == 2 and positions.size <= SINCOS_CHECK_LIMIT:
         with np.errstate(invalid="ignore", divide="ignore"):  # a one-entry table has no spread: NaN, not a match
             table = sincos_positional_encoding(*positions.shape)
         close = np.allclose(positions.astype(np.float64), table, rtol=1e-2, atol=1e-3)
@@ -222,14 +236,15 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
     elif channel_projections:
         channels = len(channel_projections)
     elif head in ("classification", "regression") and d_model:
-        weight = mapped.get("head.linear.weight", mapped.get("head.projection.weight", mapped.get("head.distribution.0.weight")))
+        weight = next(w for w in (_matrix(mapped, name) for name in ("head.linear.weight", "head.projection.weight",
+                                                                   "head.distribution.0.weight")) if w is not None)
         channels = weight.shape[1] // d_model
     return DetectionReport(
         head=head,
         head_candidates=candidates,
         num_hidden_layers=len(layers),
         d_model=d_model,
-        ffn_dim=None if ff1 is None else ff1.shape[0],
+        ffn_dim=None if ff1 is None or ff1.ndim != 2 else ff1.shape[0],
         patch_input_width=patch_width,
         norm_type=norm_type,
         channel_attention=any(".channel_attention_" in name for name in mapped) if layers else None,

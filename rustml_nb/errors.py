@@ -23,6 +23,10 @@ class MissingFileError(RustmlError, FileNotFoundError):
     """A file the checkpoint needs (config.json, a weight file, a shard) is not there."""
 
 
+class UnreadableFileError(RustmlError, PermissionError):
+    """A file is there but cannot be read (permissions, an I/O error)."""
+
+
 class ConfigError(RustmlError, ValueError):
     """config.json is for another model type, or holds a value PatchTST cannot run with."""
 

@@ -121,7 +121,7 @@ def regular_history(frame, freq=None):
     if inserted:
         warnings.warn(f"the history has gaps: {inserted} missing row(s) of its "
                       f"{step.freqstr} grid were inserted as missing values",
-                      RustmlWarning, stacklevel=3)
+                      RustmlWarning, stacklevel=4)  # the caller of model.forecast
     return regular, grid, step
 
 

@@ -181,11 +181,22 @@ class _translated_errors:
 def load_bundle(repo_id_or_path, revision=None, cache_dir=None, token=None, local_files_only=False,
                 progress=None) -> ModelBundle:
     """A folder that exists is local; anything else is a Hub repo id."""
-    path = Path(repo_id_or_path).expanduser()
-    if path.is_dir():
+    if not isinstance(repo_id_or_path, (str, os.PathLike)):
+        raise MissingFileError(f"expected a checkpoint folder or a Hub repo id (a string or a path), got "
+                               f"{type(repo_id_or_path).__name__} {repo_id_or_path!r}"[:200])
+    text = os.fspath(repo_id_or_path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise MissingFileError("no model given: expected a checkpoint folder or a Hub repo id (org/name)")
+    try:
+        path = Path(text).expanduser()
+        is_folder, exists = path.is_dir(), path.exists()
+    except (RuntimeError, OSError, ValueError) as error:  # ~nouser, a name too long, a NUL byte
+        raise MissingFileError(f"{text!r} is neither an existing folder nor a valid Hub repo id ({error})"[:300]) from None
+    if is_folder:
         return ModelBundle.from_dir(path)
-    text = str(repo_id_or_path)
-    if path.exists() or text.startswith((".", "/", "~")) or "\\" in text:
+    if exists or text.startswith((".", "/", "~")) or "\\" in text:
         raise MissingFileError(f"{text}: not a checkpoint folder")
     try:
         huggingface_hub.utils.validate_repo_id(text)

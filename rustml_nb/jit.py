@@ -205,21 +205,13 @@ class _CompileNotice(event.Listener):
             return
         dtypes = sorted({str(arg.dtype) for arg in data.get("args", ()) if hasattr(arg, "dtype")
                          and str(arg.dtype).startswith("float")})
-        key = ("notice", dtypes[0] if dtypes else "")
-        if _notice_wanted() and _once(key):
-            where = self._where()
-            print(f"rustml_nb: compiling kernels{' for ' + key[1] if key[1] else ''} on first use "
-                  f"({TYPICAL_FIRST_COMPILE}, once){where}", file=sys.stderr, flush=True)
+        if dtypes and _notice_wanted() and _once(("notice", dtypes[0])):
+            where = next((f"; kept in {folder}" for _, folder in cache_locations() if _writable(folder)), "")
+            print(f"rustml_nb: compiling kernels for {dtypes[0]} on first use ({TYPICAL_FIRST_COMPILE}, "
+                  f"once){where}", file=sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass
-
-    @staticmethod
-    def _where() -> str:
-        for label, folder in cache_locations():
-            if _writable(folder):
-                return f"; kept in {folder}"
-        return "; no writable cache folder, so every process compiles: set NUMBA_CACHE_DIR"
 
 
 event.register("numba:compile", _CompileNotice())

@@ -18,7 +18,9 @@ from .errors import CheckpointError, ShapeMismatchError, WeightMappingError
 
 
 def _array(value, dtype) -> np.ndarray:
-    return np.ascontiguousarray(value, dtype=dtype)
+    """A C-contiguous copy in ``dtype``: a copy always, so the model never keeps a view of a checkpoint's
+    memory-mapped file."""
+    return np.array(value, dtype=dtype, order="C", copy=True)
 
 
 class Linear(NamedTuple):

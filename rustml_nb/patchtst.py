@@ -227,13 +227,18 @@ class _PatchTSTBase:
                                                                first), totals)
             default_scale = (totals[0] / np.maximum(totals[1], 1.0)).astype(dtype)
 
-        out = _Arrays(
-            last_hidden_state=np.empty((batch, channels, tokens, d_model), dtype) if self.head == "none" else None,
-            loc=np.empty((batch, 1, channels), dtype), scale=np.empty((batch, 1, channels), dtype),
-            patch_input=np.empty((batch, channels, num_patches, config.patch_length), dtype)
-            if self.head == "none" else None,
-            head=self._head_output(batch, dtype),
-            hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype) if output_hidden_states else None)
+        try:
+            out = _Arrays(
+                last_hidden_state=np.empty((batch, channels, tokens, d_model), dtype) if self.head == "none" else None,
+                loc=np.empty((batch, 1, channels), dtype), scale=np.empty((batch, 1, channels), dtype),
+                patch_input=np.empty((batch, channels, num_patches, config.patch_length), dtype)
+                if self.head == "none" else None,
+                head=self._head_output(batch, dtype),
+                hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype)
+                if output_hidden_states else None)
+        except MemoryError:
+            raise InputError(f"the outputs of a batch of {batch} series do not fit in memory; run it in smaller "
+                             "batches") from None
         with single_threaded_blas():
             for first, last in chunks:
                 values, observed = chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,9 +51,10 @@ def test_bf16_widening_is_bit_exact(bit_patterns):
     """Every bfloat16 bit pattern (NaN payloads included) widens to the float32 torch gives."""
     bits = torch.tensor(np.array(bit_patterns, dtype=np.uint16).view(np.int16))
     expected = bits.view(torch.bfloat16).float().view(torch.int32).numpy()
-    data = save_as_bytes({"x": bits.view(torch.bfloat16)})
-    ours = rustml_nb.formats.safetensors.deserialize(data)
-    widened = rustml_nb.formats._decode_tensor("x", "BF16", ours[0][1]["shape"], ours[0][1]["data"], "mem")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.safetensors"
+        path.write_bytes(save_as_bytes({"x": bits.view(torch.bfloat16)}))
+        widened = load_safetensors(path)["x"]
     np.testing.assert_array_equal(widened.view(np.int32), expected)
 
 

@@ -139,7 +139,7 @@ def test_dataframe_in_dataframe_out():
     assert model.forecast(with_column).index.equals(forecast.index)
     plain = history.reset_index(drop=True)  # no time at all: integer steps continue
     assert list(model.forecast(plain).index) == list(range(len(plain), len(plain) + 24))
-    longer = pd.concat([history.iloc[:50].set_axis(history.index[:50] - pd.Timedelta(days=30)), history])
+    longer = pd.concat([history.iloc[:50].set_axis(history.index[:50] - pd.Timedelta(hours=50)), history])
     pd.testing.assert_frame_equal(model.forecast(longer), forecast)  # only the last context_length rows count
 
 

@@ -1,0 +1,126 @@
+"""Where compiled kernels live: built ahead of time, reused from a read-only install, and never a reason for
+import or a forecast to fail when no folder can be written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import rustml_nb
+
+PACKAGE = Path(rustml_nb.__file__).resolve().parent
+
+# Counts the rustml_nb kernels that compile (cache misses) while it forecasts, with the bundled model and a
+# model whose attention heads are not 8 wide (the other attention kernel).
+FORECAST = textwrap.dedent("""
+    import numpy as np
+    import numba.core.event as event
+    compiled = []
+    class Count(event.Listener):
+        def on_start(self, ev):
+            module = getattr(getattr(ev.data.get("dispatcher"), "py_func", None), "__module__", "")
+            if module.startswith("rustml_nb"):
+                compiled.append(ev.data["dispatcher"].py_func.__name__)
+        def on_end(self, ev):
+            pass
+    event.register("numba:compile", Count())
+    import rustml_nb
+    from rustml_nb import demo
+    history, _ = demo.test_slice()
+    print("FORECAST", float(rustml_nb.from_pretrained(demo.MODEL_PATH).forecast(history).iloc[0, 0]))
+    print("COMPILED", len(compiled), sorted(set(compiled)))
+""")
+
+
+def installed_copy(root: Path) -> Path:
+    """The package copied to root/site/rustml_nb, as a non-editable install would place it."""
+    site = root / "site"
+    shutil.copytree(PACKAGE, site / "rustml_nb", ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+def run(code: str, site: Path, home: Path, *args, **env):
+    environment = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    environment.update(PYTHONPATH=str(site), HOME=str(home), RUSTML_NB_COMPILE_NOTICE="always", **env)
+    command = [sys.executable, "-c", code] if code else [sys.executable, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, cwd=home.parent)
+
+
+def compiled_count(result) -> int:
+    assert "COMPILED" in result.stdout, result.stderr[-3000:]
+    return int(result.stdout.split("COMPILED")[1].split()[0])
+
+
+def test_no_writable_cache_folder_still_imports_and_forecasts(tmp_path):
+    """A read-only install with an unwritable HOME: import, --help and a forecast all work; kernels compile in
+    memory, with one warning naming NUMBA_CACHE_DIR."""
+    site = installed_copy(tmp_path)
+    (site / "rustml_nb" / "__pycache__").write_text("a file where the cache folder would go: nothing can be made")
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    assert run("import rustml_nb", site, home).returncode == 0
+    help_text = run("", site, home, "-m", "rustml_nb", "--help")
+    assert help_text.returncode == 0 and "forecast" in help_text.stdout, help_text.stderr
+    result = run(FORECAST, site, home)
+    assert result.returncode == 0 and compiled_count(result) > 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if "NUMBA_CACHE_DIR" in line and "no writable" in line]
+    assert len(warnings) == 1, result.stderr
+    notice = [line for line in result.stderr.splitlines() if line.startswith("rustml_nb: compiling kernels")]
+    assert len(notice) == 1 and "for float32" in notice[0], result.stderr
+
+
+def _ro_mount_works() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            "mount --bind / /mnt 2>/dev/null; echo ok"], capture_output=True, text=True)
+    return probe.returncode == 0 and "ok" in probe.stdout
+
+
+def test_a_cache_built_ahead_of_time_is_reused_even_read_only(tmp_path):
+    """`rustml-nb compile` into an install's own __pycache__ (as a Dockerfile does, as root); later processes
+    compile nothing, also when the install is read-only to them."""
+    site = installed_copy(tmp_path)
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    built = run("", site, home, "-m", "rustml_nb", "compile", "--dtype", "float32")
+    assert built.returncode == 0 and "compiled the PatchTST kernels for float32" in built.stdout, built.stderr[-3000:]
+    assert any((site / "rustml_nb" / "__pycache__").glob("kernels.encode_units-*.nbi"))
+    warm = run(FORECAST, site, home)
+    assert compiled_count(warm) == 0, warm.stdout
+    assert "compiling kernels" not in warm.stderr and "NUMBA_CACHE_DIR" not in warm.stderr, warm.stderr
+    if not _ro_mount_works():
+        pytest.skip("read-only bind mounts need root and mount namespaces (unshare)")
+    script = tmp_path / "forecast.py"
+    script.write_text(FORECAST)
+    read_only = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount --bind {site} {site} && mount -o remount,ro,bind {site} && "
+         f"touch {site}/rustml_nb/__pycache__/probe 2>/dev/null && echo WRITABLE; "
+         f"{sys.executable} {script}"],
+        capture_output=True, text=True, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}, "PYTHONPATH": str(site),
+             "HOME": str(home), "RUSTML_NB_COMPILE_NOTICE": "always"})
+    assert "WRITABLE" not in read_only.stdout
+    assert read_only.returncode == 0 and compiled_count(read_only) == 0, read_only.stdout + read_only.stderr[-3000:]
+    assert read_only.stdout.split("FORECAST")[1].split()[0] == warm.stdout.split("FORECAST")[1].split()[0]
+
+
+def test_numba_cache_dir_is_the_only_place_when_set(tmp_path):
+    site = installed_copy(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    cache = tmp_path / "cache"
+    first = run(FORECAST, site, home, NUMBA_CACHE_DIR=str(cache))
+    assert compiled_count(first) > 0 and any(cache.rglob("*.nbi")), first.stderr[-3000:]
+    assert not (site / "rustml_nb" / "__pycache__").exists() or not any(
+        (site / "rustml_nb" / "__pycache__").glob("*.nbi"))
+    assert not (home / ".cache" / "numba").exists()
+    second = run(FORECAST, site, home, NUMBA_CACHE_DIR=str(cache))
+    assert compiled_count(second) == 0 and "compiling kernels" not in second.stderr
