@@ -3,6 +3,8 @@
     pip install -e ".[bench]" && python benchmarks/bench_patchtst.py          # ~5 minutes on 2 cores
     python benchmarks/bench_patchtst.py --quick                              # fewer rounds, no scaling runs
 
+The first forecast of a new process (compiling, or loading compiled kernels) is benchmarks/cold_start.py's.
+
 The model is a PatchTSTForPrediction shaped like ibm-granite/granite-timeseries-patchtst (7 channels,
 context 512, patch 12 stride 12, d_model 128, 16 heads, 3 layers, ffn 512, mean pooling, horizon 96)
 with random weights and random BatchNorm statistics. Writes benchmarks/results/latest.{json,md,png}.
@@ -14,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,7 +93,7 @@ def build_engines(config: dict, folder: Path):
         with torch.inference_mode():
             return reference(past_values=torch.from_numpy(x)).prediction_outputs.numpy()
 
-    return {
+    return ours, {
         "rustml_nb": lambda x: ours(x).prediction_outputs,
         "torch": run_torch,
         "onnxruntime": lambda x: session.run(None, {"past_values": x})[0],
@@ -136,54 +137,30 @@ def measure(engines: dict, config: dict, batch: int, rounds: int, peak: float) -
     return result
 
 
-# ru_maxrss survives fork + exec on Linux (a child would report the benchmark's own peak); VmHWM does not.
-PEAK_RSS = """
-def peak_rss_mib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
-COLD = {
-    "rustml_nb": PEAK_RSS + """
-import json, time
-start = time.perf_counter()
-import numpy as np, rustml_nb
-model = rustml_nb.from_pretrained({folder!r})
-model(np.zeros((1, {context}, {channels}), np.float32))
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}}))
-""",
-    "transformers": PEAK_RSS + """
-import json, time
-start = time.perf_counter()
-import torch, transformers
-model = transformers.PatchTSTForPrediction.from_pretrained({folder!r}).eval()
-with torch.inference_mode():
-    model(past_values=torch.zeros(1, {context}, {channels}))
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}}))
-""",
-}
+def concurrency(model, config: dict, calls: int = 16, threads: int = 4, batch: int = 8, rounds: int = 5) -> dict:
+    """One model object called from several threads at once against the same calls one after another:
+    the threads share the kernels' workers, so together they should take about as long, not longer."""
+    from concurrent.futures import ThreadPoolExecutor
 
-
-def cold_start(folder: Path, config: dict) -> dict:
-    """Separate processes: import + load + first forecast. rustml_nb with a warm Numba cache, and with an
-    empty one (the one-time compile); transformers for comparison. Process wall time includes startup."""
-    results = {}
-    runs = [("rustml_nb, warm cache", "rustml_nb", {}),
-            ("rustml_nb, empty cache (compiles)", "rustml_nb", {"NUMBA_CACHE_DIR": tempfile.mkdtemp()}),
-            ("transformers + torch", "transformers", {})]
-    subprocess.run([sys.executable, "-c", COLD["rustml_nb"].format(  # make sure the default cache is warm
-        folder=str(folder), context=config["context_length"], channels=config["num_input_channels"])],
-        check=True, capture_output=True)
-    for label, kind, env in runs:
-        code = COLD[kind].format(folder=str(folder), context=config["context_length"],
-                                 channels=config["num_input_channels"])
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, **env}, check=True)
-        measured = json.loads(done.stdout.strip().splitlines()[-1])
-        results[label] = {"import_load_first_forecast_s": measured["seconds"],
-                          "process_wall_s": time.perf_counter() - start, "peak_rss_mib": measured["peak_rss_mib"]}
-    return results
+    rng = np.random.default_rng(1)
+    inputs = [(rng.uniform(-20, 20, (batch, 1, config["num_input_channels"]))
+               + rng.normal(0, 3, (batch, config["context_length"], config["num_input_channels"]))).astype(np.float32)
+              for _ in range(calls)]
+    alone = [model(x).prediction_outputs for x in inputs]
+    sequential, concurrent = [], []
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for x in inputs:
+                model(x)
+            sequential.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            together = list(pool.map(lambda x: model(x).prediction_outputs, inputs))
+            concurrent.append(time.perf_counter() - start)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together)), "concurrent calls differ from calls alone"
+    return {"calls": calls, "threads": threads, "batch": batch, "sequential_s": float(np.median(sequential)),
+            "concurrent_s": float(np.median(concurrent)),
+            "ratio": float(np.median(concurrent) / np.median(sequential))}
 
 
 def markdown(report: dict) -> str:
@@ -206,13 +183,13 @@ def markdown(report: dict) -> str:
                              f"{ratio_torch:.2f}x | {ratio_ort:.2f}x | "
                              f"{e['max_relative_difference_to_torch']:.1e} |")
         lines.append("")
-    if report.get("cold_start"):
-        lines += ["## Cold start (separate processes)", "",
-                  "| run | import + load + first forecast | process wall | peak RSS |", "|---|---|---|---|"]
-        for label, c in report["cold_start"].items():
-            lines.append(f"| {label} | {c['import_load_first_forecast_s']:.2f} s | {c['process_wall_s']:.2f} s | "
-                         f"{c['peak_rss_mib']:.0f} MiB |")
-        lines.append("")
+    if report.get("concurrency"):
+        c = report["concurrency"]
+        lines += ["## One model, several threads", "",
+                  f"{c['calls']} calls of batch {c['batch']} on one rustml_nb model: one after another "
+                  f"{c['sequential_s'] * 1e3:.0f} ms, from {c['threads']} threads at once {c['concurrent_s'] * 1e3:.0f} ms "
+                  f"({c['ratio']:.2f}x); every concurrent result equal, bit for bit, to the same call made alone.",
+                  ""]
     lines.append("Ratios are engine time / rustml_nb time per forward (above 1: rustml_nb is faster). The last "
                  "column is the largest difference from torch's forecast, relative to 1 + its largest magnitude; "
                  "the run stops if any exceeds the float32 parity bound (2e-4). GFLOP/s "
@@ -246,7 +223,7 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 rounds, no scaling or cold-start runs")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, no scaling runs")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
@@ -261,7 +238,7 @@ def main() -> None:
     print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "granite"
-        engines = build_engines(GRANITE, folder)
+        model, engines = build_engines(GRANITE, folder)
         report["granite"] = []
         for batch in (1, 8, 64, 256):
             row = measure(engines, GRANITE, batch, rounds, report["gemm_peak_gflops"])
@@ -269,13 +246,14 @@ def main() -> None:
             print(f"batch {batch}: " + ", ".join(f"{n} {e['median_ms']:.2f} ms" for n, e in row["engines"].items())
                   + f"; rustml_nb {row['speedup_vs_torch']:.2f}x torch, {row['speedup_vs_onnxruntime']:.2f}x ORT",
                   flush=True)
+        report["concurrency"] = concurrency(model, GRANITE)
+        print(f"concurrency: {report['concurrency']['ratio']:.2f}x the sequential time", flush=True)
         if not args.quick:
-            report["cold_start"] = cold_start(folder, GRANITE)
             report["scaling"] = []
             for shape, overrides, batch in (("context 2048", {"context_length": 2048}, 8),
                                             ("321 channels", {"num_input_channels": 321}, 8)):
                 config = {**GRANITE, **overrides}
-                row = measure(build_engines(config, Path(tmp) / shape.replace(" ", "_")), config, batch,
+                row = measure(build_engines(config, Path(tmp) / shape.replace(" ", "_"))[1], config, batch,
                               max(3, rounds // 2), report["gemm_peak_gflops"])
                 row["shape"] = shape
                 report["scaling"].append(row)

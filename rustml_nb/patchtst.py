@@ -182,8 +182,9 @@ class _PatchTSTBase:
         return cls.from_hub_weights(bundle.config, bundle.load_tensors(), dtype)
 
     def release_workspace(self) -> None:
-        """Free the scratch buffers the threads keep for models of this shape and dtype (a few MB a thread).
-        They are made again, once, by the next call; calls under way keep theirs."""
+        """Free the scratch buffers kept for models of this shape and dtype (a few MB for each of
+        ``rustml_nb.get_num_threads()`` compute slots). The next call makes them again, once; calls under way
+        keep theirs."""
         release_scratch(self._scratch_key())
 
     # --- the forward pass -----------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 A forward pass splits its series among ``get_num_threads()`` tasks: the calling thread runs the first and
 a persistent pool of worker threads the others, each task one call into a compiled kernel that releases
-the GIL (``encode_units``). Nothing about a call lives on the model: each thread keeps its own scratch
-(``scratch``), so a model object can be called from any number of threads at once and every call computes
-exactly what it computes alone. Calls from several threads queue for the same workers, so running them
-side by side costs about what running them one after another does. No Numba threading layer is involved
-(the kernels have no ``prange``), so none can abort on concurrent entry.
+the GIL (``encode_units``). Every task holds one of ``get_num_threads()`` compute slots while it runs and
+uses that slot's scratch buffers (``scratch``). Nothing about a call lives on the model, so a model object
+can be called from any number of threads at once and every call computes exactly what it computes alone.
+Calls from several threads take turns for the slots rather than oversubscribing the cores (16 calls of
+batch 8 from 4 threads took 1.2x as long as one after another with scratch per thread and no slots), and
+the scratch in use is one set per slot, whatever the number of calling threads. No Numba threading layer
+is involved (the kernels have no ``prange``), so none can abort on concurrent entry.
 
 The kernels' threads call BLAS themselves (``np.dot`` inside compiled code goes to SciPy's BLAS). A BLAS
 that also started threads for each call would have them fight ours for the same cores (batch 1 of the
@@ -19,10 +21,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import weakref
 from contextlib import contextmanager
 
-import scipy.linalg.cython_blas  # noqa: F401  the BLAS Numba's np.dot calls: loaded before libraries are listed
 from threadpoolctl import ThreadpoolController
 
 from .errors import ConfigError
@@ -65,7 +65,7 @@ def set_num_threads(count: int) -> None:
 
 
 class _Pool:
-    """Daemon worker threads taking (task, index, done, failure) from one queue. Lighter than a
+    """Daemon worker threads taking (task, arguments, done, failures) from one queue. Lighter than a
     ThreadPoolExecutor (no Future per task): a hand-off costs ~25 us instead of ~50, which is 2% of a
     batch-1 forecast."""
 
@@ -82,9 +82,9 @@ class _Pool:
 
     def _work(self):
         while True:
-            task, index, done, failure = self.queue.get()
+            task, arguments, done, failure = self.queue.get()
             try:
-                task(index)
+                task(*arguments)
             except BaseException as error:  # handed to the caller, raised there
                 failure.append(error)
             finally:
@@ -102,23 +102,65 @@ def _forget_pool_after_fork():
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
+class _Slots:
+    """``count`` compute slots, each with its own scratch buffers. A task holds a slot while it runs, so calls
+    made from several threads at once take turns for the cores instead of oversubscribing them, and the
+    scratch in use is one set per slot, whatever the number of calling threads."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.free = queue.SimpleQueue()
+        self.buffers = [{} for _ in range(count)]
+        for slot in range(count):
+            self.free.put(slot)
+
+
+_slots = _Slots(0)
+_slots_lock = threading.Lock()
+_local = threading.local()
+SCRATCH_KEYS_PER_SLOT = 4  # models of different shapes and dtypes a slot keeps scratch for
+
+
+def _current_slots() -> _Slots:
+    global _slots
+    count = get_num_threads()
+    with _slots_lock:
+        if _slots.count != count:
+            _slots = _Slots(count)
+        return _slots
+
+
+def _in_slot(task, index):
+    slots = _current_slots()
+    slot = slots.free.get()
+    _local.buffers = slots.buffers[slot]
+    try:
+        task(index)
+    finally:
+        _local.buffers = None
+        slots.free.put(slot)
+
+
 def run_tasks(task, count: int) -> None:
-    """``task(i)`` for i in range(count): 0 on the calling thread, the others on the pool's workers. Returns
-    when all are done; the first exception any raised is raised here."""
+    """``task(i)`` for i in range(count): 0 on the calling thread, the others on the pool's workers, each
+    holding a slot (``_Slots``) while it runs. Returns when all are done; the first exception any raised is
+    raised here."""
     if count <= 1:
-        task(0)
+        _in_slot(task, 0)
         return
     pool = _pool
-    pool.ensure(count - 1)
+    # As many workers as slots, though one call needs count - 1: when calls from several threads wait on
+    # their queued tasks, the workers alone can then keep every core busy.
+    pool.ensure(get_num_threads())
     failures: list[BaseException] = []
     waiting = []
     for index in range(1, count):
         done = threading.Lock()
         done.acquire()
-        pool.queue.put((task, index, done, failures))
+        pool.queue.put((_in_slot, (task, index), done, failures))
         waiting.append(done)
     try:
-        task(0)
+        _in_slot(task, 0)
     except BaseException as error:
         failures.insert(0, error)
     for done in waiting:
@@ -127,36 +169,15 @@ def run_tasks(task, count: int) -> None:
         raise failures[0]
 
 
-# --------------------------------------------------------------------------------------------------
-# Scratch: one set per thread, kept across calls
-# --------------------------------------------------------------------------------------------------
-class _Scratch:
-    """One thread's scratch buffers by key (an object, so the registry can hold it weakly)."""
-
-    __slots__ = ("buffers", "__weakref__")
-
-    def __init__(self):
-        self.buffers = {}
-
-
-_local = threading.local()
-_all_scratch: "weakref.WeakSet[_Scratch]" = weakref.WeakSet()
-_scratch_lock = threading.Lock()
-SCRATCH_KEYS_PER_THREAD = 4  # models of different shapes and dtypes a thread keeps scratch for
-
-
 def scratch(key, make):
-    """This thread's buffers for ``key``, made by ``make()`` on first use. A thread keeps them for its
-    ``SCRATCH_KEYS_PER_THREAD`` most recent keys; they go with the thread, or with ``release_scratch``."""
-    holder = getattr(_local, "scratch", None)
-    if holder is None:
-        holder = _local.scratch = _Scratch()
-        with _scratch_lock:
-            _all_scratch.add(holder)
-    mine = holder.buffers
+    """The running task's slot's buffers for ``key``, made by ``make()`` on first use and kept for the slot's
+    ``SCRATCH_KEYS_PER_SLOT`` most recent keys (or until ``release_scratch``). Only inside ``run_tasks``."""
+    mine = getattr(_local, "buffers", None)
+    if mine is None:
+        raise RuntimeError("rustml_nb.threads.scratch is for tasks that run_tasks runs")
     found = mine.pop(key, None)
     if found is None:
-        while len(mine) >= SCRATCH_KEYS_PER_THREAD:
+        while len(mine) >= SCRATCH_KEYS_PER_SLOT:
             mine.pop(next(iter(mine)))
         found = make()
     mine[key] = found  # most recent last
@@ -164,12 +185,10 @@ def scratch(key, make):
 
 
 def release_scratch(key=None) -> None:
-    """Let every thread's buffers for ``key`` (None: all keys) go; a call using them keeps its own."""
-    with _scratch_lock:
-        everyone = list(_all_scratch)
-    for holder in everyone:
-        for found in [k for k in list(holder.buffers) if key is None or k == key]:
-            holder.buffers.pop(found, None)
+    """Let every slot's buffers for ``key`` (None: all keys) go; a task using them keeps its own."""
+    for buffers in _current_slots().buffers:
+        for found in [k for k in list(buffers) if key is None or k == key]:
+            buffers.pop(found, None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,6 +210,8 @@ def _blas():
     library's own setter where threadpoolctl keeps it."""
     global _blas_libraries
     if _blas_libraries is None:
+        import scipy.linalg.cython_blas  # noqa: F401  the BLAS Numba's np.dot calls, loaded before they are listed
+
         _blas_libraries = [(library, getattr(library, "_real_set_num_threads", library.set_num_threads))
                            for library in ThreadpoolController().lib_controllers if library.user_api == "blas"]
     return _blas_libraries

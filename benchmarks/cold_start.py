@@ -1,0 +1,191 @@
+"""The first forecast of a new process: rustml_nb on an empty and on a warm Numba cache, against
+transformers + torch, each case in fresh processes, repeated; and what every kernel costs to compile.
+
+    pip install -e ".[bench]" && python benchmarks/cold_start.py          # ~3 minutes on 2 cores
+
+Every process does the same user-visible work: import the library, load the bundled demo checkpoint
+(rustml_nb.from_pretrained / transformers' PatchTSTForPrediction.from_pretrained), read the bundled
+history with pandas and forecast it once. "Empty cache" points NUMBA_CACHE_DIR at a new folder, so every
+kernel compiles; "warm cache" at one that an earlier process filled. Reported: the median time from the
+first line of the script to the forecast, the process's wall time (interpreter start included), its peak
+RSS (VmHWM) and, from the empty-cache runs, the compile time of every kernel (Numba's compile events).
+Writes benchmarks/results/cold_start.{json,md}; the .md's kernel table is the compile profile to compare
+when kernels are added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+PREAMBLE = """
+import json, time
+start = time.perf_counter()
+def peak_rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+# Compile events of rustml_nb's kernels: inclusive seconds per (kernel, nesting depth).
+PROFILER = """
+import numba.core.event as _event
+_stack, compiles = [], []
+class _Profile(_event.Listener):
+    def on_start(self, ev):
+        _stack.append(time.perf_counter())
+    def on_end(self, ev):
+        began = _stack.pop()
+        function = getattr(ev.data.get("dispatcher"), "py_func", None)
+        module = getattr(function, "__module__", "") or ""
+        compiles.append({"kernel": function.__qualname__ if function else str(ev.data.get("dispatcher")),
+                         "ours": module.startswith("rustml_nb"), "depth": len(_stack),
+                         "seconds": time.perf_counter() - began})
+_event.register("numba:compile", _Profile())
+"""
+CASES = {
+    "rustml_nb": PREAMBLE + "{profiler}" + """
+import pandas as pd, rustml_nb
+model = rustml_nb.from_pretrained({model!r})
+history = pd.read_csv({history!r}, index_col="time", parse_dates=["time"]).iloc[:model.config.context_length]
+forecast = model.forecast(history)
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(forecast.iloc[0, 0]),
+                  "compiles": globals().get("compiles", [])}}))
+""",
+    "transformers": PREAMBLE + """
+import numpy as np, pandas as pd, torch, transformers
+model = transformers.PatchTSTForPrediction.from_pretrained({model!r}).eval()
+history = pd.read_csv({history!r}, index_col="time", parse_dates=["time"]).iloc[:model.config.context_length]
+with torch.inference_mode():
+    out = model(past_values=torch.from_numpy(history.to_numpy(np.float32))[None]).prediction_outputs
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(out[0, 0, 0])}}))
+""",
+}
+
+
+def run_case(kind: str, cache_dir: str | None, profile: bool) -> dict:
+    from rustml_nb import demo
+
+    code = CASES[kind].format(profiler=PROFILER if profile else "", model=str(demo.MODEL_PATH),
+                              history=str(demo.TEST_SLICE))
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
+    if cache_dir:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured["process_wall_s"] = time.perf_counter() - began
+    return measured
+
+
+def compile_profile(runs: list[dict]) -> list[dict]:
+    """Per rustml_nb kernel: compiles per run, and the median over runs of its inclusive and exclusive time
+    (exclusive: minus the compiles it started, such as its callees')."""
+    per_run = []
+    for run in runs:
+        events = run["compiles"]
+        totals: dict[str, dict] = {}
+        for i, event in enumerate(events):
+            # children of an event end before it, deeper by one, and are listed before it
+            children = 0.0
+            for child in reversed(events[:i]):
+                if child["depth"] <= event["depth"]:
+                    break
+                if child["depth"] == event["depth"] + 1:
+                    children += child["seconds"]
+            name = event["kernel"] if event["ours"] else f"(numba) {event['kernel'].split('.<locals>')[0]}"
+            entry = totals.setdefault(name, {"compiles": 0, "inclusive_s": 0.0, "exclusive_s": 0.0, "top": 0.0})
+            entry["compiles"] += 1
+            entry["exclusive_s"] += event["seconds"] - children
+            entry["inclusive_s"] += event["seconds"]
+            if event["depth"] == 0:
+                entry["top"] += event["seconds"]
+        per_run.append(totals)
+    names = sorted({name for totals in per_run for name in totals})
+    rows = []
+    for name in names:
+        present = [totals.get(name, {"compiles": 0, "inclusive_s": 0.0, "exclusive_s": 0.0, "top": 0.0})
+                   for totals in per_run]
+        rows.append({"kernel": name, "compiles": statistics.median(p["compiles"] for p in present),
+                     "inclusive_s": statistics.median(p["inclusive_s"] for p in present),
+                     "exclusive_s": statistics.median(p["exclusive_s"] for p in present),
+                     "called_from_python_s": statistics.median(p["top"] for p in present)})
+    return sorted(rows, key=lambda row: -row["exclusive_s"])
+
+
+def summarize(runs: list[dict]) -> dict:
+    return {"seconds": statistics.median(r["seconds"] for r in runs),
+            "process_wall_s": statistics.median(r["process_wall_s"] for r in runs),
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+            "runs": [round(r["seconds"], 3) for r in runs]}
+
+
+def markdown(report: dict) -> str:
+    torch_s = report["cases"]["transformers + torch"]["seconds"]
+    lines = ["# The first forecast of a new process", "", report["machine"], "",
+             "Import, load the bundled demo model, read its history with pandas, forecast once; each case in fresh "
+             f"processes, medians of {report['repeats']} runs.", "",
+             "| case | import + load + forecast | × torch | process wall | peak RSS |", "|---|---|---|---|---|"]
+    for label, case in report["cases"].items():
+        lines.append(f"| {label} | {case['seconds']:.2f} s | {case['seconds'] / torch_s:.2f} | "
+                     f"{case['process_wall_s']:.2f} s | {case['peak_rss_mib']:.0f} MiB |")
+    profile = report["compile_profile"]
+    ours = [row for row in profile if not row["kernel"].startswith("(numba)")]
+    numba_total = sum(row["exclusive_s"] for row in profile if row["kernel"].startswith("(numba)"))
+    lines += ["", "## Compile profile (empty cache, float32, the bundled model)", "",
+              "Seconds each kernel takes to compile, median over the empty-cache runs: exclusive of the kernels "
+              "it calls, and inclusive (Numba compiles a callee on its own, then LLVM optimizes its code again "
+              "inside every caller that links it). Kernels called from Python are compiled once each; "
+              f"Numba's own helpers (np.dot, allocation, ...) add {numba_total:.1f} s.", "",
+              "| kernel | compiles | exclusive | inclusive |", "|---|---|---|---|"]
+    for row in ours:
+        lines.append(f"| `{row['kernel']}` | {row['compiles']:g} | {row['exclusive_s']:.2f} s | "
+                     f"{row['inclusive_s']:.2f} s |")
+    total = sum(row["called_from_python_s"] for row in profile)
+    lines += ["", f"All compiles started from Python: {total:.1f} s.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="processes per case (default 3)")
+    args = parser.parse_args()
+    import numba
+    import torch
+
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+                         f"numba {numba.__version__}, torch {torch.__version__}", "repeats": args.repeats}
+    runs: dict[str, list[dict]] = {"rustml_nb, empty cache (compiles)": [], "rustml_nb, warm cache": [],
+                                   "transformers + torch": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = os.path.join(tmp, "warm")
+        run_case("rustml_nb", warm, profile=False)  # fills the warm cache
+        for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every case
+            runs["rustml_nb, empty cache (compiles)"].append(
+                run_case("rustml_nb", os.path.join(tmp, f"empty{repeat}"), profile=True))
+            runs["rustml_nb, warm cache"].append(run_case("rustml_nb", warm, profile=False))
+            runs["transformers + torch"].append(run_case("transformers", None, profile=False))
+            print(f"round {repeat + 1}: " + ", ".join(f"{label} {case[-1]['seconds']:.2f} s"
+                                                    for label, case in runs.items()), flush=True)
+    report["cases"] = {label: summarize(case) for label, case in runs.items()}
+    report["compile_profile"] = compile_profile(runs["rustml_nb, empty cache (compiles)"])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cold_start.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "cold_start.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
