@@ -219,9 +219,10 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
     num_patches = None if num_positions is None else num_positions - int(use_cls_token)
     positional_type = None
     if positions is not None and positions.ndim == 2 and positions.size <= SINCOS_CHECK_LIMIT:
-        with np.errstate(invalid="ignore", divide="ignore"):  # a one-entry table has no spread: NaN, not a match
+        close = False  # a one-entry sin/cos table has no spread to normalize by (transformers' is NaN)
+        if positions.size > 1:
             table = sincos_positional_encoding(*positions.shape)
-        close = np.allclose(positions.astype(np.float64), table, rtol=1e-2, atol=1e-3)
+            close = np.allclose(positions.astype(np.float64), table, rtol=1e-2, atol=1e-3)
         positional_type = "sincos" if close else "random"
 
     known_channels = len(per_channel_embeddings) if per_channel_embeddings else num_input_channels
