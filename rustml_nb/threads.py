@@ -1,14 +1,15 @@
 """The threads a forward pass runs on, and what they share.
 
-A forward pass splits its series among ``get_num_threads()`` tasks: the calling thread runs the first and
-a persistent pool of worker threads the others, each task one call into a compiled kernel that releases
-the GIL (``encode_units``). Every task holds one of ``get_num_threads()`` compute slots while it runs and
-uses that slot's scratch buffers (``scratch``). Nothing about a call lives on the model, so a model object
-can be called from any number of threads at once and every call computes exactly what it computes alone.
-Calls from several threads take turns for the slots rather than oversubscribing the cores (16 calls of
-batch 8 from 4 threads took 1.2x as long as one after another with scratch per thread and no slots), and
-the scratch in use is one set per slot, whatever the number of calling threads. No Numba threading layer
-is involved (the kernels have no ``prange``), so none can abort on concurrent entry.
+A forward pass splits its series among ``get_num_threads()`` tasks, each one call into a compiled kernel
+that releases the GIL (``encode_units``), run on a persistent pool of as many worker threads, and on the
+calling thread itself when a compute slot is free. Every task holds one of ``get_num_threads()`` slots
+while it runs and uses that slot's scratch buffers (``scratch``). Nothing about a call lives on the model,
+so a model object can be called from any number of threads at once and every call computes exactly what it
+computes alone. Calls from several threads take turns for the slots, and when the slots are taken a caller
+leaves all its tasks to the workers, so no more threads compute than there are slots: 16 calls of batch 8
+from 4 threads take as long as one after another (1.2x as long with scratch per thread and every caller
+computing). The scratch in use is one set per slot, whatever the number of calling threads. No Numba
+threading layer is involved (the kernels have no ``prange``), so none can abort on concurrent entry.
 
 The kernels' threads call BLAS themselves (``np.dot`` inside compiled code goes to SciPy's BLAS). A BLAS
 that also started threads for each call would have them fight ours for the same cores (batch 1 of the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import queue
+from queue import Empty
 import threading
 from contextlib import contextmanager
 
@@ -103,9 +105,7 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 class _Slots:
-    """``count`` compute slots, each with its own scratch buffers. A task holds a slot while it runs, so calls
-    made from several threads at once take turns for the cores instead of oversubscribing them, and the
-    scratch in use is one set per slot, whatever the number of calling threads."""
+    """``count`` compute slots, each with its own scratch buffers; a task holds one while it runs."""
 
     def __init__(self, count: int):
         self.count = count
@@ -130,9 +130,10 @@ def _current_slots() -> _Slots:
         return _slots
 
 
-def _in_slot(task, index):
+def _in_slot(task, index, slot=None):
     slots = _current_slots()
-    slot = slots.free.get()
+    if slot is None:
+        slot = slots.free.get()
     _local.buffers = slots.buffers[slot]
     try:
         task(index)
@@ -142,9 +143,9 @@ def _in_slot(task, index):
 
 
 def run_tasks(task, count: int) -> None:
-    """``task(i)`` for i in range(count): 0 on the calling thread, the others on the pool's workers, each
-    holding a slot (``_Slots``) while it runs. Returns when all are done; the first exception any raised is
-    raised here."""
+    """``task(i)`` for i in range(count), each holding a slot (``_Slots``) while it runs: 1.. on the pool's
+    workers, 0 on the calling thread if a slot is free, else on a worker too. Returns when all are done; the
+    first exception any raised is raised here."""
     if count <= 1:
         _in_slot(task, 0)
         return
@@ -154,15 +155,27 @@ def run_tasks(task, count: int) -> None:
     pool.ensure(get_num_threads())
     failures: list[BaseException] = []
     waiting = []
-    for index in range(1, count):
+
+    def queue(index):
         done = threading.Lock()
         done.acquire()
         pool.queue.put((_in_slot, (task, index), done, failures))
         waiting.append(done)
+
+    for index in range(1, count):
+        queue(index)
+    # The calling thread computes task 0 itself when a slot is free (no hand-off on the way to the result);
+    # when other calls hold the slots it queues it too, so only the workers compute and the cores are not
+    # shared among more threads than slots.
     try:
-        _in_slot(task, 0)
-    except BaseException as error:
-        failures.insert(0, error)
+        slot = _current_slots().free.get_nowait()
+    except Empty:
+        queue(0)
+    else:
+        try:
+            _in_slot(task, 0, slot)
+        except BaseException as error:
+            failures.insert(0, error)
     for done in waiting:
         done.acquire()
     if failures:

@@ -114,7 +114,15 @@ ratios.plot.bar(ax=right, rot=0)
 right.axhline(1.0, color="black", lw=0.8)
 right.set_ylabel("rustml_nb speed-up (above 1: faster)"); right.set_xlabel("batch"); right.set_title("ratios")
 fig.tight_layout()"""),
-    new_code_cell("""pd.DataFrame(report.get("cold_start", {})).T"""),
+    new_markdown_cell("""The first forecast of a new process (`benchmarks/cold_start.py`): rustml_nb compiling its kernels
+on an empty cache, loading them from a warm one, and transformers + torch. Then the compile profile: the
+seconds each kernel takes to compile (exclusive of the kernels it calls)."""),
+    new_code_cell("""cold = json.loads((results / "benchmarks" / "results" / "cold_start.json").read_text())
+pd.DataFrame(cold["cases"]).T[["seconds", "process_wall_s", "peak_rss_mib"]].astype(float).round(2)"""),
+    new_code_cell("""profile = pd.DataFrame(cold["compile_profile"]).set_index("kernel")
+profile = profile[~profile.index.str.startswith("(numba)")]
+profile["exclusive_s"].sort_values().plot.barh(figsize=(7, 3.5), title="compile seconds per kernel (empty cache)")
+plt.tight_layout()"""),
 ]
 
 for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED)):
