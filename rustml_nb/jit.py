@@ -117,7 +117,7 @@ class _LayeredCache:
     @property
     def cache_path(self):
         caches = self._resolve()
-        return (self._writable or (caches[0] if caches else None)).cache_path if caches else None
+        return (self._writable or caches[0]).cache_path if caches else None
 
     def load_overload(self, sig, target_context):
         for cache in self._resolve():

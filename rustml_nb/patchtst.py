@@ -215,18 +215,12 @@ class _PatchTSTBase:
         num_patches, d_model = config.num_patches, config.d_model
         tokens = num_patches + int(config.use_cls_token)
         num_layers = config.num_hidden_layers if output_hidden_states else 0
-        pooled_width = d_model if (self.head in ("prediction", "classification", "regression")
-                                   and (config.pooling_type is not None or config.use_cls_token)) else 0
+        pools = (self.head in ("prediction", "classification", "regression")
+                 and (config.pooling_type is not None or config.use_cls_token))
         chunk = max(1, CHUNK_ROWS // (channels * tokens))
-        chunks = [(first, min(first + chunk, batch)) for first in range(0, batch, chunk)]
 
-        default_scale = np.ones(channels, dtype=dtype)  # the mean scaler's for series with no observed value
-        if switches.scaling == kernels.SCALING_MEAN:
-            totals = np.zeros((2, channels))
-            for first, last in chunks:
-                kernels.add_mean_scaler_totals(*chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype,
-                                                               first), totals)
-            default_scale = (totals[0] / np.maximum(totals[1], 1.0)).astype(dtype)
+        def chunks():
+            return ((first, min(first + chunk, batch)) for first in range(0, batch, chunk))
 
         try:
             out = _Arrays(
@@ -240,8 +234,16 @@ class _PatchTSTBase:
         except MemoryError:
             raise InputError(f"the outputs of a batch of {batch} series do not fit in memory; run it in smaller "
                              "batches") from None
+
+        default_scale = np.ones(channels, dtype=dtype)  # the mean scaler's for series with no observed value
+        if switches.scaling == kernels.SCALING_MEAN:
+            totals = np.zeros((2, channels))
+            for first, last in chunks():
+                kernels.add_mean_scaler_totals(*chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype,
+                                                               first), totals)
+            default_scale = (totals[0] / np.maximum(totals[1], 1.0)).astype(dtype)
         with single_threaded_blas():
-            for first, last in chunks:
+            for first, last in chunks():
                 values, observed = chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first)
                 series = (last - first) * channels
                 patch_input = (out.patch_input[first:last] if out.patch_input is not None else
@@ -251,7 +253,7 @@ class _PatchTSTBase:
                 stream = (out.last_hidden_state[first:last].reshape(series * tokens, d_model)
                           if out.last_hidden_state is not None else np.empty((series * tokens, d_model), dtype))
                 states = np.empty((num_layers, series * tokens, d_model), dtype)
-                pooled = np.empty((series if pooled_width else 0, d_model), dtype)
+                pooled = np.empty((series if pools else 0, d_model), dtype)
                 self._encode(values, observed, default_scale, _NO_MASK if patch_mask is None else
                              patch_mask[first:last], out.loc[first:last], out.scale[first:last], patch_input, patches,
                              stream, states, pooled)
@@ -271,7 +273,8 @@ class _PatchTSTBase:
         key = self._scratch_key()
 
         def task(index):
-            # Task 0 runs on the calling thread, which starts first: it takes the last, larger share.
+            # Task 0 runs on the calling thread when a compute slot is free, and starts first: it takes the
+            # last share, the larger one when they differ.
             share = tasks - 1 - index
             work = scratch(key, lambda: kernels.make_workspace(key[1], config.d_model, config.ffn_dim, self.dtype))
             kernels.encode_units(values, observed, default_scale, patch_mask, share * units // tasks,

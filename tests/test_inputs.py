@@ -122,3 +122,14 @@ def test_extra_memory_of_a_forward_pass_does_not_grow_with_the_batch():
     assert "GROWTH" in result.stdout, result.stderr[-2000:]
     growth = float(result.stdout.split("GROWTH")[1])
     assert growth < 80, f"{growth:.0f} MiB beyond input and output for a batch of 40,000 (108 MiB of input)"
+
+
+def test_a_batch_whose_outputs_cannot_fit_in_memory():
+    """A broadcast view costs no memory, so the batch can be any size: the outputs' allocation fails, and that
+    is an InputError, not a bare MemoryError."""
+    reference = build_reference("PatchTSTModel", seed=0, **SMALL)
+    config = rustml_nb.PatchTSTConfig.from_dict(reference.config.to_dict())
+    model = rustml_nb.PatchTSTModel.from_hub_weights(config, state_dict_numpy(reference))
+    huge = np.broadcast_to(np.ones((1, 12, 2), np.float32), (10**10, 12, 2))
+    with pytest.raises(InputError, match="do not fit in memory; run it in smaller batches"):
+        model(huge)
