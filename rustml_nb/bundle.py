@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PatchTSTConfig
-from .errors import MissingFileError
+from .errors import ConfigError, MissingFileError
+from .files import CONFIG_MAX_BYTES, read_json
 from .formats import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, load_weight_files
 
 CONFIG_NAME = "config.json"
@@ -32,11 +32,22 @@ def find_weight_files(folder: Path) -> list[Path]:
     raise MissingFileError(f"{folder}: no {SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX}")
 
 
+def read_config(path):
+    """A checkpoint's config.json as its family's config dataclass."""
+    from .registry import config_from_dict
+
+    values = read_json(path, "config.json", CONFIG_MAX_BYTES, ConfigError)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(values).__name__}")
+    return config_from_dict(values, source=str(path))
+
+
 @dataclasses.dataclass
 class ModelBundle:
-    """What a checkpoint folder holds: its config and the paths of its weight files."""
+    """What a checkpoint folder holds: its config (the family's config class, as ``model_type`` says) and the
+    paths of its weight files."""
 
-    config: PatchTSTConfig
+    config: object
     weight_files: list[Path]
     root: Path
 
@@ -47,8 +58,7 @@ class ModelBundle:
             raise MissingFileError(f"checkpoint folder not found: {root}")
         if not (root / CONFIG_NAME).exists():
             raise MissingFileError(f"{root} is not a checkpoint folder: it has no {CONFIG_NAME}")
-        config = PatchTSTConfig.from_json_file(root / CONFIG_NAME)
-        return cls(config=config, weight_files=find_weight_files(root), root=root)
+        return cls(config=read_config(root / CONFIG_NAME), weight_files=find_weight_files(root), root=root)
 
     def load_tensors(self) -> dict[str, np.ndarray]:
         """All tensors under the checkpoint's own names (BF16 widened to float32)."""

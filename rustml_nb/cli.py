@@ -10,9 +10,10 @@ import numpy as np
 
 from . import demo
 from .errors import RustmlError
+from .registry import FAMILIES
 
 DESCRIPTION = """\
-Run Hugging Face PatchTST checkpoints on the CPU with Numba, at parity with transformers.
+Run Hugging Face time-series checkpoints (PatchTST) on the CPU with Numba, at parity with transformers.
 
   rustml-nb forecast                       forecast the bundled test slice with the bundled model
   rustml-nb forecast MODEL --input x.csv   your model (folder or Hub repo id) on your data
@@ -23,7 +24,7 @@ Run Hugging Face PatchTST checkpoints on the CPU with Numba, at parity with tran
 
 
 def _load(model: str | None, dtype: str, revision: str | None):
-    from .patchtst import from_pretrained
+    from .registry import from_pretrained
 
     return from_pretrained(model or demo.MODEL_PATH, revision=revision, dtype=dtype)
 
@@ -32,7 +33,7 @@ def cmd_forecast(args) -> int:
     import pandas as pd
 
     from .frames import check_output_path, read_table, write_table
-    from .patchtst import PatchTSTForPrediction
+    from .models.base import Forecaster
 
     if args.output:  # checked before any work: a run should not fail after the forecast is made
         check_output_path(args.output)
@@ -42,8 +43,9 @@ def cmd_forecast(args) -> int:
         raise RustmlError("give --input FILE (CSV or Parquet, one column per channel) to forecast with your model")
     history = read_table(args.input) if args.input else None
     model = _load(args.model, args.dtype, args.revision)
-    if not isinstance(model, PatchTSTForPrediction):
-        raise RustmlError(f"forecast needs a PatchTSTForPrediction checkpoint; {args.model} is a {type(model).__name__}")
+    if not isinstance(model, Forecaster):
+        raise RustmlError(f"forecast needs a prediction checkpoint (a ...ForPrediction class); {args.model} is a "
+                          f"{type(model).__name__}")
     actual = None
     if history is None:
         history, actual = demo.test_slice()
@@ -111,31 +113,20 @@ def plot_forecast(history, forecast, actual, path, context_length: int, freq=Non
 
 
 def cmd_inspect(args) -> int:
-    from .detection import check_patchtst_compatibility, head_of_config
     from .hub import load_bundle
-    from .mapping import map_patchtst_weights
-    from .patchtst import model_class_for
+    from .registry import family_of_config
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
     config = bundle.config
     tensors = bundle.load_tensors()
-    mapping = map_patchtst_weights(tensors)
-    check = check_patchtst_compatibility(mapping.mapped, config)
-    cls = model_class_for(config, tensors)
+    family = family_of_config(config)
+    mapping = family.map_weights(tensors)
+    check = family.check_compatibility(mapping.mapped, config)
+    cls = family.model_class_for(config, tensors)
     print(f"checkpoint   {bundle.root}")
     print(f"class        {cls.__name__} (architectures: {config.architectures})")
-    print(f"shape        {config.num_input_channels} channels x {config.context_length} steps -> "
-          f"{config.num_patches} patches of {config.patch_length} (stride {config.patch_stride})"
-          + (f" -> {config.prediction_length} steps ahead" if cls.head == "prediction" else ""))
-    print(f"encoder      {config.num_hidden_layers} layers, d_model {config.d_model}, "
-          f"{config.num_attention_heads} heads, ffn {config.ffn_dim}, {config.norm_type}, "
-          f"{'pre' if config.pre_norm else 'post'}-norm, {config.activation_function}")
-    print(f"scaling      {config.scaler}; pooling {config.pooling_type}; cls token {config.use_cls_token}; "
-          f"head {'distribution ' + config.distribution_output if config.has_distribution_head and cls.head in ('prediction', 'regression') else 'point'}")
-    print(f"\ndetected     {check.kind} (embedding input {check.got}; CI expects {check.expected_ci}, "
-          f"CD expects {check.expected_cd})")
-    for field, value in vars(check.report).items():
-        print(f"  {field:<31}{value}")
+    for line in family.describe(config, cls, check):
+        print(line)
     print("  config/weights disagreements  " + ("none" if not check.mismatches else
           "; ".join(f"{f}: config {w!r}, weights {h!r}" for f, w, h in check.mismatches)))
     rows = []
@@ -156,7 +147,7 @@ def cmd_inspect(args) -> int:
     for row in [header] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"\nparameters   {parameters:,} (+ {buffers:,} BatchNorm statistics)")
-    print(f"head         {head_of_config(config) or check.report.head}")
+    print(f"head         {cls.head}")
     return 0
 
 
@@ -170,11 +161,12 @@ def cmd_parity(args) -> int:
         return 2
     from .hub import load_bundle
     from .parity import TOLERANCE, field_differences, reference_outputs
-    from .patchtst import model_class_for
+    from .registry import family_of_config
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
     tensors = bundle.load_tensors()
-    cls = model_class_for(bundle.config, tensors)
+    family = family_of_config(bundle.config)
+    cls = family.model_class_for(bundle.config, tensors)
     ours = cls.from_hub_weights(bundle.config, tensors, args.dtype)
     bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # process-wide (huggingface_hub's too): restore below
@@ -203,8 +195,9 @@ def cmd_parity(args) -> int:
           f"on {values.shape[0]} series; tolerance {tolerance:g} x (1 + max |reference|)\n")
     print(f"{'output':<28} {'max abs diff':>14} {'relative':>12}  ")
     for d in differences:
-        label = d.field.replace("hidden_states", "input of encoder layer ") if d.field.startswith("hidden_states") else d.field
-        label = label.replace("layer [", "layer ").rstrip("]") if "encoder layer" in label else label
+        label = d.field
+        if d.field.startswith("hidden_states["):
+            label = f"{family.HIDDEN_STATE} {d.field[len('hidden_states['):-1]}"
         print(f"{label:<28} {d.max_abs:>14.3g} {d.relative:>12.3g}  {'ok' if d.within(tolerance) else 'BEYOND TOLERANCE'}")
     failed = [d for d in differences if not d.within(tolerance)]
     print(f"\n{'all within tolerance' if not failed else f'{len(failed)} output(s) beyond tolerance'}")
@@ -217,10 +210,11 @@ def cmd_compile(args) -> int:
     from . import compile_kernels
     from .jit import cache_locations
 
+    families = list(FAMILIES) if args.family == "all" else [args.family]
     start = time.perf_counter()
-    compile_kernels(args.dtype)
-    print(f"compiled the PatchTST kernels for {args.dtype} in {time.perf_counter() - start:.1f} s; "
-          f"cache: {', '.join(folder for _, folder in cache_locations())}")
+    compile_kernels(args.dtype, families)
+    print(f"compiled the kernels of {', '.join(families)} for {args.dtype} in {time.perf_counter() - start:.1f} s; "
+          f"cache: {', '.join(f'{folder} (each module __pycache__)' if label == 'package' else folder for label, folder in cache_locations())}")
     return 0
 
 
@@ -244,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"the precision to compute in (default {dtype_default}; float64 is for parity work)")
 
     forecast = commands.add_parser("forecast", parents=[common], help="forecast the next prediction_length steps",
-                                   description="Forecast with a PatchTSTForPrediction checkpoint. With no MODEL and no "
+                                   description="Forecast with a prediction checkpoint (PatchTSTForPrediction, ...). With no MODEL and no "
                                                "--input: the bundled model on its bundled test slice, next to what "
                                                "actually happened. The last context_length rows of the input are "
                                                "used (a longer history is fine); timestamps must increase, and rows "
@@ -282,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "~/.cache/numba, whichever can be written.")
     compile_.add_argument("--dtype", choices=("float32", "float64", "all"), default="float32",
                           help="which precision's kernels (default float32, what models load in)")
-    compile_.add_argument("--family", choices=("patchtst",), default="patchtst", help="the model family")
+    compile_.add_argument("--family", choices=("all", *FAMILIES), default="all",
+                          help="the model family (config.json's model_type; default: every family)")
     compile_.set_defaults(run=cmd_compile)
     return parser
 

@@ -36,16 +36,26 @@ KERNEL_OPTIONS = dict(nogil=True, error_model="numpy")
 TYPICAL_FIRST_COMPILE = "about 10 s"
 
 
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
 def cache_locations() -> list[tuple[str, str]]:
     """[(label, folder)] where compiled kernels are looked for, in order: ``NUMBA_CACHE_DIR`` alone when
-    it is set, else the package's ``__pycache__`` and the user-wide cache folder (in which, as in
-    ``NUMBA_CACHE_DIR``, each source folder gets a subfolder, as Numba names them)."""
+    it is set, else the package (each kernel beside its module, in that folder's ``__pycache__``, as
+    Python keeps bytecode) and the user-wide cache folder (in which, as in ``NUMBA_CACHE_DIR``, each
+    source folder gets a subfolder, as Numba names them)."""
     if numba_config.CACHE_DIR:
         return [("NUMBA_CACHE_DIR", numba_config.CACHE_DIR)]
     from numba.misc.appdirs import AppDirs
 
-    package = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    return [("package", package), ("user", AppDirs(appname="numba", appauthor=False).user_cache_dir)]
+    return [("package", PACKAGE), ("user", AppDirs(appname="numba", appauthor=False).user_cache_dir)]
+
+
+def cache_folder(label: str, root: str, source: str) -> str:
+    """Where the kernels of the module at ``source`` live under one of ``cache_locations()``."""
+    if label == "package":
+        return os.path.join(os.path.dirname(source), "__pycache__")
+    return os.path.join(root, _Located.get_suitable_cache_subpath(source))
 
 
 def _writable(folder: str) -> bool:
@@ -105,7 +115,7 @@ class _LayeredCache:
                 source = os.path.abspath(self._py_func.__code__.co_filename)
                 caches, writable = [], None
                 for label, root in cache_locations():
-                    folder = root if label == "package" else os.path.join(root, _Located.get_suitable_cache_subpath(source))
+                    folder = cache_folder(label, root, source)
                     if writable is None and _writable(folder):
                         writable = _cache_in(self._py_func, folder)
                         caches.append(writable)
@@ -165,7 +175,8 @@ def _once(key) -> bool:
 
 def _warn_no_cache():
     if _once("no cache"):
-        places = ", ".join(folder for _, folder in cache_locations())
+        places = ", ".join("the package's __pycache__ folders" if label == "package" else folder
+                           for label, folder in cache_locations())
         log.warning("rustml_nb: no writable cache folder (%s): kernels are compiled in memory in every process; "
                     "set NUMBA_CACHE_DIR to a writable folder to keep them", places)
 
@@ -206,7 +217,10 @@ class _CompileNotice(event.Listener):
         dtypes = sorted({str(arg.dtype) for arg in data.get("args", ()) if hasattr(arg, "dtype")
                          and str(arg.dtype).startswith("float")})
         if dtypes and _notice_wanted() and _once(("notice", dtypes[0])):
-            where = next((f"; kept in {folder}" for _, folder in cache_locations() if _writable(folder)), "")
+            source = os.path.abspath(dispatcher.py_func.__code__.co_filename)
+            where = next((f"; kept in {folder}" for folder in (cache_folder(label, root, source)
+                                                               for label, root in cache_locations())
+                          if _writable(folder)), "")
             print(f"rustml_nb: compiling kernels for {dtypes[0]} on first use ({TYPICAL_FIRST_COMPILE}, "
                   f"once){where}", file=sys.stderr, flush=True)
 

@@ -51,12 +51,14 @@ def randomize_(model, seed: int) -> None:
 
 
 def random_reference_model(class_name: str, seed: int = 0, torch_dtype=None, **config_kwargs):
-    """A transformers PatchTST of ``class_name`` in eval mode with every weight and statistic random."""
+    """A transformers model of ``class_name`` (built from its config class with ``config_kwargs``) in eval mode,
+    every weight and statistic random."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    model = getattr(transformers, class_name)(transformers.PatchTSTConfig(**config_kwargs)).eval()
+    model_class = getattr(transformers, class_name)
+    model = model_class(model_class.config_class(**config_kwargs)).eval()
     randomize_(model, seed)
     return model.to(torch_dtype or torch.float32)
 

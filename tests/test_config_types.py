@@ -9,7 +9,7 @@ import transformers
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 
 import rustml_nb
-from rustml_nb.config import check_field_types
+from rustml_nb.models.config import check_field_types
 from rustml_nb.errors import ConfigError
 
 CANDIDATES = [True, False, 0, 1, 7, -3, 0.5, 1e-5, "false", "mean", "", None, [2], [1.5], ["x"], [[1]], [1, 2],

@@ -62,7 +62,7 @@ def test_bf16_widening_is_bit_exact(bit_patterns):
 def test_f16_widening_into_the_model_dtype_is_exact(bit_patterns):
     values = np.array(bit_patterns, dtype=np.uint16).view(np.float16)
     for dtype in (np.float32, np.float64):
-        widened = rustml_nb.layers._array(values, dtype)
+        widened = rustml_nb.models.layers.weight_array(values, dtype)
         expected = torch.from_numpy(values).to(torch.float32 if dtype == np.float32 else torch.float64).numpy()
         np.testing.assert_array_equal(widened, expected)
 
@@ -126,7 +126,7 @@ def test_missing_config_json(checkpoint, tmp_path):
 
 def test_config_for_another_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
-    with pytest.raises(ConfigError, match=r"expected model_type 'patchtst', got 'bert'"):
+    with pytest.raises(ConfigError, match=r"model_type 'bert' is not one rustml_nb runs; it runs 'patchtst'"):
         rustml_nb.ModelBundle.from_dir(tmp_path)
 
 

@@ -11,14 +11,15 @@ import pytest
 from hypothesis import given, strategies as st
 
 import rustml_nb
-from rustml_nb import demo, kernels
+from rustml_nb import demo
+from rustml_nb.kernels import attention, rows
 
 
 @given(st.lists(st.floats(-87.0, 0.0, width=32), min_size=1, max_size=200))
 def test_float32_exp_is_within_an_ulp(values):
     array = np.array(values, dtype=np.float32)
     ours = array.copy()
-    kernels.exp_array(ours)
+    rows.exp_array(ours)
     exact = np.exp(array.astype(np.float64))
     assert np.all(np.abs(ours - exact) <= 1.5 * np.spacing(exact.astype(np.float32)))
 
@@ -27,7 +28,7 @@ def test_float32_exp_is_within_an_ulp(values):
 def test_float32_gelu_matches_the_exact_erf_form(values):
     array = np.array(values, dtype=np.float32)
     ours = array.copy()
-    kernels.gelu_inplace_array(ours)
+    rows.gelu_inplace_array(ours)
     exact = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in array.astype(np.float64)])
     assert np.all(np.abs(ours - exact) <= 3e-7 * np.maximum(np.abs(array), 1) + np.spacing(np.float32(np.abs(exact))))
 
@@ -62,7 +63,7 @@ def test_attention_matches_a_numpy_reference(head_dim, group_length, dtype, num_
     qkv_t = rng.normal(0, 2, (3 * d_model, groups * group_length)).astype(dtype)
     qkv_bias = rng.normal(0, 1, 3 * d_model).astype(dtype)
     context_t = np.full((d_model, groups * group_length), np.nan, dtype=dtype)
-    kernels.attend_rows(kernels.heads_kind(head_dim), qkv_t, qkv_bias, group_length, num_heads, context_t)
+    attention.attend_rows(attention.heads_kind(head_dim), qkv_t, qkv_bias, group_length, num_heads, context_t)
     expected = _attention_reference(qkv_t, qkv_bias, group_length, num_heads)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(context_t, expected, rtol=tolerance, atol=tolerance)

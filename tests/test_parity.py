@@ -132,7 +132,7 @@ def test_parity_when_threads_split_the_batch_into_blocks(variant, dtype):
     """The encoder splits the series (with attention across channels: whole batch elements) among the
     threads, each working through blocks of BLOCK_ROWS rows. The drawn configs above fit in one block; this
     batch gives every thread several blocks and an uneven split, run with all threads and with one."""
-    from rustml_nb.kernels import BLOCK_ROWS
+    from rustml_nb.models.patchtst.forward import BLOCK_ROWS
     from rustml_nb.threads import get_num_threads, set_num_threads
     kwargs = dict(num_input_channels=4, context_length=96, patch_length=8, patch_stride=8, d_model=64,
                   num_attention_heads=4, ffn_dim=128, num_hidden_layers=2, prediction_length=12, **variant)

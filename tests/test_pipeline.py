@@ -11,11 +11,11 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import rustml_nb
-from rustml_nb.detection import expected_shapes, OPTIONAL_NAMES
+from rustml_nb.models.patchtst.detection import OPTIONAL_NAMES, expected_shapes
 from rustml_nb.errors import (ArchitectureMismatchError, ShapeMismatchError, UnsupportedArchitectureError,
                               WeightMappingError)
-from rustml_nb.layers import Linear, Norm
-from rustml_nb.mapping import hf_name
+from rustml_nb.models.layers import Linear, Norm
+from rustml_nb.models.patchtst.mapping import hf_name
 from reference import CLASS_NAMES, build_reference, state_dict_numpy
 from strategies import patchtst_kwargs
 

@@ -12,46 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..layers import Linear, Norm, stack_arrays, validate_state, weight_array
 from .config import PatchTSTConfig
-from .detection import distribution_parameters, expected_shapes, OPTIONAL_NAMES
-from .errors import CheckpointError, ShapeMismatchError, WeightMappingError
-
-
-def _array(value, dtype) -> np.ndarray:
-    """A C-contiguous copy in ``dtype``: a copy always, so the model never keeps a view of a checkpoint's
-    memory-mapped file."""
-    return np.array(value, dtype=dtype, order="C", copy=True)
-
-
-class Linear(NamedTuple):
-    weight: np.ndarray  # [in, out]
-    bias: np.ndarray  # [out]; zeros when the checkpoint has no bias (adding 0.0 is exact)
-
-    @classmethod
-    def from_state_dict(cls, state: dict, prefix: str, dtype) -> "Linear":
-        weight = state[f"{prefix}.weight"]  # PyTorch layout: [out, in]
-        bias = state.get(f"{prefix}.bias")
-        if bias is None:
-            bias = np.zeros(weight.shape[0])
-        return cls(weight=_array(weight.T, dtype), bias=_array(bias, dtype))
-
-
-class Norm(NamedTuple):
-    """BatchNorm1d (eval: running statistics) or LayerNorm over d_model; LayerNorm leaves the stats at 0 and 1."""
-
-    weight: np.ndarray  # [d_model]
-    bias: np.ndarray  # [d_model]
-    running_mean: np.ndarray  # [d_model]
-    running_var: np.ndarray  # [d_model]
-
-    @classmethod
-    def from_state_dict(cls, state: dict, prefix: str, norm_type: str, dtype) -> "Norm":
-        weight = state[f"{prefix}.weight"]
-        if norm_type == "batchnorm":
-            mean, var = state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"]
-        else:
-            mean, var = np.zeros_like(weight), np.ones_like(weight)
-        return cls(*(_array(v, dtype) for v in (weight, state[f"{prefix}.bias"], mean, var)))
+from .detection import distribution_parameters, expected_shapes
 
 
 class EncoderWeights(NamedTuple):
@@ -85,41 +48,6 @@ class HeadWeights(NamedTuple):
 class PatchTSTWeights(NamedTuple):
     encoder: EncoderWeights
     head: HeadWeights
-
-
-def _stack(items: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.ndarray:
-    return _array(np.stack(items) if items else np.zeros((0, *empty_shape)), dtype)
-
-
-def validate_state(mapped: dict, unmapped: list[str], config: PatchTSTConfig, head: str, sources=None) -> None:
-    """Every tensor the config needs is there with the right shape and finite values, and nothing else is.
-    ``sources``: our name -> the checkpoint key it came from, for the messages."""
-    sources = sources or {}
-    shapes = expected_shapes(config, head)
-    missing = sorted(name for name in shapes if name not in mapped and not OPTIONAL_NAMES.match(name))
-    unexpected = sorted(name for name in mapped if name not in shapes)
-    if unmapped or missing or unexpected:
-        parts = []
-        if unmapped:
-            parts.append(f"checkpoint keys no rule maps: {unmapped}")
-        if missing:
-            parts.append(f"tensors the config needs but the checkpoint lacks: {missing}")
-        if unexpected:
-            parts.append(f"tensors the checkpoint holds but the config does not use: {unexpected}")
-        raise WeightMappingError(f"PatchTST ({head} head): " + "; ".join(parts), unmapped, missing, unexpected)
-    for name, shape in shapes.items():
-        if name in mapped and tuple(mapped[name].shape) != shape:
-            raise ShapeMismatchError(
-                f"checkpoint tensor {sources.get(name, name)!r} (rustml_nb {name!r}): the config implies shape "
-                f"{list(shape)}, the checkpoint holds {list(mapped[name].shape)}"
-            )
-    for name, array in mapped.items():
-        if array.dtype.kind == "f":
-            bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-            if bad:
-                raise CheckpointError(f"checkpoint tensor {sources.get(name, name)!r} holds {bad} non-finite value(s) "
-                                      f"(NaN or inf) among {array.size}: the checkpoint is corrupt or was saved from "
-                                      "a diverged training run")
 
 
 def fold_embedding_into_first_qkv(config: PatchTSTConfig, embedding: Linear, positional_encoding: np.ndarray,
@@ -183,27 +111,27 @@ def load_encoder(state: dict, config: PatchTSTConfig, dtype) -> EncoderWeights:
         folded = tuple(part[None] for part in folded)
 
     def norm_field(field: int) -> np.ndarray:
-        return _stack([np.stack([norm[field] for norm in layer]) for layer in norms], (3, d_model), dtype)
+        return stack_arrays([np.stack([norm[field] for norm in layer]) for layer in norms], (3, d_model), dtype)
 
     return EncoderWeights(
-        embedding_weight=_stack([e.weight for e in embeddings], (), dtype),
-        embedding_bias=_stack([e.bias for e in embeddings], (), dtype),
-        positional_encoding=_array(state["positional_encoding"], dtype),
-        cls_token=_array(cls_token, dtype),
-        qkv_weight=_stack([l.weight for l in qkv], (d_model, 3 * d_model), dtype),
-        qkv_bias=_stack([l.bias for l in qkv], (3 * d_model,), dtype),
-        out_weight=_stack([l.weight for l in out], (d_model, d_model), dtype),
-        out_bias=_stack([l.bias for l in out], (d_model,), dtype),
+        embedding_weight=stack_arrays([e.weight for e in embeddings], (), dtype),
+        embedding_bias=stack_arrays([e.bias for e in embeddings], (), dtype),
+        positional_encoding=weight_array(state["positional_encoding"], dtype),
+        cls_token=weight_array(cls_token, dtype),
+        qkv_weight=stack_arrays([l.weight for l in qkv], (d_model, 3 * d_model), dtype),
+        qkv_bias=stack_arrays([l.bias for l in qkv], (3 * d_model,), dtype),
+        out_weight=stack_arrays([l.weight for l in out], (d_model, d_model), dtype),
+        out_bias=stack_arrays([l.bias for l in out], (d_model,), dtype),
         norm_weight=norm_field(0),
         norm_bias=norm_field(1),
         norm_mean=norm_field(2),
         norm_var=norm_field(3),
-        ff1_weight=_stack([l.weight for l in ff1], (d_model, config.ffn_dim), dtype),
-        ff1_bias=_stack([l.bias for l in ff1], (config.ffn_dim,), dtype),
-        ff2_weight=_stack([l.weight for l in ff2], (config.ffn_dim, d_model), dtype),
-        ff2_bias=_stack([l.bias for l in ff2], (d_model,), dtype),
-        patch_qkv_weight=_array(folded[0], dtype),
-        position_qkv_t=_array(folded[1], dtype),
+        ff1_weight=stack_arrays([l.weight for l in ff1], (d_model, config.ffn_dim), dtype),
+        ff1_bias=stack_arrays([l.bias for l in ff1], (config.ffn_dim,), dtype),
+        ff2_weight=stack_arrays([l.weight for l in ff2], (config.ffn_dim, d_model), dtype),
+        ff2_bias=stack_arrays([l.bias for l in ff2], (d_model,), dtype),
+        patch_qkv_weight=weight_array(folded[0], dtype),
+        position_qkv_t=weight_array(folded[1], dtype),
     )
 
 
@@ -224,8 +152,8 @@ def load_head(state: dict, config: PatchTSTConfig, head: str, dtype) -> HeadWeig
             owners = [[f"head.{kind}{c}"] for c in channels]
     linears = [[Linear.from_state_dict(state, prefix, dtype) for prefix in group] for group in owners]
     return HeadWeights(
-        weight=_array(np.stack([np.stack([l.weight for l in group]) for group in linears]), dtype),
-        bias=_array(np.stack([np.stack([l.bias for l in group]) for group in linears]), dtype),
+        weight=weight_array(np.stack([np.stack([l.weight for l in group]) for group in linears]), dtype),
+        bias=weight_array(np.stack([np.stack([l.bias for l in group]) for group in linears]), dtype),
     )
 
 
@@ -233,7 +161,7 @@ def load_patchtst_weights(mapped: dict, config: PatchTSTConfig, head: str, dtype
                           sources=None) -> PatchTSTWeights:
     """Check names, shapes and values against the config, then transpose and stack into ``PatchTSTWeights``.
     ``sources`` (our name -> checkpoint key) lets errors name the checkpoint's key."""
-    validate_state(mapped, list(unmapped), config, head, sources)
+    validate_state(mapped, list(unmapped), expected_shapes(config, head), f"PatchTST ({head} head)", sources)
     return PatchTSTWeights(load_encoder(mapped, config, dtype), load_head(mapped, config, head, dtype))
 
 

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from .errors import WeightMappingError
+from ...errors import WeightMappingError
 
 _LINEAR = ("weight", "bias")
 _BATCHNORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

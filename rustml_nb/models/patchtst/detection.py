@@ -12,8 +12,9 @@ import re
 
 import numpy as np
 
+from ...errors import ConfigError
+from ..layers import OPTIONAL_NAMES  # noqa: F401  (re-exported)
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
-from .errors import ConfigError
 
 HEADS = ("none", "prediction", "pretraining", "classification", "regression")
 ARCHITECTURE_HEADS = {
@@ -26,7 +27,6 @@ ARCHITECTURE_HEADS = {
 # Positional tables larger than this are not compared with the sin/cos table (a checkpoint's is ~50 x 128;
 # a hostile header can declare any size, and its shape is refused when the model loads).
 SINCOS_CHECK_LIMIT = 1 << 20
-OPTIONAL_NAMES = re.compile(r".*\.num_batches_tracked\Z")  # BatchNorm's step counter: not needed for inference
 
 
 def head_of_config(config: PatchTSTConfig) -> str | None:

@@ -1,0 +1,266 @@
+"""What every family's model classes share: the forward pass's orchestration, forecasting from DataFrames,
+and output helpers.
+
+A forward pass validates its input once (``rustml_nb.inputs``), then runs the batch in chunks of about
+``CHUNK_ROWS`` rows, so the memory it needs beyond its input and outputs stays bounded whatever the batch
+size. For each chunk: the values in the model's dtype; the family's encoder (``_encode_chunk``), which
+scales, patches and encodes every series on ``get_num_threads()`` threads; the head (``_apply_head``).
+A model holds its config and weights and nothing that a call changes, so one object can be called from any
+number of threads at once (``rustml_nb.threads``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..inputs import as_array, check_series, chunk_in_dtype
+from ..kernels.series import SCALING_MEAN, add_mean_scaler_totals
+from ..threads import get_num_threads, release_scratch, run_tasks, scratch, single_threaded_blas
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+# Rows (series x tokens) per chunk: 16 MiB of rows at d_model 128 in float32, many blocks for every thread.
+CHUNK_ROWS = 32768
+NO_MASK = np.zeros((0, 0, 0), dtype=bool)
+
+
+def model_dtype(dtype: str):
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return np.dtype(DTYPES[dtype])
+
+
+class Arrays(NamedTuple):
+    """What one forward pass computes; fields a class does not need are None."""
+
+    last_hidden_state: np.ndarray | None  # [batch, channels, tokens, d_model]
+    loc: np.ndarray  # [batch, 1, channels]
+    scale: np.ndarray  # [batch, 1, channels]
+    patch_input: np.ndarray | None  # [batch, channels, patches, patch_length]
+    head: np.ndarray | None  # see the class's _head_output
+    hidden_states: np.ndarray | None  # [layers, batch, channels, tokens, d_model]
+
+
+class Chunk(NamedTuple):
+    """One chunk's arrays, as the family's encoder fills them (series = chunk batch x channels)."""
+
+    values: np.ndarray  # [batch, time, channels] in the dtype, missing values 0
+    observed: np.ndarray  # [batch, time, channels], 1.0 / 0.0
+    default_scale: np.ndarray  # [channels]: the mean scaler's for a series with no observed value
+    patch_mask: np.ndarray  # [batch, channels, patches] bool, or [0, 0, 0]
+    loc: np.ndarray  # [batch, 1, channels]
+    scale: np.ndarray  # [batch, 1, channels]
+    patch_input: np.ndarray  # [series, patches, patch_length]
+    patches: np.ndarray  # patch_input, masked where patch_mask says (patch_input itself without a mask)
+    stream: np.ndarray  # [series * tokens, d_model]
+    hidden_states: np.ndarray  # [layers or 0, series * tokens, d_model]
+    pooled: np.ndarray  # [series or 0, d_model]
+
+
+class FamilyModel:
+    """Base of every model class. A family's class sets ``head`` and implements ``_encode_task`` (one thread's
+    share of a chunk), and its head classes ``_head_output`` and ``_apply_head``."""
+
+    head: ClassVar[str]
+    # Set by the family: how many tokens a series has, how many series attend or mix together (a unit), and
+    # whether the head reads pooled rows.
+    tokens: int
+    unit_series: int
+    pools: bool = False
+    scaling: int
+    layers: int  # hidden states a forward pass can return
+    block_rows: int  # rows of a thread's scratch block
+
+    def __init__(self, config, weights, dtype="float32", check=None):
+        self.config = config
+        self.weights = weights
+        self.dtype = model_dtype(dtype)
+        self.architecture = check
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
+                        local_files_only: bool = False):
+        """Load a checkpoint folder, or a Hub repo id through ``HubApi`` (see ``rustml_nb.from_pretrained``)."""
+        from ..hub import load_bundle
+
+        bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
+        return cls.from_hub_weights(bundle.config, bundle.load_tensors(), dtype)
+
+    def release_workspace(self) -> None:
+        """Free the scratch buffers kept for models of this shape and dtype (a few MB for each of
+        ``rustml_nb.get_num_threads()`` compute slots). The next call makes them again, once; calls under way
+        keep theirs."""
+        release_scratch(self._scratch_key())
+
+    def __repr__(self):
+        c = self.config
+        return (f"{type(self).__name__}(channels={c.num_input_channels}, context_length={c.context_length}, "
+                f"d_model={c.d_model}, layers={self.layers}, dtype={self.dtype.name})")
+
+    # --- the forward pass -----------------------------------------------------------------------
+    def _scratch_key(self):
+        """What identifies this model's scratch buffers; models with equal keys share them."""
+        raise NotImplementedError
+
+    def _make_scratch(self):
+        raise NotImplementedError
+
+    def _patch_mask(self, mask, batch):
+        if mask is None:
+            return None
+        mask = as_array("mask", mask)
+        expected = (batch, self.config.num_input_channels, self.config.num_patches)
+        if mask.shape != expected:
+            raise InputError(f"mask: expected shape {list(expected)} (batch, channels, patches), got {list(mask.shape)}")
+        if mask.dtype.kind not in "biu":
+            raise InputError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
+        return mask.astype(bool)
+
+    def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False):
+        """Validate, then run the batch chunk by chunk: encode on every thread, apply the head."""
+        config, dtype = self.config, self.dtype
+        raw, raw_mask, single = check_series(past_values, past_observed_mask, config.context_length,
+                                             config.num_input_channels)
+        batch, channels = raw.shape[0], config.num_input_channels
+        patch_mask = self._patch_mask(mask, batch)
+        num_patches, patch_length, d_model, tokens = config.num_patches, config.patch_length, config.d_model, self.tokens
+        num_layers = self.layers if output_hidden_states else 0
+        chunk = max(1, CHUNK_ROWS // (channels * tokens))
+
+        def chunks():
+            return ((first, min(first + chunk, batch)) for first in range(0, batch, chunk))
+
+        try:
+            out = Arrays(
+                last_hidden_state=np.empty((batch, channels, tokens, d_model), dtype) if self.head == "none" else None,
+                loc=np.empty((batch, 1, channels), dtype), scale=np.empty((batch, 1, channels), dtype),
+                patch_input=np.empty((batch, channels, num_patches, patch_length), dtype)
+                if self.head == "none" else None,
+                head=self._head_output(batch, dtype),
+                hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype)
+                if output_hidden_states else None)
+        except MemoryError:
+            raise InputError(f"the outputs of a batch of {batch} series do not fit in memory; run it in smaller "
+                             "batches") from None
+
+        default_scale = np.ones(channels, dtype=dtype)
+        if self.scaling == SCALING_MEAN:  # the mean scaler's batch default, from the whole batch
+            totals = np.zeros((2, channels))
+            for first, last in chunks():
+                add_mean_scaler_totals(*chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first),
+                                       totals)
+            default_scale = (totals[0] / np.maximum(totals[1], 1.0)).astype(dtype)
+        with single_threaded_blas():
+            for first, last in chunks():
+                values, observed = chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first)
+                series = (last - first) * channels
+                patch_input = (out.patch_input[first:last] if out.patch_input is not None else
+                               np.empty((last - first, channels, num_patches, patch_length), dtype))
+                patch_input = patch_input.reshape(series, num_patches, patch_length)
+                stream = (out.last_hidden_state[first:last].reshape(series * tokens, d_model)
+                          if out.last_hidden_state is not None else np.empty((series * tokens, d_model), dtype))
+                part = Chunk(values, observed, default_scale,
+                             NO_MASK if patch_mask is None else patch_mask[first:last],
+                             out.loc[first:last], out.scale[first:last], patch_input,
+                             patch_input if patch_mask is None else np.empty_like(patch_input), stream,
+                             np.empty((num_layers, series * tokens, d_model), dtype),
+                             np.empty((series if self.pools else 0, d_model), dtype))
+                self._encode_chunk(part)
+                if num_layers:
+                    out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,
+                                                                                  tokens, d_model)
+                self._apply_head(part, out, first, last)
+        return out, single
+
+    def _encode_chunk(self, part: Chunk) -> None:
+        """The family's encoder over every unit of the chunk, split evenly among the threads."""
+        units = part.patches.shape[0] // self.unit_series
+        tasks = min(get_num_threads(), units)
+        key = self._scratch_key()
+
+        def task(index):
+            # Task 0 runs on the calling thread when a compute slot is free, and starts first: it takes the
+            # last share, the larger one when they differ.
+            share = tasks - 1 - index
+            work = scratch(key, self._make_scratch)
+            self._encode_task(part, share * units // tasks, (share + 1) * units // tasks, work)
+
+        run_tasks(task, tasks)
+
+    def _encode_task(self, part: Chunk, first_unit: int, last_unit: int, work) -> None:
+        raise NotImplementedError
+
+    def _head_output(self, batch, dtype):
+        return None
+
+    def _apply_head(self, part: Chunk, out: Arrays, first: int, last: int) -> None:
+        pass
+
+    @staticmethod
+    def _hidden_tuple(out: Arrays, single):
+        if out.hidden_states is None:
+            return None
+        return tuple(unbatch(state, single) for state in out.hidden_states)
+
+
+def _part(mask, first, last):
+    return None if mask is None else mask[first:last]
+
+
+def unbatch(array, single):
+    return array[0] if single else array
+
+
+def head_parameters(array, single):
+    """[batch, parameters, ...] -> one contiguous array per parameter, [batch, ...] (or [...] for one series)."""
+    return tuple(unbatch(np.ascontiguousarray(array[:, k]), single) for k in range(array.shape[1]))
+
+
+class Forecaster:
+    """Point forecasts and DataFrames, for a family's prediction class (``output_channels``: the indices of
+    the channels its forecasts hold; ``distribution``: its head's distribution, or None)."""
+
+    distribution: str | None = None
+
+    @property
+    def output_channels(self) -> list[int]:
+        return list(range(self.config.num_input_channels))
+
+    def point_forecast(self, output) -> np.ndarray:
+        """[batch, horizon, channels] point forecasts: ``prediction_outputs`` for a point head, the mean of
+        the predicted distribution (in data units, as transformers' ``distribution(...).mean``) otherwise."""
+        if self.distribution is None:
+            return output.prediction_outputs
+        params, loc, scale = output.prediction_outputs, output.loc, output.scale
+        if self.distribution == "student_t":
+            df, mean = params[0], params[1]
+            return np.where(df > 1, mean, np.nan) * scale + loc
+        if self.distribution == "normal":
+            return params[0] * scale + loc
+        total_count, logits = params  # negative binomial: transformers adds log(scale) to the logits, ignores loc
+        return total_count * np.exp(logits + np.log(scale))
+
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False):
+        """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
+
+        A DataFrame gets a DataFrame back, indexed by the ``prediction_length`` steps after its last row, with
+        the column names of the channels forecast. Its timestamps must increase; the step is inferred
+        (``freq``, e.g. ``"h"``, overrides it), and rows missing from that grid are inserted as missing values,
+        with a warning. The last ``context_length`` rows are used; a shorter history is an error unless
+        ``pad=True``, which fills the start with missing values. NaN marks a missing value, as does 0 in
+        ``past_observed_mask`` ([rows, channels]). An array gets ``point_forecast(self(array, past_observed_mask))``.
+        """
+        if not hasattr(history, "columns"):
+            return self.point_forecast(self(history, past_observed_mask))
+        import pandas as pd
+
+        from ..frames import frame_to_values, future_index
+
+        config = self.config
+        values, times, step, columns = frame_to_values(history, config.context_length, config.num_input_channels,
+                                                       freq, pad, past_observed_mask)
+        prediction = self.point_forecast(self(values))
+        return pd.DataFrame(prediction, index=future_index(times, step, config.prediction_length, len(history)),
+                            columns=[columns[c] for c in self.output_channels])

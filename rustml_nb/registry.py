@@ -1,0 +1,56 @@
+"""One registry: config.json's ``model_type`` -> the model family that runs it. Nothing outside
+``rustml_nb.models`` learns a family's name but through here; a family's module is imported (and its kernels
+compiled) only when a checkpoint of that family is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import ConfigError
+
+FAMILIES = {
+    "patchtst": "rustml_nb.models.patchtst",
+}
+
+
+def family(model_type, source: str = "config.json"):
+    """The family package for a ``model_type`` (its CONFIG, MODEL_CLASSES, model_class_for, map_weights,
+    check_compatibility, compile_kernels)."""
+    if model_type not in FAMILIES:
+        raise ConfigError(f"{source}: model_type {model_type!r} is not one rustml_nb runs; it runs "
+                          f"{', '.join(repr(name) for name in FAMILIES)}")
+    return importlib.import_module(FAMILIES[model_type])
+
+
+def config_from_dict(values: dict, source: str = "config.json"):
+    """The family's config dataclass for a ``config.json`` dict."""
+    return family(values.get("model_type"), source).CONFIG.from_dict(values, source=source)
+
+
+def family_of_config(config):
+    return family(config.MODEL_TYPE)
+
+
+def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
+                    local_files_only: bool = False):
+    """Load a checkpoint as the class its ``config.json`` names (``model_type`` picks the family,
+    ``architectures`` the class; without one, the head the weights show).
+
+    ``repo_id_or_path``: a folder that exists is local; otherwise a Hub repo id, downloaded into
+    huggingface_hub's cache (``revision`` pins a branch, tag or commit; ``local_files_only`` never
+    touches the network; ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` apply).
+    """
+    from .hub import load_bundle
+
+    bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
+    tensors = bundle.load_tensors()
+    model_class = family_of_config(bundle.config).model_class_for(bundle.config, tensors)
+    return model_class.from_hub_weights(bundle.config, tensors, dtype)
+
+
+def compile_kernels(dtype: str = "float32", families=None) -> None:
+    """Compile every kernel of ``families`` (default: all) for ``dtype`` ("float32", "float64" or "all")."""
+    for model_type in families or FAMILIES:
+        module = family(model_type)
+        for name in ("float32", "float64") if dtype == "all" else (dtype,):
+            module.compile_kernels(name)
