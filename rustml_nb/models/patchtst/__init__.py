@@ -2,7 +2,8 @@
 
 from .config import PatchTSTConfig
 from .detection import ArchitectureCheck, DetectionReport, check_patchtst_compatibility, detect_patchtst
-from .mapping import WeightMappingResult, map_patchtst_weights
+from ..mapping import WeightMappingResult
+from .mapping import map_patchtst_weights
 from .model import (MODEL_CLASSES, PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
                     PatchTSTForRegression, PatchTSTModel, compile_kernels, model_class_for)
 
