@@ -1,5 +1,5 @@
-"""rustml_nb: Hugging Face time-series checkpoints (PatchTST) on the CPU, in Numba-compiled NumPy, at parity
-with transformers."""
+"""rustml_nb: Hugging Face time-series checkpoints (PatchTST, PatchTSMixer) on the CPU, in Numba-compiled NumPy,
+at parity with transformers."""
 
 from .bundle import ModelBundle
 from .errors import (ArchitectureMismatchError, CheckpointError, ConfigError, InputError, MissingFileError,
@@ -10,6 +10,10 @@ from .models.patchtst import (ArchitectureCheck, DetectionReport, PatchTSTConfig
                               PatchTSTForPrediction, PatchTSTForPretraining, PatchTSTForRegression, PatchTSTModel,
                               WeightMappingResult, check_patchtst_compatibility, detect_patchtst,
                               map_patchtst_weights)
+from .models.patchtsmixer import (PatchTSMixerConfig, PatchTSMixerForPrediction, PatchTSMixerForPretraining,
+                                  PatchTSMixerForRegression, PatchTSMixerForTimeSeriesClassification,
+                                  PatchTSMixerModel, check_patchtsmixer_compatibility, detect_patchtsmixer,
+                                  map_patchtsmixer_weights)
 from .registry import compile_kernels, from_pretrained
 from .threads import get_num_threads, set_num_threads
 
@@ -24,6 +28,9 @@ __all__ = [
     "PatchTSTModel", "PatchTSTForPrediction", "PatchTSTForPretraining", "PatchTSTForClassification",
     "PatchTSTForRegression", "PatchTSTConfig", "ModelBundle", "load_safetensors", "map_patchtst_weights",
     "WeightMappingResult", "check_patchtst_compatibility", "detect_patchtst", "ArchitectureCheck", "DetectionReport",
+    "PatchTSMixerModel", "PatchTSMixerForPrediction", "PatchTSMixerForPretraining",
+    "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerForRegression", "PatchTSMixerConfig",
+    "map_patchtsmixer_weights", "check_patchtsmixer_compatibility", "detect_patchtsmixer",
     "RustmlError", "CheckpointError", "UnsupportedDtypeError", "MissingFileError", "UnreadableFileError",
     "ConfigError", "WeightMappingError", "ShapeMismatchError", "ArchitectureMismatchError",
     "UnsupportedArchitectureError", "InputError",

@@ -80,17 +80,23 @@ def _masking_module(mask, mask_value):
 def reference_outputs(model, values: np.ndarray, observed: np.ndarray | None = None, mask: np.ndarray | None = None,
                       output_hidden_states: bool = False):
     """transformers' forward in the model's own dtype. Pretraining (or an explicit ``mask``) masks exactly
-    ``mask`` instead of at random, so the two implementations see the same input."""
+    ``mask`` instead of at random, so the two implementations see the same input. ``observed`` goes in as
+    the class's observed-mask argument (PatchTST's ``past_observed_mask``, PatchTSMixer's ``observed_mask``);
+    a class without one (PatchTSMixer's classification and regression) gets none."""
+    import inspect
+
     import torch
 
-    base = getattr(model, "model", model)  # a bare PatchTSTModel is its own base
-    if base.do_mask_input or mask is not None:
-        base.do_mask_input = True
+    base = getattr(model, "model", model)  # a bare ...Model is its own base
+    if getattr(base, "do_mask_input", False) or getattr(base, "masking", None) is not None or mask is not None:
+        base.do_mask_input = True  # PatchTST's switch; PatchTSMixer masks whenever it has a masking module
         base.masking = _masking_module(mask, model.config.mask_value)
     dtype = next(model.parameters()).dtype
     kwargs = {"past_values": torch.from_numpy(np.asarray(values)).to(dtype), "output_hidden_states": output_hidden_states}
-    if observed is not None:
-        kwargs["past_observed_mask"] = torch.from_numpy(np.asarray(observed)).to(dtype)
+    accepted = inspect.signature(model.forward).parameters
+    argument = next((name for name in ("past_observed_mask", "observed_mask") if name in accepted), None)
+    if observed is not None and argument is not None:
+        kwargs[argument] = torch.from_numpy(np.asarray(observed)).to(dtype)
     with torch.no_grad():
         return model(**kwargs)
 
@@ -108,7 +114,7 @@ def field_differences(ours, theirs) -> list[Difference]:
             continue
         expected = getattr(theirs, field)
         pairs = list(zip(value, expected)) if isinstance(value, tuple) else [(value, expected)]
-        if isinstance(value, tuple) and (not isinstance(expected, tuple) or len(value) != len(expected)):
+        if isinstance(value, tuple) and (not isinstance(expected, (tuple, list)) or len(value) != len(expected)):
             rows.append(Difference(field, float("inf"), float("inf"), False))
             continue
         for i, (a, b) in enumerate(pairs):

@@ -10,6 +10,7 @@ from .errors import ConfigError
 
 FAMILIES = {
     "patchtst": "rustml_nb.models.patchtst",
+    "patchtsmixer": "rustml_nb.models.patchtsmixer",
 }
 
 

@@ -186,3 +186,33 @@ def pool_tokens(rows, tokens, pooling, use_cls_token, out):
         if pooling == POOL_MEAN:
             for c in range(pooled.size):
                 pooled[c] /= tokens
+
+
+@kernel
+def softmax_gate(values, weight, bias, logits):
+    """Gated attention as transformers' ``...GatedAttention``: values[r] *= softmax(values[r] @ weight + bias)
+    over the row; values, logits: [rows, width], weight: [width, width] ([in, out])."""
+    np.dot(values, weight, logits)
+    for r in range(values.shape[0]):
+        row, gate = values[r], logits[r]
+        largest = -np.inf
+        for i in range(row.size):
+            gate[i] += bias[i]
+            largest = max(largest, gate[i])
+        total = np.zeros(1, dtype=row.dtype)[0]  # summed in the dtype, as torch's softmax
+        for i in range(row.size):
+            gate[i] = exp_of(gate[i] - largest)
+            total += gate[i]
+        for i in range(row.size):
+            row[i] = row[i] * (gate[i] / total)
+
+
+@kernel
+def transpose_blocks(source, count, out):
+    """Each of ``count`` consecutive [a, b] blocks of source [count * a, b] transposed into out [count * b, a]."""
+    a, b = source.shape[0] // count, source.shape[1]
+    for g in range(count):
+        for i in range(a):
+            row = source[g * a + i]
+            for j in range(b):
+                out[g * b + j, i] = row[j]

@@ -73,6 +73,11 @@ class FamilyModel:
     layers: int  # hidden states a forward pass can return
     block_rows: int  # rows of a thread's scratch block
 
+    @property
+    def keeps_last_hidden_state(self) -> bool:
+        """Whether the class returns the encoder's output (its stream is then written straight into it)."""
+        return self.head == "none"
+
     def __init__(self, config, weights, dtype="float32", check=None):
         self.config = config
         self.weights = weights
@@ -134,7 +139,8 @@ class FamilyModel:
 
         try:
             out = Arrays(
-                last_hidden_state=np.empty((batch, channels, tokens, d_model), dtype) if self.head == "none" else None,
+                last_hidden_state=np.empty((batch, channels, tokens, d_model), dtype)
+                if self.keeps_last_hidden_state else None,
                 loc=np.empty((batch, 1, channels), dtype), scale=np.empty((batch, 1, channels), dtype),
                 patch_input=np.empty((batch, channels, num_patches, patch_length), dtype)
                 if self.head == "none" else None,

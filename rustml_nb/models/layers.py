@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import math
 import re
 
 import numpy as np
@@ -88,3 +89,31 @@ def validate_state(mapped: dict, unmapped: list[str], shapes: dict[str, tuple[in
                 raise CheckpointError(f"checkpoint tensor {sources.get(name, name)!r} holds {bad} non-finite value(s) "
                                       f"(NaN or inf) among {array.size}: the checkpoint is corrupt or was saved from "
                                       "a diverged training run")
+
+
+def sincos_positional_encoding(num_positions: int, d_model: int) -> np.ndarray:
+    """transformers' fixed sin/cos table (centred, scaled to std 0.1), in float64."""
+    position = np.arange(num_positions, dtype=np.float64)[:, None]
+    div_term = np.exp(np.arange(0, d_model, 2, dtype=np.float64) * -(math.log(10000.0) / d_model))
+    table = np.zeros((num_positions, d_model))
+    table[:, 0::2] = np.sin(position * div_term)
+    table[:, 1::2] = np.cos(position * div_term[: d_model // 2])
+    table -= table.mean()
+    return table / (table.std(ddof=1) * 10)
+
+
+# Positional tables larger than this are not compared with the sin/cos table (a checkpoint's is ~50 x 128;
+# a hostile header can declare any size, and its shape is refused when the model loads).
+SINCOS_CHECK_LIMIT = 1 << 20
+
+
+def positional_kind(positions) -> str | None:
+    """"sincos" when a positional table is transformers' fixed sin/cos table, "random" (learned) otherwise,
+    None when there is no 2-D table or it is too large to compare. A one-entry sin/cos table has no spread to
+    normalize by (transformers' is NaN), so a finite one counts as learned."""
+    if positions is None or positions.ndim != 2 or positions.size > SINCOS_CHECK_LIMIT:
+        return None
+    if positions.size > 1 and np.allclose(positions.astype(np.float64), sincos_positional_encoding(*positions.shape),
+                                          rtol=1e-2, atol=1e-3):
+        return "sincos"
+    return "random"

@@ -7,13 +7,12 @@ checkpoint layout ``[out, in]``); loading and detection both read it.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 
 import numpy as np
 
 from ...errors import ConfigError
-from ..layers import OPTIONAL_NAMES  # noqa: F401  (re-exported)
+from ..layers import OPTIONAL_NAMES, positional_kind  # noqa: F401  (OPTIONAL_NAMES re-exported)
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
 
 HEADS = ("none", "prediction", "pretraining", "classification", "regression")
@@ -24,9 +23,6 @@ ARCHITECTURE_HEADS = {
     "PatchTSTForClassification": "classification",
     "PatchTSTForRegression": "regression",
 }
-# Positional tables larger than this are not compared with the sin/cos table (a checkpoint's is ~50 x 128;
-# a hostile header can declare any size, and its shape is refused when the model loads).
-SINCOS_CHECK_LIMIT = 1 << 20
 
 
 def head_of_config(config: PatchTSTConfig) -> str | None:
@@ -108,17 +104,6 @@ def expected_shapes(config: PatchTSTConfig, head: str) -> dict[str, tuple[int, .
     elif head != "none":
         raise ConfigError(f"unknown head {head!r}; expected one of {HEADS}")
     return shapes
-
-
-def sincos_positional_encoding(num_positions: int, d_model: int) -> np.ndarray:
-    """transformers' fixed sin/cos table (centred, scaled to std 0.1), in float64."""
-    position = np.arange(num_positions, dtype=np.float64)[:, None]
-    div_term = np.exp(np.arange(0, d_model, 2, dtype=np.float64) * -(math.log(10000.0) / d_model))
-    table = np.zeros((num_positions, d_model))
-    table[:, 0::2] = np.sin(position * div_term)
-    table[:, 1::2] = np.cos(position * div_term[: d_model // 2])
-    table -= table.mean()
-    return table / (table.std(ddof=1) * 10)
 
 
 @dataclasses.dataclass
@@ -217,13 +202,7 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
     positions = mapped.get("positional_encoding")
     num_positions = positions.shape[0] if positions is not None and positions.ndim == 2 else None
     num_patches = None if num_positions is None else num_positions - int(use_cls_token)
-    positional_type = None
-    if positions is not None and positions.ndim == 2 and positions.size <= SINCOS_CHECK_LIMIT:
-        close = False  # a one-entry sin/cos table has no spread to normalize by (transformers' is NaN)
-        if positions.size > 1:
-            table = sincos_positional_encoding(*positions.shape)
-            close = np.allclose(positions.astype(np.float64), table, rtol=1e-2, atol=1e-3)
-        positional_type = "sincos" if close else "random"
+    positional_type = positional_kind(positions)
 
     known_channels = len(per_channel_embeddings) if per_channel_embeddings else num_input_channels
     candidates = _head_candidates(mapped, d_model, patch_width, num_patches, known_channels)
