@@ -9,12 +9,19 @@ where no folder can be written the kernels still compile, in memory, with one wa
 ``NUMBA_CACHE_DIR``. Decorating never compiles and never touches the cache: importing rustml_nb cannot
 fail for cache reasons, nor can a stale or corrupt cache entry (it is compiled again instead).
 
+A compiled kernel holds the code of every kernel it calls, so an entry is fresh only while its own module,
+the shared kernels (``rustml_nb/kernels``) and this module are unchanged: its stamp hashes all of them.
+(Numba's own stamp is its module's time and size alone, which kept a model's kernels running the old
+version of a shared kernel after an edit of that kernel.)
+
 While a kernel compiles (a cache miss) one line on stderr says so, once per dtype and process, when
 stderr is a terminal; ``RUSTML_NB_COMPILE_NOTICE=always`` shows it anywhere, ``never`` nowhere.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import sys
@@ -67,6 +74,25 @@ def _writable(folder: str) -> bool:
         return False
 
 
+def kernel_dependencies(source: str) -> list[str]:
+    """The files whose code a kernel defined in ``source`` can contain: its own module, every shared kernel
+    module and this one."""
+    shared = os.path.join(PACKAGE, "kernels")
+    modules = sorted(os.path.join(shared, name) for name in os.listdir(shared) if name.endswith(".py"))
+    return [os.path.abspath(source), *modules, os.path.join(PACKAGE, "jit.py")]
+
+
+@functools.lru_cache(maxsize=None)
+def source_stamp(source: str) -> str:
+    """A kernel's cache stamp: a hash of the contents of ``kernel_dependencies(source)``."""
+    digest = hashlib.sha256()
+    for path in kernel_dependencies(source):
+        with open(path, "rb") as file:
+            name = os.path.relpath(path, PACKAGE) if path.startswith(PACKAGE + os.sep) else os.path.basename(path)
+            digest.update(name.encode() + b"\0" + file.read() + b"\0")  # where the install is does not matter
+    return digest.hexdigest()
+
+
 class _Located(_SourceFileBackedLocatorMixin, _CacheLocator):
     """A Numba cache locator for one given folder (Numba's own locators each pick theirs)."""
 
@@ -74,6 +100,9 @@ class _Located(_SourceFileBackedLocatorMixin, _CacheLocator):
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
         self._folder = folder
+
+    def get_source_stamp(self):
+        return source_stamp(self._py_file)
 
     def get_cache_path(self):
         return self._folder

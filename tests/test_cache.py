@@ -124,3 +124,26 @@ def test_numba_cache_dir_is_the_only_place_when_set(tmp_path):
     assert not (home / ".cache" / "numba").exists()
     second = run(FORECAST, site, home, NUMBA_CACHE_DIR=str(cache))
     assert compiled_count(second) == 0 and "compiling kernels" not in second.stderr
+
+
+def test_an_edit_of_a_shared_kernel_recompiles_the_kernels_that_call_it(tmp_path):
+    """A model's compiled kernels contain the shared kernels they call: after an edit of one (here the bias in
+    add_bias_activate doubled), the forecast changes at once, and the cache then serves the new code. An edit
+    of a module without kernels recompiles nothing."""
+    site = installed_copy(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    before = run(FORECAST, site, home)
+    assert compiled_count(before) > 0, before.stderr[-3000:]
+    rows = site / "rustml_nb" / "kernels" / "rows.py"
+    source = rows.read_text()
+    assert source.count("row[f] += bias[f]\n") == 1
+    rows.write_text(source.replace("row[f] += bias[f]\n", "row[f] += bias[f] * 2\n"))
+    edited = run(FORECAST, site, home)
+    assert compiled_count(edited) > 0, edited.stderr[-3000:]
+    forecast = edited.stdout.split("FORECAST")[1].split()[0]
+    assert forecast != before.stdout.split("FORECAST")[1].split()[0]
+    cli = site / "rustml_nb" / "cli.py"
+    cli.write_text(cli.read_text() + "\n# an edit outside the kernels\n")
+    again = run(FORECAST, site, home)
+    assert compiled_count(again) == 0 and again.stdout.split("FORECAST")[1].split()[0] == forecast, again.stderr[-3000:]
