@@ -33,6 +33,36 @@ def test_float32_gelu_matches_the_exact_erf_form(values):
     assert np.all(np.abs(ours - exact) <= 3e-7 * np.maximum(np.abs(array), 1) + np.spacing(np.float32(np.abs(exact))))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1, 7, 16, 17, 64])
+def test_layer_norm_and_softmax_gate_match_torch(width, dtype, count=37, seed=3):
+    """The row kernels the mixers run, against torch's own functions: LayerNorm (into another array and in
+    place) and the gate values * softmax(values @ weight + bias), over rows of any width."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    values = (rng.normal(size=(count, width)) * 3 + 5).astype(dtype)
+    gamma, beta = rng.normal(size=width).astype(dtype), rng.normal(size=width).astype(dtype)
+    weight, bias = rng.normal(size=(width, width)).astype(dtype), rng.normal(size=width).astype(dtype)
+    tolerance = 2e-6 if dtype == np.float32 else 1e-13
+    expected = torch.nn.functional.layer_norm(torch.from_numpy(values), (width,), torch.from_numpy(gamma),
+                                              torch.from_numpy(beta), 1e-5).numpy()
+    unused = np.zeros(width, dtype)
+    out = np.empty_like(values)
+    rows.normalize(values, gamma, beta, unused, unused, 1e-5, rows.NORM_LAYER, out)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance * 10)
+    in_place = values.copy()
+    rows.normalize(in_place, gamma, beta, unused, unused, 1e-5, rows.NORM_LAYER, in_place)
+    np.testing.assert_array_equal(in_place, out)
+
+    torch_values = torch.from_numpy(values)
+    expected = (torch_values * torch.softmax(torch_values @ torch.from_numpy(weight) + torch.from_numpy(bias),
+                                             dim=-1)).numpy()
+    gated = values.copy()
+    rows.softmax_gate(gated, weight, bias, np.empty_like(values))
+    np.testing.assert_allclose(gated, expected, rtol=tolerance, atol=tolerance * np.abs(values).max())
+
+
 def _attention_reference(qkv_t, qkv_bias, group_length, num_heads):
     """Softmax attention per group and head, in float64 NumPy, the way transformers writes it."""
     rows_by_feature = qkv_t.astype(np.float64) + qkv_bias.astype(np.float64)[:, None]  # [3 * d_model, rows]
