@@ -82,16 +82,19 @@ def chunk_in_dtype(values: np.ndarray, mask: np.ndarray | None, dtype, first: in
             where = _where(bad, first)
             raise InputError(f"past_values[{', '.join(map(str, where))}] is {values[(where[0] - first,) + where[1:]]} "
                              "but past_observed_mask marks it observed; mark it missing (0) or give a finite value")
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = np.where(finite, values, 0).astype(dtype)
-    overflowed = ~np.isfinite(converted)
-    if overflowed.any():
-        beyond = overflowed & observed
-        if beyond.any():
-            where = _where(beyond, first)
-            value = values[(where[0] - first,) + where[1:]]
-            raise InputError(f"past_values[{', '.join(map(str, where))}] is {value:g}, beyond the range of the model's "
-                             f"{dtype.name} (largest {np.finfo(dtype).max:g}); rescale the series or load the model "
-                             "with dtype='float64'")
-        converted[overflowed] = 0  # a missing value too large for the dtype is missing all the same
-    return np.ascontiguousarray(converted), np.ascontiguousarray(observed, dtype=dtype)
+    converted = np.where(finite, values, 0)  # a new array in the input's dtype
+    if converted.dtype != dtype:
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = converted.astype(dtype)
+    if values.dtype.itemsize > dtype.itemsize:  # only a narrowing conversion can overflow
+        overflowed = ~np.isfinite(converted)
+        if overflowed.any():
+            beyond = overflowed & observed
+            if beyond.any():
+                where = _where(beyond, first)
+                value = values[(where[0] - first,) + where[1:]]
+                raise InputError(f"past_values[{', '.join(map(str, where))}] is {value:g}, beyond the range of the "
+                                 f"model's {dtype.name} (largest {np.finfo(dtype).max:g}); rescale the series or "
+                                 "load the model with dtype='float64'")
+            converted[overflowed] = 0  # a missing value too large for the dtype is missing all the same
+    return np.ascontiguousarray(converted), np.ascontiguousarray(observed, dtype=dtype)  # no copy if C already

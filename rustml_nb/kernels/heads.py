@@ -29,32 +29,45 @@ def _to_domain(value, k, distribution, dtype_eps):
 
 
 @kernel
-def prediction_head(features, loc, scale, weight, bias, distribution, dtype_eps, out):
-    """features [batch * channels, width] (pooled rows, or each series' rows flattened) -> out [batch,
+def prediction_head(features, first_series, loc, scale, weight, bias, distribution, dtype_eps, out):
+    """features [count, width]: the pooled rows, or each series' rows flattened, of series first_series ..
+    first_series + count - 1 (series = batch element x channels + channel) -> their entries of out [batch,
     parameters, horizon, channels]: a point forecast in data units (x scale + loc), or the distribution's
     parameters (not rescaled, as transformers returns them). weight [1 or channels, parameters, width,
-    horizon], bias [1 or channels, parameters, horizon]; loc, scale [batch, 1, channels]."""
+    horizon], bias [1 or channels, parameters, horizon]; loc, scale [batch, 1, channels]. A weight shared by
+    every channel is one GEMM over all the rows; per-channel weights one GEMM per channel's rows."""
     channels = loc.shape[2]
-    batch = features.shape[0] // channels
+    count = features.shape[0]
     num_params, width, horizon = weight.shape[1], weight.shape[2], weight.shape[3]
     shared = weight.shape[0] == 1
-    rows = np.empty((batch, width), dtype=features.dtype)
-    projected = np.empty((batch, horizon), dtype=features.dtype)
-    for c in range(channels):
-        for b in range(batch):
-            source, target = features[b * channels + c], rows[b]
-            for i in range(width):
-                target[i] = source[i]
-        h = 0 if shared else c
+    gathered = np.empty((0 if shared else count, width), dtype=features.dtype)
+    projected = np.empty((count, horizon), dtype=features.dtype)
+    for h in range(1 if shared else channels):
+        rows = features
+        if not shared:  # this channel's rows
+            n = 0
+            for r in range(count):
+                if (first_series + r) % channels == h:
+                    source, target = features[r], gathered[n]
+                    for i in range(width):
+                        target[i] = source[i]
+                    n += 1
+            rows = gathered[:n]
         for k in range(num_params):
-            np.dot(rows, weight[h, k], projected)
-            for b in range(batch):
+            np.dot(rows, weight[h, k], projected[:rows.shape[0]])
+            m = 0
+            for r in range(count):
+                series = first_series + r
+                b, c = series // channels, series % channels
+                if not shared and c != h:
+                    continue
                 for t in range(horizon):
-                    value = projected[b, t] + bias[h, k, t]
+                    value = projected[m, t] + bias[h, k, t]
                     if distribution == DIST_NONE:
                         out[b, k, t, c] = value * scale[b, 0, c] + loc[b, 0, c]
                     else:
                         out[b, k, t, c] = _to_domain(value, k, distribution, dtype_eps)
+                m += 1
 
 
 @kernel

@@ -57,11 +57,14 @@ class Chunk(NamedTuple):
     stream: np.ndarray  # [series * tokens, d_model]
     hidden_states: np.ndarray  # [layers or 0, series * tokens, d_model]
     pooled: np.ndarray  # [series or 0, d_model]
+    head: np.ndarray | None  # the chunk's part of the head's output (Arrays.head)
 
 
 class FamilyModel:
     """Base of every model class. A family's class sets ``head`` and implements ``_encode_task`` (one thread's
-    share of a chunk), and its head classes ``_head_output`` and ``_apply_head``."""
+    share of a chunk), and its head classes ``_head_output`` and either ``_series_head`` (a head that reads
+    each series alone, run by each thread on its share right after encoding it) or ``_apply_head`` (once per
+    chunk, after every thread is done)."""
 
     head: ClassVar[str]
     # Set by the family: how many tokens a series has, how many series attend or mix together (a unit), and
@@ -172,7 +175,8 @@ class FamilyModel:
                              out.loc[first:last], out.scale[first:last], patch_input,
                              patch_input if patch_mask is None else np.empty_like(patch_input), stream,
                              np.empty((num_layers, series * tokens, d_model), dtype),
-                             np.empty((series if self.pools else 0, d_model), dtype))
+                             np.empty((series if self.pools else 0, d_model), dtype),
+                             None if out.head is None else out.head[first:last])
                 self._encode_chunk(part)
                 if num_layers:
                     out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,
@@ -191,7 +195,9 @@ class FamilyModel:
             # last share, the larger one when they differ.
             share = tasks - 1 - index
             work = scratch(key, self._make_scratch)
-            self._encode_task(part, share * units // tasks, (share + 1) * units // tasks, work)
+            first_unit, last_unit = share * units // tasks, (share + 1) * units // tasks
+            self._encode_task(part, first_unit, last_unit, work)
+            self._series_head(part, first_unit * self.unit_series, last_unit * self.unit_series)
 
         run_tasks(task, tasks)
 
@@ -200,6 +206,9 @@ class FamilyModel:
 
     def _head_output(self, batch, dtype):
         return None
+
+    def _series_head(self, part: Chunk, first_series: int, last_series: int) -> None:
+        pass
 
     def _apply_head(self, part: Chunk, out: Arrays, first: int, last: int) -> None:
         pass

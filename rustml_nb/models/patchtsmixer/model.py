@@ -183,10 +183,10 @@ class PatchTSMixerForPrediction(Forecaster, _PatchTSMixerBase):
         count = self.weights.head.weight.shape[1]
         return np.empty((batch, count, self.config.prediction_length, self.config.num_input_channels), dtype)
 
-    def _apply_head(self, part, out, first, last):
-        heads.prediction_head(part.stream.reshape(part.patches.shape[0], -1), out.loc[first:last],
-                              out.scale[first:last], self.weights.head.weight, self.weights.head.bias,
-                              self._distribution, float(np.finfo(self.dtype).eps), out.head[first:last])
+    def _series_head(self, part, first_series, last_series):
+        features = part.stream.reshape(part.patches.shape[0], -1)[first_series:last_series]
+        heads.prediction_head(features, first_series, part.loc, part.scale, self.weights.head.weight,
+                              self.weights.head.bias, self._distribution, float(np.finfo(self.dtype).eps), part.head)
 
 
 class PatchTSMixerForPretraining(_PatchTSMixerBase):

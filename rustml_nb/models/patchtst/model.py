@@ -204,12 +204,12 @@ class PatchTSTForPrediction(Forecaster, _PatchTSTBase):
         count = self.weights.head.weight.shape[1]
         return np.empty((batch, count, self.config.prediction_length, self.config.num_input_channels), dtype)
 
-    def _apply_head(self, part, out, first, last):
+    def _series_head(self, part, first_series, last_series):
         # pooled rows, or without pooling each series' rows flattened
         features = part.pooled if part.pooled.shape[0] else part.stream.reshape(part.patches.shape[0], -1)
-        heads.prediction_head(features, out.loc[first:last], out.scale[first:last], self.weights.head.weight,
-                              self.weights.head.bias, self._switches.distribution, self._switches.dtype_eps,
-                              out.head[first:last])
+        heads.prediction_head(features[first_series:last_series], first_series, part.loc, part.scale,
+                              self.weights.head.weight, self.weights.head.bias, self._switches.distribution,
+                              self._switches.dtype_eps, part.head)
 
 
 class PatchTSTForPretraining(_PatchTSTBase):
