@@ -1,16 +1,19 @@
-"""The first forecast of a new process: rustml_nb on an empty and on a warm Numba cache, against
-transformers + torch, each case in fresh processes, repeated; and what every kernel costs to compile.
+"""The first forecast of a new process, for every model family: rustml_nb on an empty and on a warm Numba
+cache, against transformers + torch, each case in fresh processes, repeated; and what every kernel costs to
+compile.
 
-    pip install -e ".[bench]" && python benchmarks/cold_start.py          # ~3 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/cold_start.py          # ~6 minutes on 2 cores
 
-Every process does the same user-visible work: import the library, load the bundled demo checkpoint
-(rustml_nb.from_pretrained / transformers' PatchTSTForPrediction.from_pretrained), read the bundled
-history with pandas and forecast it once. "Empty cache" points NUMBA_CACHE_DIR at a new folder, so every
+PatchTST: import the library, load the bundled demo checkpoint (rustml_nb.from_pretrained / transformers'
+PatchTSTForPrediction.from_pretrained), read the bundled history with pandas and forecast it once.
+PatchTSMixer: import, load a checkpoint of the benchmark's granite shape (random weights, saved by
+transformers) and forecast one series. "Empty cache" points NUMBA_CACHE_DIR at a new folder, so every
 kernel compiles; "warm cache" at one that an earlier process filled. Reported: the median time from the
 first line of the script to the forecast, the process's wall time (interpreter start included), its peak
-RSS (VmHWM) and, from the empty-cache runs, the compile time of every kernel (Numba's compile events).
-Writes benchmarks/results/cold_start.{json,md}; the .md's kernel table is the compile profile to compare
-when kernels are added.
+RSS (VmHWM) and, from the empty-cache runs, the compile time of every kernel (Numba's compile events) and
+the module it comes from, so a family that compiles another family's kernels shows. Writes
+benchmarks/results/cold_start.{json,md}; the .md's kernel tables are the compile profiles to compare when
+kernels are added.
 """
 
 from __future__ import annotations
@@ -48,12 +51,11 @@ class _Profile(_event.Listener):
         function = getattr(ev.data.get("dispatcher"), "py_func", None)
         module = getattr(function, "__module__", "") or ""
         compiles.append({"kernel": function.__qualname__ if function else str(ev.data.get("dispatcher")),
-                         "ours": module.startswith("rustml_nb"), "depth": len(_stack),
+                         "ours": module.startswith("rustml_nb"), "module": module, "depth": len(_stack),
                          "seconds": time.perf_counter() - began})
 _event.register("numba:compile", _Profile())
 """
-CASES = {
-    "rustml_nb": PREAMBLE + "{profiler}" + """
+PATCHTST_RUSTML = PREAMBLE + "{profiler}" + """
 import pandas as pd, rustml_nb
 model = rustml_nb.from_pretrained({model!r})
 history = pd.read_csv({history!r}, index_col="time", parse_dates=["time"]).iloc[:model.config.context_length]
@@ -61,8 +63,8 @@ forecast = model.forecast(history)
 seconds = time.perf_counter() - start
 print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(forecast.iloc[0, 0]),
                   "compiles": globals().get("compiles", [])}}))
-""",
-    "transformers": PREAMBLE + """
+"""
+PATCHTST_TORCH = PREAMBLE + """
 import numpy as np, pandas as pd, torch, transformers
 model = transformers.PatchTSTForPrediction.from_pretrained({model!r}).eval()
 history = pd.read_csv({history!r}, index_col="time", parse_dates=["time"]).iloc[:model.config.context_length]
@@ -70,15 +72,50 @@ with torch.inference_mode():
     out = model(past_values=torch.from_numpy(history.to_numpy(np.float32))[None]).prediction_outputs
 seconds = time.perf_counter() - start
 print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(out[0, 0, 0])}}))
-""",
-}
+"""
+MIXER_RUSTML = PREAMBLE + "{profiler}" + """
+import numpy as np, rustml_nb
+model = rustml_nb.from_pretrained({model!r})
+out = model(np.load({history!r})).prediction_outputs
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(out[0, 0, 0]),
+                  "compiles": globals().get("compiles", [])}}))
+"""
+MIXER_TORCH = PREAMBLE + """
+import numpy as np, torch, transformers
+model = transformers.PatchTSMixerForPrediction.from_pretrained({model!r}).eval()
+with torch.inference_mode():
+    out = model(past_values=torch.from_numpy(np.load({history!r}))).prediction_outputs
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(out[0, 0, 0])}}))
+"""
+# family -> (rustml_nb script, transformers script)
+SCRIPTS = {"patchtst": (PATCHTST_RUSTML, PATCHTST_TORCH), "patchtsmixer": (MIXER_RUSTML, MIXER_TORCH)}
+TITLES = {"patchtst": "PatchTST (the bundled demo model)",
+          "patchtsmixer": "PatchTSMixer (the speed benchmark's granite shape, one series)"}
 
 
-def run_case(kind: str, cache_dir: str | None, profile: bool) -> dict:
+def family_inputs(family: str, folder: Path) -> tuple[str, str]:
+    """(checkpoint folder, history file) the family's processes read."""
     from rustml_nb import demo
 
-    code = CASES[kind].format(profiler=PROFILER if profile else "", model=str(demo.MODEL_PATH),
-                              history=str(demo.TEST_SLICE))
+    if family == "patchtst":
+        return str(demo.MODEL_PATH), str(demo.TEST_SLICE)
+    import numpy as np
+    from speed import FAMILIES  # this folder's benchmark: the same granite shape
+
+    from rustml_nb.parity import random_reference_model
+
+    config = FAMILIES["patchtsmixer"].config
+    random_reference_model(FAMILIES["patchtsmixer"].architecture, seed=0, **config).save_pretrained(folder)
+    history = folder / "history.npy"
+    rng = np.random.default_rng(0)
+    np.save(history, rng.normal(size=(1, config["context_length"], config["num_input_channels"])).astype(np.float32))
+    return str(folder), str(history)
+
+
+def run_case(script: str, inputs: tuple[str, str], cache_dir: str | None, profile: bool) -> dict:
+    code = script.format(profiler=PROFILER if profile else "", model=inputs[0], history=inputs[1])
     env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
     if cache_dir:
@@ -105,7 +142,8 @@ def compile_profile(runs: list[dict]) -> list[dict]:
                     break
                 if child["depth"] == event["depth"] + 1:
                     children += child["seconds"]
-            name = event["kernel"] if event["ours"] else f"(numba) {event['kernel'].split('.<locals>')[0]}"
+            module = event.get("module", "").removeprefix("rustml_nb.")
+            name = f"{module}.{event['kernel']}" if event["ours"] else f"(numba) {event['kernel'].split('.<locals>')[0]}"
             entry = totals.setdefault(name, {"compiles": 0, "inclusive_s": 0.0, "exclusive_s": 0.0, "top": 0.0})
             entry["compiles"] += 1
             entry["exclusive_s"] += event["seconds"] - children
@@ -133,28 +171,32 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def markdown(report: dict) -> str:
-    torch_s = report["cases"]["transformers + torch"]["seconds"]
     lines = ["# The first forecast of a new process", "", report["machine"], "",
-             "Import, load the bundled demo model, read its history with pandas, forecast once; each case in fresh "
-             f"processes, medians of {report['repeats']} runs.", "",
-             "| case | import + load + forecast | × torch | process wall | peak RSS |", "|---|---|---|---|---|"]
-    for label, case in report["cases"].items():
-        lines.append(f"| {label} | {case['seconds']:.2f} s | {case['seconds'] / torch_s:.2f} | "
-                     f"{case['process_wall_s']:.2f} s | {case['peak_rss_mib']:.0f} MiB |")
-    profile = report["compile_profile"]
-    ours = [row for row in profile if not row["kernel"].startswith("(numba)")]
-    numba_total = sum(row["exclusive_s"] for row in profile if row["kernel"].startswith("(numba)"))
-    lines += ["", "## Compile profile (empty cache, float32, the bundled model)", "",
-              "Seconds each kernel takes to compile, median over the empty-cache runs: exclusive of the kernels "
-              "it calls, and inclusive (Numba compiles a callee on its own, then LLVM optimizes its code again "
-              "inside every caller that links it). Kernels called from Python are compiled once each; "
-              f"Numba's own helpers (np.dot, allocation, ...) add {numba_total:.1f} s.", "",
-              "| kernel | compiles | exclusive | inclusive |", "|---|---|---|---|"]
-    for row in ours:
-        lines.append(f"| `{row['kernel']}` | {row['compiles']:g} | {row['exclusive_s']:.2f} s | "
-                     f"{row['inclusive_s']:.2f} s |")
-    total = sum(row["called_from_python_s"] for row in profile)
-    lines += ["", f"All compiles started from Python: {total:.1f} s.", ""]
+             f"Each case in fresh processes, medians of {report['repeats']} runs. Time: from the script's first line "
+             "to the forecast (imports, loading, compiling or loading kernels, the forecast).", ""]
+    for family, result in report["families"].items():
+        cases = result["cases"]
+        torch_s = cases["transformers + torch"]["seconds"]
+        lines += [f"## {TITLES[family]}", "",
+                  "| case | import + load + forecast | × torch | process wall | peak RSS |", "|---|---|---|---|---|"]
+        for label, case in cases.items():
+            lines.append(f"| {label} | {case['seconds']:.2f} s | {case['seconds'] / torch_s:.2f} | "
+                         f"{case['process_wall_s']:.2f} s | {case['peak_rss_mib']:.0f} MiB |")
+        profile = result["compile_profile"]
+        ours = [row for row in profile if not row["kernel"].startswith("(numba)")]
+        numba_total = sum(row["exclusive_s"] for row in profile if row["kernel"].startswith("(numba)"))
+        others = sorted({row["kernel"].split(".")[1] for row in ours if row["kernel"].startswith("models.")} - {family})
+        lines += ["", f"### Compile profile (empty cache, float32)", "",
+                  "Seconds each kernel takes to compile, median over the empty-cache runs: exclusive of the kernels "
+                  "it calls, and inclusive (Numba compiles a callee on its own, then LLVM optimizes its code again "
+                  "inside every caller that links it). Numba's own helpers (np.dot, allocation, ...) add "
+                  f"{numba_total:.1f} s. Kernels of other families compiled: {', '.join(others) or 'none'}.", "",
+                  "| kernel | compiles | exclusive | inclusive |", "|---|---|---|---|"]
+        for row in ours:
+            lines.append(f"| `{row['kernel']}` | {row['compiles']:g} | {row['exclusive_s']:.2f} s | "
+                         f"{row['inclusive_s']:.2f} s |")
+        total = sum(row["called_from_python_s"] for row in profile)
+        lines += ["", f"All compiles started from Python: {total:.1f} s.", ""]
     return "\n".join(lines)
 
 
@@ -166,21 +208,27 @@ def main() -> None:
     import torch
 
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-                         f"numba {numba.__version__}, torch {torch.__version__}", "repeats": args.repeats}
-    runs: dict[str, list[dict]] = {"rustml_nb, empty cache (compiles)": [], "rustml_nb, warm cache": [],
-                                   "transformers + torch": []}
+                         f"numba {numba.__version__}, torch {torch.__version__}", "repeats": args.repeats,
+              "families": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        warm = os.path.join(tmp, "warm")
-        run_case("rustml_nb", warm, profile=False)  # fills the warm cache
-        for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every case
-            runs["rustml_nb, empty cache (compiles)"].append(
-                run_case("rustml_nb", os.path.join(tmp, f"empty{repeat}"), profile=True))
-            runs["rustml_nb, warm cache"].append(run_case("rustml_nb", warm, profile=False))
-            runs["transformers + torch"].append(run_case("transformers", None, profile=False))
-            print(f"round {repeat + 1}: " + ", ".join(f"{label} {case[-1]['seconds']:.2f} s"
-                                                    for label, case in runs.items()), flush=True)
-    report["cases"] = {label: summarize(case) for label, case in runs.items()}
-    report["compile_profile"] = compile_profile(runs["rustml_nb, empty cache (compiles)"])
+        for family, (ours_script, torch_script) in SCRIPTS.items():
+            folder = Path(tmp) / family
+            folder.mkdir()
+            inputs = family_inputs(family, folder)
+            runs: dict[str, list[dict]] = {"rustml_nb, empty cache (compiles)": [], "rustml_nb, warm cache": [],
+                                           "transformers + torch": []}
+            warm = os.path.join(tmp, f"{family}-warm")
+            run_case(ours_script, inputs, warm, profile=False)  # fills the warm cache
+            for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every case
+                runs["rustml_nb, empty cache (compiles)"].append(
+                    run_case(ours_script, inputs, os.path.join(tmp, f"{family}-empty{repeat}"), profile=True))
+                runs["rustml_nb, warm cache"].append(run_case(ours_script, inputs, warm, profile=False))
+                runs["transformers + torch"].append(run_case(torch_script, inputs, None, profile=False))
+                print(f"{family} round {repeat + 1}: " + ", ".join(f"{label} {case[-1]['seconds']:.2f} s"
+                                                                 for label, case in runs.items()), flush=True)
+            report["families"][family] = {
+                "cases": {label: summarize(case) for label, case in runs.items()},
+                "compile_profile": compile_profile(runs["rustml_nb, empty cache (compiles)"])}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cold_start.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "cold_start.md").write_text(markdown(report))

@@ -291,12 +291,41 @@ def test_inspect_and_parity_commands(forecaster, capsys):
     assert main(["forecast", str(forecaster), "--input", "/no/such.csv"]) == 1
 
 
-def test_compile_kernels_of_one_family(tmp_path, monkeypatch):
+def test_compile_kernels_of_one_family(tmp_path):
+    """`rustml-nb compile --family patchtsmixer` compiles that family only, and then any PatchTSMixer
+    checkpoint (with or without self-attention, heads of 8 features or not) forecasts without compiling."""
+    import os
     import subprocess
     import sys
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
     result = subprocess.run([sys.executable, "-m", "rustml_nb", "compile", "--family", "patchtsmixer"],
-                            capture_output=True, text=True, timeout=600,
-                            env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+                            capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0 and "compiled the kernels of patchtsmixer for float32" in result.stdout, result.stderr
-    compiled = {re.sub(r"-\d+\.py.*", "", path.name) for path in tmp_path.rglob("*.nbi")}
+    compiled = {re.sub(r"-\d+\.py.*", "", path.name) for path in cache.rglob("*.nbi")}
     assert "forward.encode_units" in compiled and not any(name.startswith("forward.embed_series") for name in compiled)
+    folders = []
+    for index, extra in enumerate([{}, dict(self_attn=True, self_attn_heads=2, d_model=16),
+                                   dict(self_attn=True, self_attn_heads=2, d_model=6)]):
+        folder = tmp_path / f"model{index}"
+        small = dict(num_input_channels=2, context_length=32, patch_length=8, patch_stride=8, d_model=8, num_layers=1,
+                     prediction_length=4)
+        build_reference("PatchTSMixerForPrediction", seed=index, **{**small, **extra}).save_pretrained(folder)
+        folders.append(str(folder))
+    script = f"""
+import numpy as np, numba.core.event as event, rustml_nb
+compiled = []
+class Count(event.Listener):
+    def on_start(self, ev):
+        if getattr(ev.data["dispatcher"].py_func, "__module__", "").startswith("rustml_nb"):
+            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+for folder in {folders!r}:
+    model = rustml_nb.from_pretrained(folder)
+    model(np.ones((2, model.config.context_length, model.config.num_input_channels), np.float32))
+print("COMPILED", compiled)
+"""
+    warm = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=environment)
+    assert "COMPILED []" in warm.stdout, warm.stdout + warm.stderr[-3000:]

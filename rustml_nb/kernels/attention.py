@@ -218,7 +218,14 @@ class AnyHeads(NamedTuple):
     """Attention heads of any other size."""
 
 
-def heads_kind(head_dim: int):
+class NoHeads(NamedTuple):
+    """No attention at all (a mixer without self-attention): ``attend`` compiles to nothing."""
+
+
+def heads_kind(head_dim: int | None):
+    """The marker ``attend`` is compiled for: ``NoHeads()`` for a model without attention (head_dim None)."""
+    if head_dim is None:
+        return NoHeads()
     return HeadsOfEight() if head_dim == BLOCK else AnyHeads()
 
 
@@ -229,8 +236,9 @@ def attend(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
     -> context_t: [d_model, rows]. Scores are kept as [key, query], so every inner loop (scores, max,
     exp, mixing the values) runs across queries over contiguous memory and vectorizes.
 
-    ``heads`` is ``HeadsOfEight()`` or ``AnyHeads()`` (``heads_kind``): the implementation is chosen when
-    Numba types the call, so compiled code holds only the one its model needs. From Python: ``attend_rows``.
+    ``heads`` is ``HeadsOfEight()``, ``AnyHeads()`` or ``NoHeads()`` (``heads_kind``): the implementation is
+    chosen when Numba types the call, so compiled code holds only the one its model needs (none for
+    ``NoHeads``, whose call does nothing). From Python: ``attend_rows``.
     """
 
 
@@ -253,8 +261,14 @@ def _attend_eight(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
                                   ones, mixed, context_t)
 
 
+def _attend_none(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
+    pass
+
+
 @overload(attend, jit_options=KERNEL_OPTIONS)
 def _attend(heads, qkv_t, qkv_bias, group_length, num_heads, context_t):
+    if heads.instance_class is NoHeads:
+        return _attend_none
     return _attend_eight if heads.instance_class is HeadsOfEight else _attend_any
 
 

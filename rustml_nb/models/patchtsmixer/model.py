@@ -90,7 +90,7 @@ class _PatchTSMixerBase(FamilyModel):
             norm_eps=float(config.norm_eps), mix_channel=config.mode == "mix_channel", gated=bool(config.gated_attn),
             self_attn=bool(config.self_attn), num_heads=config.self_attn_heads, patch_stride=config.patch_stride,
             mask_value=float(config.mask_value))
-        self._heads_kind = attention.heads_kind(config.head_dim)
+        self._heads_kind = attention.heads_kind(config.head_dim if config.self_attn else None)
         self.tokens = config.num_patches
         self.unit_series = config.num_input_channels if config.mode == "mix_channel" else 1
         self.scaling = self._switches.scaling
@@ -289,13 +289,13 @@ def model_class_for(config: PatchTSMixerConfig, hf_weights: dict):
 
 def compile_kernels(dtype: str = "float32") -> None:
     """Compile, or load from the cache, every PatchTSMixer kernel for ``dtype``: tiny models of each class,
-    with self-attention heads of 8 features and of another size, each run once."""
+    without self-attention and with self-attention heads of 8 features and of another size, each run once."""
     rng = np.random.default_rng(0)
-    for head_dim in (attention.BLOCK, attention.BLOCK // 2):
+    for head_dim in (None, attention.BLOCK, attention.BLOCK // 2):
         for cls in MODEL_CLASSES:
             config = PatchTSMixerConfig(num_input_channels=2, context_length=16, patch_length=4, patch_stride=4,
-                                        d_model=2 * head_dim, num_layers=1, self_attn=True, self_attn_heads=2,
-                                        prediction_length=2, architectures=[cls.__name__])
+                                        d_model=2 * (head_dim or 4), num_layers=1, self_attn=head_dim is not None,
+                                        self_attn_heads=2, prediction_length=2, architectures=[cls.__name__])
             mapped = {name: np.abs(rng.normal(size=shape)) + 0.5 for name, shape in expected_shapes(config, cls.head).items()}
             model = cls(config, load_patchtsmixer_weights(mapped, config, cls.head, model_dtype(dtype).type), dtype)
             model(np.zeros((1, config.context_length, config.num_input_channels), dtype))
