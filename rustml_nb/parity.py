@@ -113,13 +113,14 @@ def field_differences(ours, theirs) -> list[Difference]:
         if value is None or field == "mask":
             continue
         expected = getattr(theirs, field)
-        pairs = list(zip(value, expected)) if isinstance(value, tuple) else [(value, expected)]
-        if isinstance(value, tuple) and (not isinstance(expected, (tuple, list)) or len(value) != len(expected)):
+        several = isinstance(value, (tuple, list))
+        pairs = list(zip(value, expected)) if several else [(value, expected)]
+        if several and (not isinstance(expected, (tuple, list)) or len(value) != len(expected)):
             rows.append(Difference(field, float("inf"), float("inf"), False))
             continue
         for i, (a, b) in enumerate(pairs):
             a, b = _numpy(a), _numpy(b)
-            name = f"{field}[{i}]" if isinstance(value, tuple) else field
+            name = f"{field}[{i}]" if several else field
             if a.shape != b.shape:
                 rows.append(Difference(name, float("inf"), float("inf"), False))
                 continue

@@ -256,3 +256,15 @@ def transpose_blocks(source, count, out):
             row = source[g * a + i]
             for j in range(b):
                 out[g * b + j, i] = row[j]
+
+
+@kernel
+def add_transposed_blocks(source, count, out):
+    """out += source with each of ``count`` consecutive [a, b] blocks of source [count * a, b] transposed
+    (out [count * b, a]): a residual added straight from the transposed layout."""
+    a, b = source.shape[0] // count, source.shape[1]
+    for g in range(count):
+        for i in range(a):
+            row = source[g * a + i]
+            for j in range(b):
+                out[g * b + j, i] += row[j]

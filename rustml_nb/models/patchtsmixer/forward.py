@@ -19,8 +19,8 @@ import numpy as np
 
 from ...jit import kernel
 from ...kernels.attention import attend
-from ...kernels.rows import (ACT_GELU, POOL_MAX, POOL_MEAN, add_bias_activate, add_bias_residual, copy_rows, normalize,
-                             softmax_gate, transpose_blocks)
+from ...kernels.rows import (ACT_GELU, POOL_MAX, POOL_MEAN, add_bias_activate, add_bias_residual,
+                             add_transposed_blocks, copy_rows, normalize, softmax_gate, transpose_blocks)
 from ...kernels.series import scale_and_patchify
 
 CHANNEL_MIXER, PATCH_MIXER, FEATURE_MIXER = 0, 1, 2
@@ -167,6 +167,9 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
                 mixed = work.mixed[:size].reshape(x.shape[0], width)
                 mix(x, blocks, layer, switches.gated, kind == CHANNEL_MIXER, work.hidden[:size * expansion].reshape(
                     x.shape[0], width * expansion), work.logits[:size].reshape(x.shape[0], width), mixed)
+                if kind != FEATURE_MIXER and not attention:  # the residual, straight from the mixed layout
+                    add_transposed_blocks(mixed, groups, block.reshape(groups * across, along))
+                    continue
                 result = mixed
                 if kind != FEATURE_MIXER:
                     result = work.back[:size].reshape(groups * across, along)
