@@ -63,6 +63,7 @@ import rustml_nb
 from rustml_nb import demo
 from rustml_nb.parity import TOLERANCE, field_differences, reference_outputs
 
+transformers.utils.logging.disable_progress_bar()
 history, _ = demo.test_slice()
 rows = []
 for dtype, torch_dtype in (("float64", torch.float64), ("float32", torch.float32)):
@@ -83,14 +84,38 @@ axis.set_ylabel("max |difference| / (1 + max |reference|)")
 axis.set_title("rustml_nb vs transformers (dashed: tolerance)")
 axis.legend(); plt.xticks(rotation=20); fig.tight_layout()
 assert (table["relative"] <= table["tolerance"]).all()"""),
+    new_markdown_cell("""The same for PatchTSMixer, on a `PatchTSMixerForPrediction` of the granite checkpoint's dimensions
+(7 channels, context 512, patch 8, horizon 96; d_model 16, 8 layers) with random weights (LayerNorm
+parameters included), saved by transformers and loaded by rustml_nb: every field, and the output of every
+mixer layer."""),
+    new_code_cell("""import tempfile
+from rustml_nb.parity import random_reference_model
+
+config = dict(num_input_channels=7, context_length=512, patch_length=8, patch_stride=8, d_model=16, num_layers=8,
+              expansion_factor=2, gated_attn=True, mode="common_channel", scaling="std", prediction_length=96)
+folder = tempfile.mkdtemp()
+random_reference_model("PatchTSMixerForPrediction", seed=0, **config).save_pretrained(folder)
+values = np.random.default_rng(0).normal(10, 3, (4, 512, 7))
+rows = []
+for dtype, torch_dtype in (("float64", torch.float64), ("float32", torch.float32)):
+    ours = rustml_nb.from_pretrained(folder, dtype=dtype)
+    theirs = transformers.PatchTSMixerForPrediction.from_pretrained(folder, dtype=torch_dtype).eval()
+    for d in field_differences(ours(values.astype(dtype), output_hidden_states=True),
+                               reference_outputs(theirs, values.astype(dtype), output_hidden_states=True)):
+        rows.append({"dtype": dtype, "output": d.field, "max abs": d.max_abs, "relative": d.relative,
+                     "tolerance": TOLERANCE[dtype]})
+mixer = pd.DataFrame(rows)
+assert (mixer["relative"] <= mixer["tolerance"]).all()
+mixer.pivot(index="output", columns="dtype", values="relative")"""),
 ]
 
 SPEED = [
     new_markdown_cell("""# Speed: rustml_nb, PyTorch eager and ONNX Runtime
 
-The numbers come from `benchmarks/bench_patchtst.py`, which times the three engines interleaved in one
-process on a PatchTST shaped like ibm-granite/granite-timeseries-patchtst. This notebook plots the last
-committed run (`benchmarks/results/latest.json`); rerun the script to measure your machine."""),
+The numbers come from `benchmarks/speed.py`, which times the three engines interleaved in one process on
+each model family's granite-shaped checkpoint (PatchTST like ibm-granite/granite-timeseries-patchtst,
+PatchTSMixer like ibm-granite/granite-timeseries-patchtsmixer). This notebook plots the last committed run
+(`benchmarks/results/speed.json`); rerun the script to measure your machine."""),
     new_code_cell("""import json
 from pathlib import Path
 
@@ -98,31 +123,42 @@ import pandas as pd
 import matplotlib.pyplot as plt
 
 results = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "benchmarks" / "results").is_dir())
-report = json.loads((results / "benchmarks" / "results" / "latest.json").read_text())
+report = json.loads((results / "benchmarks" / "results" / "speed.json").read_text())
 print(report["machine"], f"- GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s")
-rows = [{"batch": r["batch"], "engine": name, **e} for r in report["granite"] for name, e in r["engines"].items()]
+rows = [{"family": family, "batch": r["batch"], "engine": name, **e}
+        for family, result in report["families"].items() for r in result["granite"]
+        for name, e in r["engines"].items()]
 table = pd.DataFrame(rows)
-table.pivot(index="batch", columns="engine", values="median_ms").round(2)"""),
-    new_code_cell("""fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-table.pivot(index="batch", columns="engine", values="series_per_s").plot.bar(ax=left, rot=0)
-left.legend(loc="lower right", fontsize=8)
-left.set_ylabel("series per second"); left.set_title("throughput")
-ratios = pd.DataFrame({"vs torch": [r["speedup_vs_torch"] for r in report["granite"]],
-                       "vs ONNX Runtime": [r["speedup_vs_onnxruntime"] for r in report["granite"]]},
-                      index=[r["batch"] for r in report["granite"]])
-ratios.plot.bar(ax=right, rot=0)
-right.axhline(1.0, color="black", lw=0.8)
-right.set_ylabel("rustml_nb speed-up (above 1: faster)"); right.set_xlabel("batch"); right.set_title("ratios")
+table.pivot_table(index=["family", "batch"], columns="engine", values="median_ms").round(2)"""),
+    new_code_cell("""families = list(report["families"])
+fig, axes = plt.subplots(len(families), 2, figsize=(11, 3.6 * len(families)), squeeze=False)
+for (left, right), family in zip(axes, families):
+    part = table[table["family"] == family]
+    part.pivot(index="batch", columns="engine", values="series_per_s").plot.bar(ax=left, rot=0)
+    left.legend(loc="lower right", fontsize=8)
+    left.set_ylabel("series per second"); left.set_title(f"{family}: throughput")
+    granite = report["families"][family]["granite"]
+    ratios = pd.DataFrame({"vs torch": [r["speedup_vs_torch"] for r in granite],
+                           "vs ONNX Runtime": [r["speedup_vs_onnxruntime"] for r in granite]},
+                          index=[r["batch"] for r in granite])
+    ratios.plot.bar(ax=right, rot=0)
+    right.axhline(1.0, color="black", lw=0.8)
+    right.set_ylabel("rustml_nb speed-up (above 1: faster)"); right.set_xlabel("batch")
+    right.set_title(f"{family}: ratios")
 fig.tight_layout()"""),
     new_markdown_cell("""The first forecast of a new process (`benchmarks/cold_start.py`): rustml_nb compiling its kernels
-on an empty cache, loading them from a warm one, and transformers + torch. Then the compile profile: the
-seconds each kernel takes to compile (exclusive of the kernels it calls)."""),
+on an empty cache, loading them from a warm one, and transformers + torch, for each family. Then the
+compile profiles: the seconds each kernel takes to compile (exclusive of the kernels it calls)."""),
     new_code_cell("""cold = json.loads((results / "benchmarks" / "results" / "cold_start.json").read_text())
-pd.DataFrame(cold["cases"]).T[["seconds", "process_wall_s", "peak_rss_mib"]].astype(float).round(2)"""),
-    new_code_cell("""profile = pd.DataFrame(cold["compile_profile"]).set_index("kernel")
-profile = profile[~profile.index.str.startswith("(numba)")]
-profile["exclusive_s"].sort_values().plot.barh(figsize=(7, 3.5), title="compile seconds per kernel (empty cache)")
-plt.tight_layout()"""),
+pd.concat({family: pd.DataFrame(result["cases"]).T[["seconds", "process_wall_s", "peak_rss_mib"]].astype(float)
+           for family, result in cold["families"].items()}).round(2)"""),
+    new_code_cell("""fig, axes = plt.subplots(1, len(cold["families"]), figsize=(12, 4), squeeze=False)
+for axis, (family, result) in zip(axes[0], cold["families"].items()):
+    profile = pd.DataFrame(result["compile_profile"]).set_index("kernel")
+    profile = profile[~profile.index.str.startswith("(numba)")]
+    profile.index = profile.index.str.split(".").str[-1]
+    profile["exclusive_s"].sort_values().plot.barh(ax=axis, title=f"{family}: compile seconds per kernel")
+fig.tight_layout()"""),
 ]
 
 for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED)):
