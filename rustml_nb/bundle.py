@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,37 @@ class ModelBundle:
     def load_tensors(self) -> dict[str, np.ndarray]:
         """All tensors under the checkpoint's own names (BF16 widened to float32)."""
         return load_weight_files(self.weight_files)
+
+
+def load_bundle(repo_id_or_path, revision=None, cache_dir=None, token=None, local_files_only=False,
+                progress=None) -> ModelBundle:
+    """A folder that exists is local; anything else is a Hub repo id. huggingface_hub (~0.1 s to import) is
+    imported only for a repo id."""
+    if not isinstance(repo_id_or_path, (str, os.PathLike)):
+        raise MissingFileError(f"expected a checkpoint folder or a Hub repo id (a string or a path), got "
+                               f"{type(repo_id_or_path).__name__} {repo_id_or_path!r}"[:200])
+    text = os.fspath(repo_id_or_path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise MissingFileError("no model given: expected a checkpoint folder or a Hub repo id (org/name)")
+    try:
+        path = Path(text).expanduser()
+        is_folder, exists = path.is_dir(), path.exists()
+    except (RuntimeError, OSError, ValueError) as error:  # ~nouser, a name too long, a NUL byte
+        raise MissingFileError(f"{text!r} is neither an existing folder nor a valid Hub repo id ({error})"[:300]) from None
+    if is_folder:
+        return ModelBundle.from_dir(path)
+    if exists or text.startswith((".", "/", "~")) or "\\" in text:
+        raise MissingFileError(f"{text}: not a checkpoint folder")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from .hub import HubApi
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise MissingFileError(f"{text!r} is neither an existing folder nor a valid Hub repo id (org/name)") from None
+    return HubApi(cache_dir=cache_dir, token=token, progress=progress).download_model(
+        text, revision=revision, local_files_only=local_files_only)

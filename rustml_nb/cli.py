@@ -113,7 +113,7 @@ def plot_forecast(history, forecast, actual, path, context_length: int, freq=Non
 
 
 def cmd_inspect(args) -> int:
-    from .hub import load_bundle
+    from .bundle import load_bundle
     from .registry import family_of_config
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
@@ -159,7 +159,7 @@ def cmd_parity(args) -> int:
         print("rustml-nb parity needs torch and transformers as the reference: "
               "pip install torch==2.13.0 transformers", file=sys.stderr)
         return 2
-    from .hub import load_bundle
+    from .bundle import load_bundle
     from .parity import TOLERANCE, field_differences, reference_outputs
     from .registry import family_of_config
 

@@ -176,31 +176,3 @@ class _translated_errors:
         if isinstance(error, (OSError, ConnectionError)) or "httpx" in type(error).__module__:
             raise HubConnectionError(f"{what}: download failed ({type(error).__name__}: {error})") from error
         return False
-
-
-def load_bundle(repo_id_or_path, revision=None, cache_dir=None, token=None, local_files_only=False,
-                progress=None) -> ModelBundle:
-    """A folder that exists is local; anything else is a Hub repo id."""
-    if not isinstance(repo_id_or_path, (str, os.PathLike)):
-        raise MissingFileError(f"expected a checkpoint folder or a Hub repo id (a string or a path), got "
-                               f"{type(repo_id_or_path).__name__} {repo_id_or_path!r}"[:200])
-    text = os.fspath(repo_id_or_path)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    if not text.strip():
-        raise MissingFileError("no model given: expected a checkpoint folder or a Hub repo id (org/name)")
-    try:
-        path = Path(text).expanduser()
-        is_folder, exists = path.is_dir(), path.exists()
-    except (RuntimeError, OSError, ValueError) as error:  # ~nouser, a name too long, a NUL byte
-        raise MissingFileError(f"{text!r} is neither an existing folder nor a valid Hub repo id ({error})"[:300]) from None
-    if is_folder:
-        return ModelBundle.from_dir(path)
-    if exists or text.startswith((".", "/", "~")) or "\\" in text:
-        raise MissingFileError(f"{text}: not a checkpoint folder")
-    try:
-        huggingface_hub.utils.validate_repo_id(text)
-    except hub_errors.HFValidationError:
-        raise MissingFileError(f"{text!r} is neither an existing folder nor a valid Hub repo id (org/name)") from None
-    return HubApi(cache_dir=cache_dir, token=token, progress=progress).download_model(
-        text, revision=revision, local_files_only=local_files_only)

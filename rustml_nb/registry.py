@@ -41,7 +41,7 @@ def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cach
     huggingface_hub's cache (``revision`` pins a branch, tag or commit; ``local_files_only`` never
     touches the network; ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` apply).
     """
-    from .hub import load_bundle
+    from .bundle import load_bundle
 
     bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
     tensors = bundle.load_tensors()

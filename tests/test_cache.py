@@ -147,3 +147,23 @@ def test_an_edit_of_a_shared_kernel_recompiles_the_kernels_that_call_it(tmp_path
     cli.write_text(cli.read_text() + "\n# an edit outside the kernels\n")
     again = run(FORECAST, site, home)
     assert compiled_count(again) == 0 and again.stdout.split("FORECAST")[1].split()[0] == forecast, again.stderr[-3000:]
+
+
+def test_a_local_checkpoint_loads_without_importing_the_hub_client():
+    """A warm start pays for what it uses: loading a folder leaves huggingface_hub (~0.1 s) unimported, and
+    `import rustml_nb` leaves pandas unimported; a repo id still reaches the Hub layer."""
+    code = textwrap.dedent("""
+        import sys, rustml_nb
+        from rustml_nb import demo
+        assert "pandas" not in sys.modules, "import rustml_nb imported pandas"
+        rustml_nb.from_pretrained(demo.MODEL_PATH)
+        print("HUB", "huggingface_hub" in sys.modules)
+        try:
+            rustml_nb.from_pretrained("org/name", local_files_only=True)
+        except rustml_nb.NotCachedError:
+            pass
+        print("HUB", "huggingface_hub" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.stdout.split() == ["HUB", "False", "HUB", "True"], result.stderr[-2000:]

@@ -91,7 +91,7 @@ class FamilyModel:
     def from_pretrained(cls, repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
                         local_files_only: bool = False):
         """Load a checkpoint folder, or a Hub repo id through ``HubApi`` (see ``rustml_nb.from_pretrained``)."""
-        from ..hub import load_bundle
+        from ..bundle import load_bundle
 
         bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
         return cls.from_hub_weights(bundle.config, bundle.load_tensors(), dtype)
