@@ -14,6 +14,7 @@ import numpy as np
 from ...errors import ConfigError
 from ..config import DISTRIBUTION_PARAMETERS
 from ..layers import positional_kind
+from ..mixer import StackShape, stack_shapes
 
 HEADS = ("none", "prediction", "pretraining", "classification", "regression")
 ARCHITECTURE_HEADS = {
@@ -50,42 +51,26 @@ def pooled_width(config) -> int:
     return config.d_model * config.num_input_channels * (config.num_patches if config.head_aggregation is None else 1)
 
 
+def stack_shape(config) -> StackShape:
+    """The encoder's mixer layers, as ``models.mixer`` describes a stack."""
+    return StackShape(config.d_model, config.num_patches, config.num_input_channels, config.expansion_factor,
+                      config.num_layers, config.mode == "mix_channel", bool(config.gated_attn), bool(config.self_attn),
+                      bool(config.batch_norm))
+
+
 def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
     """Every tensor a transformers checkpoint of this config and head holds: our name -> [out, in] shape."""
-    d, c, n, e = config.d_model, config.num_input_channels, config.num_patches, config.expansion_factor
+    d, n = config.d_model, config.num_patches
     shapes: dict[str, tuple[int, ...]] = {}
 
     def linear(name: str, inputs: int, outputs: int):
         shapes[f"{name}.weight"] = (outputs, inputs)
         shapes[f"{name}.bias"] = (outputs,)
 
-    def norm(name: str):
-        if config.batch_norm:
-            for stat in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"{name}.batchnorm.{stat}"] = (d,)
-            shapes[f"{name}.batchnorm.num_batches_tracked"] = ()
-        else:
-            for stat in ("weight", "bias"):
-                shapes[f"{name}.layernorm.{stat}"] = (d,)
-
     linear("patcher", config.patch_length, d)
     if config.use_positional_encoding:
         shapes["positional_encoding"] = (n, d)
-    blocks = [("patch_mixer", n), ("feature_mixer", d)]
-    if config.mode == "mix_channel":
-        blocks.append(("channel_mixer", c))
-    for layer in range(config.num_layers):
-        for block, width in blocks:
-            prefix = f"layers.{layer}.{block}"
-            norm(prefix)
-            linear(f"{prefix}.fc1", width, width * e)
-            linear(f"{prefix}.fc2", width * e, width)
-            if config.gated_attn:
-                linear(f"{prefix}.gate", width, width)
-        if config.self_attn:
-            for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                linear(f"layers.{layer}.attention.{proj}", d, d)
-            norm(f"layers.{layer}.attention")
+    shapes.update(stack_shapes(stack_shape(config)))
 
     params = distribution_parameters(config, head)
     if head == "prediction":

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import ArchitectureMismatchError
-from ...kernels import attention, heads, rows, series
+from ...kernels import attention, heads, mixer, rows, series
 from ..base import FamilyModel, Forecaster, head_parameters, model_dtype, unbatch
 from ..config import DISTRIBUTION_PARAMETERS
 from . import forward
@@ -86,10 +86,11 @@ class _PatchTSMixerBase(FamilyModel):
                  check: ArchitectureCheck | None = None):
         super().__init__(config, weights, dtype, check)
         self._switches = forward.Switches(
-            scaling=SCALINGS[config.scaler], norm_type=rows.NORM_BATCH if config.batch_norm else rows.NORM_LAYER,
-            norm_eps=float(config.norm_eps), mix_channel=config.mode == "mix_channel", gated=bool(config.gated_attn),
-            self_attn=bool(config.self_attn), num_heads=config.self_attn_heads, patch_stride=config.patch_stride,
-            mask_value=float(config.mask_value))
+            scaling=SCALINGS[config.scaler], patch_stride=config.patch_stride, mask_value=float(config.mask_value),
+            mixer=mixer.MixerSwitches(
+                norm_type=rows.NORM_BATCH if config.batch_norm else rows.NORM_LAYER, norm_eps=float(config.norm_eps),
+                mix_channel=config.mode == "mix_channel", gated=bool(config.gated_attn),
+                self_attn=bool(config.self_attn), num_heads=config.self_attn_heads))
         self._heads_kind = attention.heads_kind(config.head_dim if config.self_attn else None)
         self.tokens = config.num_patches
         self.unit_series = config.num_input_channels if config.mode == "mix_channel" else 1
@@ -123,7 +124,7 @@ class _PatchTSMixerBase(FamilyModel):
 
     def _make_scratch(self):
         config = self.config
-        return forward.make_workspace(self.block_rows, config.d_model, config.expansion_factor, config.self_attn,
+        return mixer.make_workspace(self.block_rows, config.d_model, config.expansion_factor, config.self_attn,
                                       self.dtype)
 
     def _encode_task(self, part, first_unit, last_unit, work):
