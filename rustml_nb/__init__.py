@@ -1,5 +1,5 @@
-"""rustml_nb: Hugging Face time-series checkpoints (PatchTST, PatchTSMixer) on the CPU, in Numba-compiled NumPy,
-at parity with transformers."""
+"""rustml_nb: Hugging Face time-series checkpoints (PatchTST, PatchTSMixer, TinyTimeMixer) on the CPU, in
+Numba-compiled NumPy, at parity with their reference implementations."""
 
 from .bundle import ModelBundle
 from .errors import (ArchitectureMismatchError, CheckpointError, ConfigError, InputError, MissingFileError,
@@ -14,6 +14,8 @@ from .models.patchtsmixer import (PatchTSMixerConfig, PatchTSMixerForPrediction,
                                   PatchTSMixerForRegression, PatchTSMixerForTimeSeriesClassification,
                                   PatchTSMixerModel, check_patchtsmixer_compatibility, detect_patchtsmixer,
                                   map_patchtsmixer_weights)
+from .models.tinytimemixer import (TinyTimeMixerConfig, TinyTimeMixerForPrediction, TinyTimeMixerModel,
+                                    check_tinytimemixer_compatibility, detect_tinytimemixer, map_tinytimemixer_weights)
 from .registry import compile_kernels, from_pretrained
 from .threads import get_num_threads, set_num_threads
 
@@ -31,6 +33,8 @@ __all__ = [
     "PatchTSMixerModel", "PatchTSMixerForPrediction", "PatchTSMixerForPretraining",
     "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerForRegression", "PatchTSMixerConfig",
     "map_patchtsmixer_weights", "check_patchtsmixer_compatibility", "detect_patchtsmixer",
+    "TinyTimeMixerModel", "TinyTimeMixerForPrediction", "TinyTimeMixerConfig", "map_tinytimemixer_weights",
+    "check_tinytimemixer_compatibility", "detect_tinytimemixer",
     "RustmlError", "CheckpointError", "UnsupportedDtypeError", "MissingFileError", "UnreadableFileError",
     "ConfigError", "WeightMappingError", "ShapeMismatchError", "ArchitectureMismatchError",
     "UnsupportedArchitectureError", "InputError",

@@ -11,6 +11,7 @@ from .errors import ConfigError
 FAMILIES = {
     "patchtst": "rustml_nb.models.patchtst",
     "patchtsmixer": "rustml_nb.models.patchtsmixer",
+    "tinytimemixer": "rustml_nb.models.tinytimemixer",
 }
 
 

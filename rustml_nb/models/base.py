@@ -15,7 +15,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ArchitectureMismatchError, ConfigError, InputError
 from ..inputs import as_array, check_series, chunk_in_dtype
 from ..kernels.series import SCALING_MEAN, add_mean_scaler_totals
 from ..threads import get_num_threads, release_scratch, run_tasks, scratch, single_threaded_blas
@@ -41,6 +41,7 @@ class Arrays(NamedTuple):
     patch_input: np.ndarray | None  # [batch, channels, patches, patch_length]
     head: np.ndarray | None  # see the class's _head_output
     hidden_states: np.ndarray | None  # [layers, batch, channels, tokens, d_model]
+    decoded: np.ndarray | None = None  # a family with a decoder: [batch, channels, tokens, decoder width]
 
 
 class Chunk(NamedTuple):
@@ -58,6 +59,8 @@ class Chunk(NamedTuple):
     hidden_states: np.ndarray  # [layers or 0, series * tokens, d_model]
     pooled: np.ndarray  # [series or 0, d_model]
     head: np.ndarray | None  # the chunk's part of the head's output (Arrays.head)
+    decoded: np.ndarray  # a family with a decoder: [series * tokens, decoder width]; else [0, 0]
+    prefix: np.ndarray  # a token put in front of each series' patches, per batch element [batch, d_model]; or [0, 0]
 
 
 class FamilyModel:
@@ -75,6 +78,7 @@ class FamilyModel:
     scaling: int
     layers: int  # hidden states a forward pass can return
     block_rows: int  # rows of a thread's scratch block
+    decoder_width: int = 0  # a family whose head reads a decoder's rows: their width
 
     @property
     def keeps_last_hidden_state(self) -> bool:
@@ -126,8 +130,9 @@ class FamilyModel:
             raise InputError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
         return mask.astype(bool)
 
-    def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False):
-        """Validate, then run the batch chunk by chunk: encode on every thread, apply the head."""
+    def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False, prefix=None):
+        """Validate, then run the batch chunk by chunk: encode on every thread, apply the head. ``prefix``
+        [batch, d_model]: a token row put in front of each series' patches (the family's encoder reads it)."""
         config, dtype = self.config, self.dtype
         raw, raw_mask, single = check_series(past_values, past_observed_mask, config.context_length,
                                              config.num_input_channels)
@@ -149,7 +154,8 @@ class FamilyModel:
                 if self.head == "none" else None,
                 head=self._head_output(batch, dtype),
                 hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype)
-                if output_hidden_states else None)
+                if output_hidden_states else None,
+                decoded=np.empty((batch, channels, tokens, self.decoder_width), dtype) if self.decoder_width else None)
         except MemoryError:
             raise InputError(f"the outputs of a batch of {batch} series do not fit in memory; run it in smaller "
                              "batches") from None
@@ -176,7 +182,10 @@ class FamilyModel:
                              patch_input if patch_mask is None else np.empty_like(patch_input), stream,
                              np.empty((num_layers, series * tokens, d_model), dtype),
                              np.empty((series if self.pools else 0, d_model), dtype),
-                             None if out.head is None else out.head[first:last])
+                             None if out.head is None else out.head[first:last],
+                             np.zeros((0, 0), dtype) if out.decoded is None else
+                             out.decoded[first:last].reshape(series * tokens, self.decoder_width),
+                             np.zeros((0, 0), dtype) if prefix is None else prefix[first:last])
                 self._encode_chunk(part)
                 if num_layers:
                     out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,
@@ -218,6 +227,17 @@ class FamilyModel:
         if out.hidden_states is None:
             return None
         return tuple(unbatch(state, single) for state in out.hidden_states)
+
+
+def class_for_head(family: str, head, classes, architectures, config):
+    """The class of ``classes`` whose ``head`` is ``head`` (from config.json's ``architectures``, else what
+    the weights show); ArchitectureMismatchError when none is."""
+    for cls in classes:
+        if cls.head == head:
+            return cls
+    raise ArchitectureMismatchError(
+        f"cannot tell which {family} class this checkpoint is: architectures={config.architectures}, weights "
+        f"suggest {head!r}; expected one of {sorted(architectures)}")
 
 
 def _part(mask, first, last):

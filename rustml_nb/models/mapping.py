@@ -40,10 +40,11 @@ class WeightMappingResult:
 
 
 class RuleTable:
-    """A family's rules, (our name, checkpoint name without the ``model.`` prefix), encoder rules first."""
+    """A family's rules, (our name, checkpoint name without the encoder's prefix: ``model.`` in transformers'
+    task classes, ``backbone.`` in TinyTimeMixerForPrediction), encoder rules first."""
 
-    def __init__(self, family: str, encoder_rules, head_rules):
-        self.family = family
+    def __init__(self, family: str, encoder_rules, head_rules, encoder_prefix: str = ENCODER_PREFIX):
+        self.family, self.encoder_prefix = family, encoder_prefix
         self.encoder_rules, self.head_rules = tuple(encoder_rules), tuple(head_rules)
         self._to_ours = ([(_pattern(theirs), ours, True) for ours, theirs in self.encoder_rules]
                          + [(_pattern(theirs), ours, False) for ours, theirs in self.head_rules])
@@ -54,8 +55,8 @@ class RuleTable:
         """The rustml_nb name of one checkpoint key, or None when no rule matches it."""
         for pattern, template, is_encoder in self._to_ours:
             key = hf_key
-            if is_encoder and key.startswith(ENCODER_PREFIX):
-                key = key[len(ENCODER_PREFIX):]
+            if is_encoder and key.startswith(self.encoder_prefix):
+                key = key[len(self.encoder_prefix):]
             match = pattern.match(key)
             if match:
                 return template.format(**match.groupdict())
@@ -67,7 +68,7 @@ class RuleTable:
             match = pattern.match(name)
             if match:
                 key = template.format(**match.groupdict())
-                return ENCODER_PREFIX + key if (is_encoder and prefixed) else key
+                return self.encoder_prefix + key if (is_encoder and prefixed) else key
         raise KeyError(f"{name!r} is not a rustml_nb {self.family} tensor name")
 
     def map(self, hf_weights: dict[str, np.ndarray]) -> WeightMappingResult:

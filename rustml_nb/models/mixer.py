@@ -14,6 +14,29 @@ import numpy as np
 
 from ..kernels.mixer import MixerBlocks, MixerStack
 from .layers import Linear, Norm, stack_arrays
+from .mapping import BATCHNORM, LAYERNORM, LINEAR
+
+# Our block names and the checkpoints' module names: mixing across patches, features, channels.
+BLOCKS = (("patch_mixer", "patch_mixer"), ("feature_mixer", "feature_mixer"), ("channel_mixer", "channel_feature_mixer"))
+
+
+def layer_rules(ours: str, theirs: str) -> tuple[tuple[str, str], ...]:
+    """Name rules (our name, checkpoint name) for the layers of one stack: ``ours`` and ``theirs`` name a
+    layer (e.g. ``"layers.{layer}"`` and ``"encoder.mlp_mixer_encoder.mixers.{layer}"``). Our names drop the
+    module nesting (``norm.norm``, ``mlp``, ``gating_block.attn_layer``)."""
+    return (
+        *((f"{ours}.{block}.batchnorm.{p}", f"{theirs}.{module}.norm.norm.batchnorm.{p}")
+          for block, module in BLOCKS for p in BATCHNORM),
+        *((f"{ours}.{block}.layernorm.{p}", f"{theirs}.{module}.norm.norm.{p}") for block, module in BLOCKS for p in LAYERNORM),
+        *((f"{ours}.{block}.{linear}.{p}", f"{theirs}.{module}.mlp.{linear}.{p}")
+          for block, module in BLOCKS for linear in ("fc1", "fc2") for p in LINEAR),
+        *((f"{ours}.{block}.gate.{p}", f"{theirs}.{module}.gating_block.attn_layer.{p}")
+          for block, module in BLOCKS for p in LINEAR),
+        *((f"{ours}.attention.{proj}.{p}", f"{theirs}.patch_mixer.self_attn_layer.{proj}.{p}")
+          for proj in ("q_proj", "k_proj", "v_proj", "out_proj") for p in LINEAR),
+        *((f"{ours}.attention.batchnorm.{p}", f"{theirs}.patch_mixer.norm_attn.norm.batchnorm.{p}") for p in BATCHNORM),
+        *((f"{ours}.attention.layernorm.{p}", f"{theirs}.patch_mixer.norm_attn.norm.{p}") for p in LAYERNORM),
+    )
 
 
 class StackShape(NamedTuple):

@@ -1,14 +1,12 @@
 """Orchestration: transformers' PatchTSMixer tensor names -> rustml_nb names, through one rule table (read
-both ways by ``models.mapping.RuleTable``). Our names drop the module nesting (``mlp_mixer_encoder.mixers``,
-``norm.norm``, ``gating_block.attn_layer``); ``{param}`` counts a distribution head's parameters."""
+both ways by ``models.mapping.RuleTable``). Our names drop the module nesting (``mlp_mixer_encoder.mixers``;
+within a layer, see ``models.mixer.layer_rules``); ``{param}`` counts a distribution head's parameters."""
 
 from __future__ import annotations
 
-from ..mapping import BATCHNORM, LAYERNORM, LINEAR, RuleTable, WeightMappingResult
+from ..mapping import LINEAR, RuleTable, WeightMappingResult
+from ..mixer import layer_rules
 
-MIXER = "encoder.mlp_mixer_encoder.mixers.{layer}"
-# Our block names and transformers' module names: mixing across patches, features, channels.
-BLOCKS = (("patch_mixer", "patch_mixer"), ("feature_mixer", "feature_mixer"), ("channel_mixer", "channel_feature_mixer"))
 # InjectScalerStatistics4D's four Linears, named alike on both sides.
 INJECT_SCALE = ("map_scale_expansion", "map_scale_compression", "inverse_trans_expansion", "inverse_trans_compression")
 
@@ -16,19 +14,7 @@ INJECT_SCALE = ("map_scale_expansion", "map_scale_compression", "inverse_trans_e
 ENCODER_RULES: tuple[tuple[str, str], ...] = (
     *((f"patcher.{p}", f"encoder.patcher.{p}") for p in LINEAR),
     ("positional_encoding", "encoder.positional_encoder.position_enc"),
-    *((f"layers.{{layer}}.{ours}.batchnorm.{p}", f"{MIXER}.{theirs}.norm.norm.batchnorm.{p}")
-      for ours, theirs in BLOCKS for p in BATCHNORM),
-    *((f"layers.{{layer}}.{ours}.layernorm.{p}", f"{MIXER}.{theirs}.norm.norm.{p}")
-      for ours, theirs in BLOCKS for p in LAYERNORM),
-    *((f"layers.{{layer}}.{ours}.{linear}.{p}", f"{MIXER}.{theirs}.mlp.{linear}.{p}")
-      for ours, theirs in BLOCKS for linear in ("fc1", "fc2") for p in LINEAR),
-    *((f"layers.{{layer}}.{ours}.gate.{p}", f"{MIXER}.{theirs}.gating_block.attn_layer.{p}")
-      for ours, theirs in BLOCKS for p in LINEAR),
-    *((f"layers.{{layer}}.attention.{proj}.{p}", f"{MIXER}.patch_mixer.self_attn_layer.{proj}.{p}")
-      for proj in ("q_proj", "k_proj", "v_proj", "out_proj") for p in LINEAR),
-    *((f"layers.{{layer}}.attention.batchnorm.{p}", f"{MIXER}.patch_mixer.norm_attn.norm.batchnorm.{p}")
-      for p in BATCHNORM),
-    *((f"layers.{{layer}}.attention.layernorm.{p}", f"{MIXER}.patch_mixer.norm_attn.norm.{p}") for p in LAYERNORM),
+    *layer_rules("layers.{layer}", "encoder.mlp_mixer_encoder.mixers.{layer}"),
 )
 HEAD_RULES: tuple[tuple[str, str], ...] = (
     # PatchTSMixerForPrediction: a point forecast, or one Linear per distribution parameter.

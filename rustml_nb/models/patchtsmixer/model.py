@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import ArchitectureMismatchError
 from ...kernels import attention, heads, mixer, rows, series
-from ..base import FamilyModel, Forecaster, head_parameters, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, class_for_head, head_parameters, model_dtype, unbatch
 from ..config import DISTRIBUTION_PARAMETERS
 from . import forward
 from .config import PatchTSMixerConfig
@@ -273,19 +273,14 @@ class PatchTSMixerForRegression(_LinearHead):
 
 MODEL_CLASSES = (PatchTSMixerModel, PatchTSMixerForPrediction, PatchTSMixerForPretraining,
                  PatchTSMixerForTimeSeriesClassification, PatchTSMixerForRegression)
-_CLASS_BY_HEAD = {cls.head: cls for cls in MODEL_CLASSES}
 
 
-def model_class_for(config: PatchTSMixerConfig, hf_weights: dict):
+def model_class_for(config, hf_weights: dict):
     """The class config.json's ``architectures`` names; without one, the head the weights show."""
     head = head_of_config(config)
     if head is None:
         head = check_patchtsmixer_compatibility(map_patchtsmixer_weights(hf_weights).mapped, config).report.head
-    if head not in _CLASS_BY_HEAD:
-        raise ArchitectureMismatchError(
-            f"cannot tell which PatchTSMixer class this checkpoint is: architectures={config.architectures}, "
-            f"weights suggest {head!r}; expected one of {sorted(ARCHITECTURE_HEADS)}")
-    return _CLASS_BY_HEAD[head]
+    return class_for_head("PatchTSMixer", head, MODEL_CLASSES, ARCHITECTURE_HEADS, config)
 
 
 def compile_kernels(dtype: str = "float32") -> None:

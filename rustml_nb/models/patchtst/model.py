@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import ArchitectureMismatchError, ConfigError, UnsupportedArchitectureError
 from ...kernels import attention, heads, rows, series
-from ..base import FamilyModel, Forecaster, head_parameters, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, class_for_head, head_parameters, model_dtype, unbatch
 from . import forward
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
 from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_compatibility, expected_shapes,
@@ -289,21 +289,14 @@ class PatchTSTForRegression(_PooledHead):
 MODEL_CLASSES = (PatchTSTModel, PatchTSTForPrediction, PatchTSTForPretraining, PatchTSTForClassification,
                  PatchTSTForRegression)
 _CLASS_OF_HEAD = {cls.head: cls.__name__ for cls in MODEL_CLASSES}
-_CLASS_BY_HEAD = {cls.head: cls for cls in MODEL_CLASSES}
 
 
-def model_class_for(bundle_config: PatchTSTConfig, hf_weights: dict):
+def model_class_for(config, hf_weights: dict):
     """The class config.json's ``architectures`` names; without one, the head the weights show."""
-    head = head_of_config(bundle_config)
+    head = head_of_config(config)
     if head is None:
-        mapped = map_patchtst_weights(hf_weights).mapped
-        head = check_patchtst_compatibility(mapped, bundle_config).report.head
-    if head not in _CLASS_BY_HEAD:
-        raise ArchitectureMismatchError(
-            f"cannot tell which PatchTST class this checkpoint is: architectures={bundle_config.architectures}, "
-            f"weights suggest {head!r}; expected one of {sorted(ARCHITECTURE_HEADS)}"
-        )
-    return _CLASS_BY_HEAD[head]
+        head = check_patchtst_compatibility(map_patchtst_weights(hf_weights).mapped, config).report.head
+    return class_for_head("PatchTST", head, MODEL_CLASSES, ARCHITECTURE_HEADS, config)
 
 
 def compile_kernels(dtype: str = "float32") -> None:

@@ -1,0 +1,39 @@
+"""TinyTimeMixer (IBM granite-tsfm's ``tsfm_public.models.tinytimemixer``, 0.3.11): the granite TTM
+checkpoints (r1, r2, r2.1) and any config granite-tsfm writes, but for the options ``config.NOT_YET`` lists."""
+
+from ..mapping import WeightMappingResult  # noqa: F401
+from .config import TinyTimeMixerConfig
+from .detection import ArchitectureCheck, DetectionReport, check_tinytimemixer_compatibility, detect_tinytimemixer
+from .mapping import map_tinytimemixer_weights
+from .model import MODEL_CLASSES, TinyTimeMixerForPrediction, TinyTimeMixerModel, compile_kernels, model_class_for
+
+CONFIG = TinyTimeMixerConfig
+NAME = "TinyTimeMixer"
+HIDDEN_STATE = "output of mixer layer"
+map_weights = map_tinytimemixer_weights
+
+
+def check_compatibility(mapped, config):
+    return check_tinytimemixer_compatibility(mapped, config)
+
+
+def describe(config: TinyTimeMixerConfig, model_class, check) -> list[str]:
+    """rustml-nb inspect's summary of a checkpoint: its shape, backbone, decoder and what the weights show."""
+    lines = [
+        f"shape        {config.num_input_channels} channels x {config.context_length} steps -> "
+        f"{config.num_patches} patches of {config.patch_length}"
+        + (" and a frequency token" if config.resolution_prefix_tuning else "")
+        + (f" -> {config.horizon} steps ahead of channels {config.output_channels}"
+           if model_class.head == "prediction" else ""),
+        f"backbone     {config.num_layers} layers x {max(config.adaptive_patching_levels, 1)} level(s), {config.mode}, "
+        f"d_model {config.d_model}, expansion {config.expansion_factor}, "
+        f"{'BatchNorm' if config.batch_norm else 'LayerNorm'}, gated attention {config.gated_attn}, "
+        f"self-attention {f'{config.self_attn_heads} heads' if config.self_attn else 'off'}",
+        f"decoder      " + (f"{config.decoder_num_layers} layers x {max(config.decoder_adaptive_patching_levels, 1)} "
+                            f"level(s), {config.decoder_mode}, d_model {config.decoder_d_model}, raw residual "
+                            f"{config.decoder_raw_residual}" if config.use_decoder else "none"),
+        f"scaling      {config.scaler}; head point",
+        "\ndetected",
+    ]
+    lines += [f"  {field:<33}{value}" for field, value in vars(check.report).items()]
+    return lines

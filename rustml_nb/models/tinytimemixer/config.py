@@ -1,0 +1,207 @@
+"""``TinyTimeMixerConfig``: every field granite-tsfm's ``TinyTimeMixerConfig`` (tsfm_public 0.3.11) has, with
+its types and defaults, parsed from ``config.json`` and checked for values rustml_nb cannot run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ...errors import ConfigError
+from ..config import FamilyConfig
+
+MODES = ("common_channel", "mix_channel")
+POSITIONAL_ENCODINGS = ("sincos", "random")
+POINT_LOSSES = ("mse", "mae", "pinball", "huber", None)
+QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+# Options of granite-tsfm 0.3.11 that rustml_nb does not run yet: (field, value that turns it on, what it is).
+NOT_YET = (
+    ("enable_forecast_channel_mixing", True, "forecast channel mixing (exogenous channels)"),
+    ("multi_scale", True, "multi-scale patching (r3)"),
+    ("multi_quantile_head", True, "the multi-quantile head (r3)"),
+    ("decompose", True, "decomposed prediction (r3)"),
+    ("enable_base_norm_always", True, "the base norm over all patches (r3)"),
+)
+
+
+@dataclasses.dataclass
+class TinyTimeMixerConfig(FamilyConfig):
+    """The configuration of a TinyTimeMixer checkpoint; field names, types and defaults are granite-tsfm's."""
+
+    context_length: int = 64
+    patch_length: int = 8
+    num_input_channels: int = 1
+    prediction_length: int = 16
+    patch_stride: int = 8
+    prediction_channel_indices: list | None = None
+    exogenous_channel_indices: list | None = None
+    d_model: int = 16
+    expansion_factor: int = 2
+    num_layers: int = 3
+    dropout: float | int = 0.2
+    mode: str = "common_channel"
+    gated_attn: bool = True
+    norm_mlp: str = "LayerNorm"
+    self_attn: bool = False
+    self_attn_heads: int = 1
+    use_positional_encoding: bool = False
+    positional_encoding_type: str = "sincos"
+    scaling: str | bool | None = "std"
+    loss: str | None = "mse"
+    init_std: float = 0.02
+    post_init: bool = False
+    norm_eps: float = 1e-5
+    adaptive_patching_levels: int = 0
+    resolution_prefix_tuning: bool = False
+    frequency_token_vocab_size: int = 5
+    head_dropout: float | int = 0.2
+    distribution_output: str = "student_t"
+    num_parallel_samples: int = 100
+    decoder_num_layers: int = 8
+    decoder_d_model: int = 8
+    decoder_adaptive_patching_levels: int = 0
+    decoder_raw_residual: bool = False
+    decoder_mode: str = "common_channel"
+    use_decoder: bool = True
+    enable_forecast_channel_mixing: bool = False
+    fcm_gated_attn: bool = True
+    fcm_context_length: int = 1
+    fcm_use_mixer: bool = False
+    fcm_mix_layers: int = 2
+    fcm_prepend_past: bool = True
+    fcm_prepend_past_offset: int | None = None
+    categorical_vocab_size_list: list | None = None
+    prediction_filter_length: int | None = None
+    init_linear: str = "pytorch"
+    init_embed: str = "pytorch"
+    quantile: float = 0.5
+    huber_delta: float | int = 1
+    mask_value: int = 0
+    multi_scale: bool = False
+    register_tokens: int = 0
+    fft_length: int = 0
+    use_fft_embedding: bool = True
+    multi_quantile_head: bool = False
+    point_extra_weight: int | float | None = 0
+    residual_context_length: int | None = None
+    decompose: bool = False
+    light_mode: bool = False
+    quantile_levels: list = dataclasses.field(default_factory=lambda: list(QUANTILE_LEVELS))
+    enable_base_norm_always: bool = False
+    # Set by granite-tsfm when it builds a model, and saved with it.
+    masked_context_length: int | None = None
+    # granite-tsfm reads these with getattr (not constructor arguments): its gate's kind and groups.
+    gate_mode: str = "softmax"
+    use_register_context_gating: bool = False
+    # From transformers' PretrainedConfig: which class wrote the checkpoint.
+    architectures: list[str] | None = None
+
+    MODEL_TYPE = "tinytimemixer"
+
+    # --- derived values -------------------------------------------------------------------------
+    @property
+    def sequence_length(self) -> int:
+        """The input length the model runs on: longer inputs are cut to their last steps, shorter ones padded."""
+        return self.masked_context_length if self.masked_context_length is not None else self.context_length
+
+    @property
+    def num_patches(self) -> int:
+        """Patches per channel, as granite-tsfm's patchify computes them (without the frequency token)."""
+        return (max(self.sequence_length, self.patch_length) - self.patch_length) // self.patch_stride + 1
+
+    @property
+    def num_tokens(self) -> int:
+        """Rows per series in the mixers: the patches, and the frequency token in front of them."""
+        return self.num_patches + (1 if self.resolution_prefix_tuning else 0)
+
+    @property
+    def scaler(self) -> str:
+        """``"mean"``, ``"std"`` or ``"none"``; ``True`` means std, as in granite-tsfm."""
+        if self.scaling == "mean":
+            return "mean"
+        if self.scaling == "std" or self.scaling is True:
+            return "std"
+        return "none"
+
+    @property
+    def batch_norm(self) -> bool:
+        return "batch" in self.norm_mlp.lower()
+
+    @property
+    def head_d_model(self) -> int:
+        return self.decoder_d_model if self.use_decoder else self.d_model
+
+    @property
+    def horizon(self) -> int:
+        """Steps a forecast holds: ``prediction_filter_length`` when set, else ``prediction_length``."""
+        return self.prediction_filter_length if self.prediction_filter_length is not None else self.prediction_length
+
+    @property
+    def output_channels(self) -> list[int]:
+        """The channels a forecast holds: ``prediction_channel_indices`` sorted; with exogenous channels and no
+        prediction channels named, every other channel (as granite-tsfm fills them in); else all."""
+        if self.prediction_channel_indices is not None:
+            return sorted(self.prediction_channel_indices)
+        if self.exogenous_channel_indices is not None:
+            return sorted(set(range(self.num_input_channels)) - set(self.exogenous_channel_indices))
+        return list(range(self.num_input_channels))
+
+    def level_factors(self, levels: int, d_model: int) -> list[int]:
+        """Each adaptive-patching level's factor, coarsest first, as TinyTimeMixerAdaptivePatchingBlock sets
+        it: 2**level, or 1 where d_model // 2**level would be 4 or less; no levels: [1] (one plain stack)."""
+        if levels <= 0:
+            return [1]
+        return [2 ** level if d_model // 2 ** level > 4 else 1 for level in reversed(range(levels))]
+
+    # --- validation -----------------------------------------------------------------------------
+    def validate(self) -> None:
+        self.check_positive("num_input_channels", "context_length", "patch_length", "patch_stride", "d_model",
+                            "expansion_factor", "self_attn_heads", "prediction_length", "decoder_d_model",
+                            "frequency_token_vocab_size")
+        self.check_positive("num_layers", "decoder_num_layers", minimum=0)
+        if self.patch_length != self.patch_stride:
+            raise ConfigError(f"patch_length ({self.patch_length}) and patch_stride ({self.patch_stride}) must be "
+                              "equal, as granite-tsfm requires")
+        if self.sequence_length <= self.patch_length:
+            raise ConfigError(f"context_length ({self.sequence_length}) must be greater than patch_length "
+                              f"({self.patch_length})")
+        self.check_choice("mode", MODES)
+        self.check_choice("decoder_mode", MODES)
+        if self.use_positional_encoding:
+            self.check_choice("positional_encoding_type", POSITIONAL_ENCODINGS)
+        if self.loss == "nll":
+            raise ConfigError("loss 'nll' (a distribution head): granite-tsfm 0.3.11 refuses to run it")
+        self.check_choice("loss", POINT_LOSSES)
+        for field, value, what in NOT_YET:
+            if getattr(self, field) == value:
+                raise ConfigError(f"{field}={value!r}: {what} is not supported by rustml_nb yet")
+        for field, what in (("register_tokens", "register tokens (r3)"), ("fft_length", "FFT patches (r3)")):
+            if getattr(self, field):
+                raise ConfigError(f"{field}={getattr(self, field)!r}: {what} are not supported by rustml_nb yet")
+        if self.categorical_vocab_size_list is not None:
+            raise ConfigError("categorical_vocab_size_list: static categorical inputs are not supported by rustml_nb yet")
+        if self.gate_mode != "softmax" or self.use_register_context_gating:
+            raise ConfigError(f"gate_mode {self.gate_mode!r} (or register-context gating): only the softmax gate is "
+                              "supported by rustml_nb yet")
+        if self.prediction_filter_length is not None and not 0 < self.prediction_filter_length <= self.prediction_length:
+            raise ConfigError(f"prediction_filter_length must be in [1, prediction_length = {self.prediction_length}], "
+                              f"got {self.prediction_filter_length}")
+        for name in ("prediction_channel_indices", "exogenous_channel_indices"):
+            indices = getattr(self, name)
+            if indices is not None and (
+                    not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices)
+                    or len(set(indices)) != len(indices) or not all(0 <= i < self.num_input_channels for i in indices)):
+                raise ConfigError(f"{name} must be distinct channel numbers in [0, {self.num_input_channels}), "
+                                  f"got {indices!r}")
+        for levels, d_model, what in ((self.adaptive_patching_levels, self.d_model, "d_model"),
+                                      (self.decoder_adaptive_patching_levels, self.decoder_d_model, "decoder_d_model")):
+            for factor in self.level_factors(levels, d_model):
+                if d_model % factor:
+                    raise ConfigError(f"{what} ({d_model}) must be divisible by 2**level for every adaptive "
+                                      f"patching level, as granite-tsfm requires")
+        if self.self_attn:
+            for levels, d_model in ((self.adaptive_patching_levels, self.d_model),
+                                    (self.decoder_adaptive_patching_levels, self.decoder_d_model)):
+                for factor in self.level_factors(levels, d_model):
+                    if (d_model // factor) % self.self_attn_heads:
+                        raise ConfigError(f"every level's width ({d_model // factor}) must be divisible by "
+                                          f"self_attn_heads ({self.self_attn_heads})")
+        self.check_norm_eps()

@@ -1,0 +1,188 @@
+"""Orchestration: which TinyTimeMixer variant a set of mapped weights is, and does it agree with the config.
+
+``expected_shapes`` is the single description of what a checkpoint of a given config holds (our names,
+checkpoint layout ``[out, in]``); loading and detection both read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from ...errors import ConfigError
+from ..mixer import StackShape, stack_shapes
+
+HEADS = ("none", "prediction")
+ARCHITECTURE_HEADS = {"TinyTimeMixerModel": "none", "TinyTimeMixerForPrediction": "prediction"}
+
+
+def head_of_config(config) -> str | None:
+    """The head ``config.architectures`` names, or None when it names none of ours."""
+    for architecture in config.architectures or ():
+        if architecture in ARCHITECTURE_HEADS:
+            return ARCHITECTURE_HEADS[architecture]
+    return None
+
+
+def stacks(config, part: str) -> list[tuple[str, int, StackShape]]:
+    """(our name prefix, factor, shape) of each mixer stack of ``part`` ("encoder" or "decoder"), in the order
+    they run: one per adaptive-patching level (coarsest first), or one plain stack. A level of factor f mixes
+    tokens * f rows of d_model / f per series (the same values, each row split in f)."""
+    encoder = part == "encoder"
+    d_model = config.d_model if encoder else config.decoder_d_model
+    levels = config.adaptive_patching_levels if encoder else config.decoder_adaptive_patching_levels
+    mix_channel = (config.mode if encoder else config.decoder_mode) == "mix_channel"
+    layers = config.num_layers if encoder else config.decoder_num_layers
+    result = []
+    for index, factor in enumerate(config.level_factors(levels, d_model)):
+        prefix = f"{part}.levels.{index}." if levels > 0 else f"{part}."
+        result.append((prefix, factor, StackShape(d_model // factor, config.num_tokens * factor,
+                                                  config.num_input_channels, config.expansion_factor, layers,
+                                                  mix_channel, bool(config.gated_attn), bool(config.self_attn),
+                                                  bool(config.batch_norm))))
+    return result
+
+
+def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor a granite-tsfm checkpoint of this config and head holds: our name -> [out, in] shape."""
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}; expected one of {HEADS}")
+    d, p = config.d_model, config.patch_length
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def linear(name: str, inputs: int, outputs: int):
+        shapes[f"{name}.weight"] = (outputs, inputs)
+        shapes[f"{name}.bias"] = (outputs,)
+
+    linear("encoder.patcher", p, d)
+    if config.use_positional_encoding:
+        shapes["encoder.positional_encoding"] = (config.num_tokens, d)
+    if config.resolution_prefix_tuning:
+        middle = (p + d) // 2
+        shapes["encoder.frequency_embedding"] = (config.frequency_token_vocab_size, p)
+        linear("encoder.frequency_fc1", p, middle)
+        linear("encoder.frequency_fc2", middle, d)
+    for prefix, _, shape in stacks(config, "encoder"):
+        shapes.update(stack_shapes(shape, prefix))
+    if head == "none":
+        return shapes
+    if config.use_decoder:
+        if config.d_model != config.decoder_d_model:
+            linear("decoder.adapter", d, config.decoder_d_model)
+        if config.decoder_raw_residual:
+            linear("decoder.raw_embedding", p, config.decoder_d_model)
+        for prefix, _, shape in stacks(config, "decoder"):
+            shapes.update(stack_shapes(shape, prefix))
+    linear("head.forecast", config.num_tokens * config.head_d_model, config.prediction_length)
+    return shapes
+
+
+@dataclasses.dataclass
+class DetectionReport:
+    """What the weights themselves say about the architecture (None: the weights cannot tell)."""
+
+    head: str
+    d_model: int | None
+    patch_length: int | None
+    adaptive_patching_levels: int
+    num_layers: int
+    mode: str | None
+    gated_attn: bool | None
+    self_attn: bool | None
+    norm: str | None
+    resolution_prefix_tuning: bool
+    use_decoder: bool
+    decoder_d_model: int | None
+    decoder_adaptive_patching_levels: int
+    decoder_num_layers: int
+    decoder_mode: str | None
+    decoder_raw_residual: bool
+    prediction_length: int | None
+
+
+@dataclasses.dataclass
+class ArchitectureCheck:
+    """``report``: what the weights say; ``mismatches``: (field, config value, weights value)."""
+
+    report: DetectionReport
+    mismatches: list[tuple[str, object, object]]
+
+    @property
+    def compatible(self) -> bool:
+        return not self.mismatches
+
+
+def _levels_and_layers(names, part: str) -> tuple[int, int]:
+    levels = {int(m.group(1)) for n in names if (m := re.match(rf"{part}\.levels\.(\d+)\.", n))}
+    layers = {int(m.group(1)) for n in names if (m := re.match(rf"{part}\.(?:levels\.\d+\.)?layers\.(\d+)\.", n))}
+    return len(levels), len(layers)
+
+
+def detect_tinytimemixer(mapped: dict) -> DetectionReport:
+    """The variant the mapped weights describe, from names and shapes alone."""
+    names = list(mapped)
+
+    def has(pattern: str) -> bool:
+        return any(re.search(pattern, n) for n in names)
+
+    def width(part: str) -> int | None:
+        """d_model of a stack: the input of a feature mixer's fc1 in its finest level (the last, factor 1)."""
+        levels, _ = _levels_and_layers(names, part)
+        prefix = f"{part}.levels.{levels - 1}." if levels else f"{part}."
+        for name in names:
+            if re.match(rf"{re.escape(prefix)}layers\.\d+\.feature_mixer\.fc1\.weight\Z", name):
+                return mapped[name].shape[1]
+        return None
+
+    patcher = mapped.get("encoder.patcher.weight")
+    levels, layers = _levels_and_layers(names, "encoder")
+    decoder_levels, decoder_layers = _levels_and_layers(names, "decoder")
+    use_decoder = has(r"^decoder\.")
+    head = mapped.get("head.forecast.weight")
+    return DetectionReport(
+        head="prediction" if head is not None else "none",
+        d_model=None if patcher is None else patcher.shape[0],
+        patch_length=None if patcher is None else patcher.shape[1],
+        adaptive_patching_levels=levels, num_layers=layers,
+        mode="mix_channel" if has(r"^encoder\..*channel_mixer") else "common_channel",
+        gated_attn=has(r"\.gate\.weight\Z") if layers else None,
+        self_attn=has(r"\.attention\.q_proj\.") if layers else None,
+        norm=("BatchNorm" if has(r"\.batchnorm\.") else "LayerNorm") if layers else None,
+        resolution_prefix_tuning="encoder.frequency_embedding" in mapped,
+        use_decoder=use_decoder, decoder_d_model=width("decoder") if use_decoder else None,
+        decoder_adaptive_patching_levels=decoder_levels, decoder_num_layers=decoder_layers,
+        decoder_mode=("mix_channel" if has(r"^decoder\..*channel_mixer") else "common_channel") if use_decoder else None,
+        decoder_raw_residual="decoder.raw_embedding.weight" in mapped,
+        prediction_length=None if head is None else head.shape[0])
+
+
+def check_tinytimemixer_compatibility(mapped: dict, config) -> ArchitectureCheck:
+    """Detect the variant and list where it disagrees with ``config``."""
+    report = detect_tinytimemixer(mapped)
+    mismatches = []
+
+    def compare(field, want, have):
+        if have is not None and want != have:
+            mismatches.append((field, want, have))
+
+    compare("d_model", config.d_model, report.d_model)
+    compare("patch_length", config.patch_length, report.patch_length)
+    compare("adaptive_patching_levels", max(config.adaptive_patching_levels, 0), report.adaptive_patching_levels)
+    compare("num_layers", config.num_layers, report.num_layers if report.num_layers else None)
+    compare("mode", config.mode, report.mode)
+    compare("gated_attn", config.gated_attn, report.gated_attn)
+    compare("self_attn", config.self_attn, report.self_attn)
+    compare("norm_mlp", "BatchNorm" if config.batch_norm else "LayerNorm", report.norm)
+    compare("resolution_prefix_tuning", config.resolution_prefix_tuning, report.resolution_prefix_tuning)
+    if report.head == "prediction":
+        compare("use_decoder", config.use_decoder, report.use_decoder)
+        compare("prediction_length", config.prediction_length, report.prediction_length)
+        if report.use_decoder:
+            compare("decoder_d_model", config.decoder_d_model, report.decoder_d_model)
+            compare("decoder_adaptive_patching_levels", max(config.decoder_adaptive_patching_levels, 0),
+                    report.decoder_adaptive_patching_levels)
+            compare("decoder_num_layers", config.decoder_num_layers,
+                    report.decoder_num_layers if report.decoder_num_layers else None)
+            compare("decoder_mode", config.decoder_mode, report.decoder_mode)
+            compare("decoder_raw_residual", config.decoder_raw_residual, report.decoder_raw_residual)
+    return ArchitectureCheck(report, mismatches)

@@ -1,0 +1,119 @@
+"""TinyTimeMixer's compiled steps around the shared mixer layer (``kernels.mixer.mixer_layers``): the
+embedding of a block of series (scaling, patching, the patcher Linear, the frequency token in front, the
+positions), the decoder's input (adapter, raw-patch residual) and the frequency token's own small MLP.
+The arithmetic follows granite-tsfm's ``modeling_tinytimemixer.py`` (tsfm_public 0.3.11) step by step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ...jit import kernel
+from ...kernels.rows import ACT_GELU, add_bias_activate
+from ...kernels.series import scale_and_patchify
+
+# Rows (series x tokens) of d_model per block, as PatchTSMixer's: its matrices are as narrow.
+BLOCK_ROWS = 2048
+
+
+class Embedding(NamedTuple):
+    patcher_weight: np.ndarray  # [patch_length, d_model]
+    patcher_bias: np.ndarray  # [d_model]
+    positional_encoding: np.ndarray  # [tokens or 0, d_model]
+
+
+class DecoderInput(NamedTuple):
+    adapter_weight: np.ndarray  # [d_model, decoder_d_model], or [0, 0] when the widths are equal
+    adapter_bias: np.ndarray  # [decoder_d_model] or [0]
+    raw_weight: np.ndarray  # [patch_length, decoder_d_model], or [0, 0] without the raw residual
+    raw_bias: np.ndarray  # [decoder_d_model] or [0]
+
+
+class Frequency(NamedTuple):
+    embedding: np.ndarray  # [vocab, patch_length]
+    fc1_weight: np.ndarray  # [patch_length, (patch_length + d_model) // 2]
+    fc1_bias: np.ndarray
+    fc2_weight: np.ndarray  # [(patch_length + d_model) // 2, d_model]
+    fc2_bias: np.ndarray
+
+
+@kernel
+def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, weights, prefix, loc, scale,
+                patch_input, block):
+    """Series s0 .. s1 - 1 (series = batch x channels, channels fastest) of values / observed [batch, time,
+    channels] -> loc, scale [batch, 1, channels], patch_input [series, patches, patch_length] and block
+    [(s1 - s0) * tokens, d_model]: each series' tokens are the prefix row of its batch element (when prefix
+    [batch, d_model] has rows), then its patches through the patcher Linear; then the positions."""
+    channels = values.shape[2]
+    num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
+    d_model = block.shape[1]
+    lead = 1 if prefix.shape[0] else 0
+    tokens = num_patches + lead
+    for series in range(s0, s1):
+        b, c = series // channels, series % channels
+        scale_and_patchify(values, observed, b, c, scaling, default_scale, patch_stride, loc, scale,
+                           patch_input[series])
+        rows = block[(series - s0) * tokens:(series - s0 + 1) * tokens]
+        np.dot(patch_input[series], weights.patcher_weight, rows[lead:])
+        bias = weights.patcher_bias
+        for p in range(lead, tokens):
+            row = rows[p]
+            for d in range(d_model):
+                row[d] += bias[d]
+        if lead:
+            token = prefix[b]
+            for d in range(d_model):
+                rows[0, d] = token[d]
+        positions = weights.positional_encoding
+        if positions.shape[0]:
+            for p in range(tokens):
+                for d in range(d_model):
+                    rows[p, d] += positions[p, d]
+
+
+@kernel
+def decoder_input(encoded, patch_input, s0, tokens, weights, decoded):
+    """encoded [rows, d_model] -> decoded [rows, decoder_d_model]: the adapter Linear (or a copy when the
+    widths are equal), plus the raw-patch embedding of each series' patches (patch_input rows from series s0;
+    a frequency token's row gets the embedding of zeros, its bias, as granite-tsfm pads it)."""
+    rows, width = decoded.shape
+    if weights.adapter_weight.shape[0]:
+        np.dot(encoded, weights.adapter_weight, decoded)
+        for r in range(rows):
+            for d in range(width):
+                decoded[r, d] += weights.adapter_bias[d]
+    else:
+        for r in range(rows):
+            for d in range(width):
+                decoded[r, d] = encoded[r, d]
+    if weights.raw_weight.shape[0]:
+        num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
+        lead = tokens - num_patches
+        raw = np.empty((num_patches, width), dtype=decoded.dtype)
+        for s in range(rows // tokens):
+            np.dot(patch_input[s0 + s], weights.raw_weight, raw)
+            out = decoded[s * tokens:(s + 1) * tokens]
+            for d in range(width):
+                for p in range(lead):
+                    out[p, d] += weights.raw_bias[d]
+            for p in range(num_patches):
+                for d in range(width):
+                    out[lead + p, d] += raw[p, d] + weights.raw_bias[d]
+
+
+@kernel
+def frequency_tokens(tokens, weights, out):
+    """tokens [batch] (ints) -> out [batch, d_model]: embedding -> Linear -> GELU (exact) -> Linear."""
+    embedded = np.empty((tokens.size, weights.embedding.shape[1]), dtype=out.dtype)
+    for b in range(tokens.size):
+        for i in range(embedded.shape[1]):
+            embedded[b, i] = weights.embedding[tokens[b], i]
+    middle = np.empty((tokens.size, weights.fc1_weight.shape[1]), dtype=out.dtype)
+    np.dot(embedded, weights.fc1_weight, middle)
+    add_bias_activate(middle, weights.fc1_bias, ACT_GELU)
+    np.dot(middle, weights.fc2_weight, out)
+    for b in range(tokens.size):
+        for d in range(out.shape[1]):
+            out[b, d] += weights.fc2_bias[d]

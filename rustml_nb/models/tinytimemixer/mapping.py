@@ -1,0 +1,39 @@
+"""Orchestration: granite-tsfm's TinyTimeMixer tensor names -> rustml_nb names, through one rule table (read
+both ways by ``models.mapping.RuleTable``). The backbone's tensors carry ``backbone.`` in
+TinyTimeMixerForPrediction and no prefix in a bare TinyTimeMixerModel. A stack without adaptive patching
+levels is ``layers.{layer}``, with them ``levels.{level}.layers.{layer}`` (coarsest level first, as
+granite-tsfm orders them); within a layer, see ``models.mixer.layer_rules``."""
+
+from __future__ import annotations
+
+from ..mapping import LINEAR, RuleTable, WeightMappingResult
+from ..mixer import layer_rules
+
+ENCODER_MIXERS = "encoder.mlp_mixer_encoder.mixers"
+DECODER_MIXERS = "decoder.decoder_block.mixers"
+
+ENCODER_RULES: tuple[tuple[str, str], ...] = (
+    *((f"encoder.patcher.{p}", f"encoder.patcher.{p}") for p in LINEAR),
+    ("encoder.positional_encoding", "encoder.positional_encoder.position_enc"),
+    # resolution_prefix_tuning: the frequency token's embedding, then Linear -> GELU -> Linear
+    ("encoder.frequency_embedding", "encoder.freq_mod.0.weight"),
+    *((f"encoder.frequency_fc1.{p}", f"encoder.freq_mod.1.{p}") for p in LINEAR),
+    *((f"encoder.frequency_fc2.{p}", f"encoder.freq_mod.3.{p}") for p in LINEAR),
+    *layer_rules("encoder.levels.{level}.layers.{layer}", ENCODER_MIXERS + ".{level}.mixer_layers.{layer}"),
+    *layer_rules("encoder.layers.{layer}", ENCODER_MIXERS + ".{layer}"),
+)
+HEAD_RULES: tuple[tuple[str, str], ...] = (
+    *((f"decoder.adapter.{p}", f"decoder.adapter.{p}") for p in LINEAR),
+    *((f"decoder.raw_embedding.{p}", f"decoder.decoder_raw_embedding.{p}") for p in LINEAR),
+    *layer_rules("decoder.levels.{level}.layers.{layer}", DECODER_MIXERS + ".{level}.mixer_layers.{layer}"),
+    *layer_rules("decoder.layers.{layer}", DECODER_MIXERS + ".{layer}"),
+    *((f"head.forecast.{p}", f"head.base_forecast_block.{p}") for p in LINEAR),
+)
+
+RULES = RuleTable("TinyTimeMixer", ENCODER_RULES, HEAD_RULES, encoder_prefix="backbone.")
+our_name, hf_name = RULES.our_name, RULES.hf_name
+
+
+def map_tinytimemixer_weights(hf_weights) -> WeightMappingResult:
+    """Rename a granite-tsfm TinyTimeMixer state dict to rustml_nb names (see ``RuleTable.map``)."""
+    return RULES.map(hf_weights)

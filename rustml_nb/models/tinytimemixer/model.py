@@ -1,0 +1,278 @@
+"""TinyTimeMixer model classes, named as granite-tsfm names them: thin wrappers over the shared forward pass
+(``models.base``), the shared mixer layer (``kernels.mixer``) run level by level, and TinyTimeMixer's own
+steps (``forward``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+
+from ...errors import ArchitectureMismatchError, InputError
+from ...inputs import as_array
+from ...kernels import attention, heads, mixer, rows, series
+from ..base import FamilyModel, Forecaster, class_for_head, model_dtype, unbatch
+from . import forward
+from .config import TinyTimeMixerConfig
+from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_tinytimemixer_compatibility, expected_shapes, head_of_config
+from .mapping import map_tinytimemixer_weights
+from .weights import TinyTimeMixerWeights, load_tinytimemixer_weights
+
+
+@dataclasses.dataclass
+class TinyTimeMixerModelOutput:
+    last_hidden_state: np.ndarray  # [batch, channels, tokens, d_model]
+    hidden_states: tuple[np.ndarray, ...] | None = None
+    patch_input: np.ndarray | None = None  # [batch, channels, patches, patch_length]
+    loc: np.ndarray | None = None  # [batch, 1, channels]
+    scale: np.ndarray | None = None  # [batch, 1, channels]
+
+
+@dataclasses.dataclass
+class TinyTimeMixerForPredictionOutput:
+    prediction_outputs: np.ndarray  # [batch, horizon, channels forecast]
+    backbone_hidden_state: np.ndarray  # [batch, channels, tokens, d_model]
+    decoder_hidden_state: np.ndarray  # [batch, channels, tokens, decoder_d_model] (the backbone's without decoder)
+    hidden_states: tuple[np.ndarray, ...] | None = None
+    loc: np.ndarray | None = None  # [batch, 1, channels forecast]
+    scale: np.ndarray | None = None
+    input_data: np.ndarray | None = None  # past_values as the model ran it: cut or padded to its length
+
+
+SCALINGS = {"none": series.SCALING_NONE, "mean": series.SCALING_MEAN, "std": series.SCALING_STD}
+
+
+def _check_runnable(check: ArchitectureCheck) -> None:
+    if check.mismatches:
+        details = "; ".join(f"{field}: config says {want!r}, weights say {have!r}" for field, want, have in check.mismatches)
+        raise ArchitectureMismatchError(f"config.json and the weights disagree: {details}")
+
+
+def _heads_kind(config: TinyTimeMixerConfig, stacks):
+    if not config.self_attn:
+        return attention.heads_kind(None)
+    dims = {level.stack.qkv_weight.shape[1] // config.self_attn_heads for level in stacks}
+    return attention.heads_kind(dims.pop() if len(dims) == 1 else None) if len(dims) == 1 else attention.AnyHeads()
+
+
+class _TinyTimeMixerBase(FamilyModel):
+    head: ClassVar[str]
+    keeps_last_hidden_state = True
+
+    def __init__(self, config: TinyTimeMixerConfig, weights: TinyTimeMixerWeights, dtype="float32",
+                 check: ArchitectureCheck | None = None):
+        super().__init__(config, weights, dtype, check)
+        norm = dict(norm_type=rows.NORM_BATCH if config.batch_norm else rows.NORM_LAYER, norm_eps=float(config.norm_eps),
+                    gated=bool(config.gated_attn), self_attn=bool(config.self_attn), num_heads=config.self_attn_heads)
+        self._encoder_switches = mixer.MixerSwitches(mix_channel=config.mode == "mix_channel", **norm)
+        self._decoder_switches = mixer.MixerSwitches(mix_channel=config.decoder_mode == "mix_channel", **norm)
+        self._encoder_heads = _heads_kind(config, weights.encoder)
+        self._decoder_heads = _heads_kind(config, weights.decoder) if weights.decoder else self._encoder_heads
+        self.tokens = config.num_tokens
+        decodes = self.head == "prediction" and config.use_decoder
+        mixes = config.mode == "mix_channel" or (decodes and config.decoder_mode == "mix_channel")
+        self.unit_series = config.num_input_channels if mixes else 1
+        self.scaling = SCALINGS[config.scaler]
+        self.layers = 0
+        self.decoder_width = config.decoder_d_model if decodes else 0
+        self.block_rows = max(forward.BLOCK_ROWS, self.tokens * self.unit_series)
+        self._no_states = np.zeros((0, 0, 0), self.dtype)
+
+    @classmethod
+    def from_hub_weights(cls, config: TinyTimeMixerConfig, hf_weights: dict, dtype: str = "float32"):
+        """Map, detect, transpose and load a granite-tsfm state dict (``{name: array}``)."""
+        model_dtype(dtype)
+        named = head_of_config(config)
+        if named is not None and named != cls.head and cls.head != "none":  # the backbone loads from either
+            raise ArchitectureMismatchError(
+                f"{cls.__name__} loads a {cls.head} checkpoint; config.json's architectures say {config.architectures}")
+        mapping = map_tinytimemixer_weights(hf_weights)
+        check = check_tinytimemixer_compatibility(mapping.mapped, config)
+        if cls.head == "none":  # a backbone loaded from a forecasting checkpoint: the rest is not needed
+            check = dataclasses.replace(check, mismatches=[m for m in check.mismatches if not m[0].startswith(
+                ("decoder", "use_decoder", "prediction"))])
+        _check_runnable(check)
+        mapped = mapping.mapped
+        if cls.head == "none":
+            mapped = {name: value for name, value in mapped.items() if name.startswith("encoder.")}
+        weights = load_tinytimemixer_weights(mapped, config, cls.head, model_dtype(dtype).type, mapping.unmapped,
+                                             mapping.sources)
+        return cls(config, weights, dtype, check)
+
+    def _scratch_key(self):
+        config = self.config
+        return ("tinytimemixer", self.dtype.str, self.block_rows, max(config.d_model, self.decoder_width),
+                config.expansion_factor, bool(config.self_attn))
+
+    def _make_scratch(self):
+        config = self.config
+        return mixer.make_workspace(self.block_rows, max(config.d_model, self.decoder_width), config.expansion_factor,
+                                    config.self_attn, self.dtype)
+
+    def _encode_task(self, part, first_unit, last_unit, work):
+        config, weights = self.config, self.weights
+        tokens, channels, unit = self.tokens, config.num_input_channels, self.unit_series
+        units_per_block = max(self.block_rows // (unit * tokens), 1)
+        for first in range(first_unit, last_unit, units_per_block):
+            s0, s1 = first * unit, min(first + units_per_block, last_unit) * unit
+            block = part.stream[s0 * tokens:s1 * tokens]  # [rows, d_model]
+            forward.embed_block(part.values, part.observed, part.default_scale, s0, s1, self.scaling,
+                                config.patch_stride, weights.embedding, part.prefix, part.loc, part.scale,
+                                part.patch_input, block)
+            self._mix(block, s1 - s0, weights.encoder, self._encoder_switches, self._encoder_heads, work)
+            if self.decoder_width:
+                decoded = part.decoded[s0 * tokens:s1 * tokens]  # [rows, decoder_d_model]
+                forward.decoder_input(block, part.patch_input, s0, tokens, weights.decoder_input, decoded)
+                self._mix(decoded, s1 - s0, weights.decoder, self._decoder_switches, self._decoder_heads, work)
+
+    def _mix(self, block, count, levels, switches, heads, work):
+        """Every level's layers over block [count * tokens, width], in place: a level of factor f sees each
+        token's row as f rows of width / f (granite-tsfm's reshape), so its rows are the same memory."""
+        width = block.shape[1]
+        for level in levels:
+            f = level.factor
+            mixer.mixer_layers(block.reshape(block.shape[0] * f, width // f), count, self.config.num_input_channels,
+                               self.tokens * f, level.stack, switches, heads, work, self._no_states, 0, 0)
+
+    def _prepare(self, past_values, past_observed_mask, freq_token, output_hidden_states):
+        """granite-tsfm's input rules: a history longer than the model's length is cut to its last steps, a
+        shorter one padded in front with zeros that count as observed, unless a mask is given (then its padding
+        is 0, missing). Returns (values, mask, prefix rows or None)."""
+        if output_hidden_states:
+            raise InputError("output_hidden_states: TinyTimeMixer's hidden states are not supported by rustml_nb yet")
+        config = self.config
+        values = as_array("past_values", past_values)
+        if values.ndim not in (2, 3):
+            raise InputError(f"past_values must be [batch, time, channels] or [time, channels], got {values.ndim}-D "
+                             f"shape {values.shape}")
+        length, time_axis = config.sequence_length, values.ndim - 2
+        mask = None if past_observed_mask is None else as_array("past_observed_mask", past_observed_mask)
+        if mask is not None and mask.shape != values.shape:
+            raise InputError(f"past_observed_mask: expected shape {list(values.shape)} like past_values, "
+                             f"got {list(mask.shape)}")
+        steps = values.shape[time_axis]
+        if steps == 0:
+            raise InputError("past_values: the history is empty")
+        if steps > length:
+            values = values[..., steps - length:, :]
+            mask = None if mask is None else mask[..., steps - length:, :]
+        elif steps < length:
+            if values.dtype.kind != "f":
+                raise InputError(f"past_values must be a float array, got dtype {values.dtype}")
+            pad = [(0, 0)] * values.ndim
+            pad[time_axis] = (length - steps, 0)
+            if mask is None:  # granite-tsfm: every value observed, the padding too; here NaN stays missing
+                mask = np.pad(np.isfinite(values), pad, constant_values=True)
+            else:
+                mask = np.pad(mask, pad, constant_values=0)
+            values = np.pad(values, pad, constant_values=0)
+        prefix = None
+        if config.resolution_prefix_tuning:
+            prefix = self._frequency_rows(freq_token, 1 if values.ndim == 2 else values.shape[0])
+        elif freq_token is not None:
+            raise InputError("freq_token: this checkpoint has no frequency token (resolution_prefix_tuning is off)")
+        return values, mask, prefix
+
+    def _frequency_rows(self, freq_token, batch):
+        if freq_token is None:
+            raise InputError("freq_token: this checkpoint was trained with resolution_prefix_tuning and needs the "
+                             f"data's frequency token, an integer in [0, {self.config.frequency_token_vocab_size}) per "
+                             "series (granite-tsfm's get_freq_token)")
+        tokens = np.asarray(freq_token)
+        if tokens.ndim == 0:
+            tokens = np.full(batch, tokens)
+        if tokens.shape != (batch,) or tokens.dtype.kind not in "iuf" or not np.all(tokens == np.floor(tokens)):
+            raise InputError(f"freq_token: expected {batch} integer(s), one per series, got {np.asarray(freq_token)!r}"[:300])
+        tokens = tokens.astype(np.int64)
+        vocab = self.config.frequency_token_vocab_size
+        if tokens.min() < 0 or tokens.max() >= vocab:
+            raise InputError(f"freq_token must be in [0, {vocab}), got {tokens.tolist()}"[:300])
+        rows = np.empty((batch, self.config.d_model), self.dtype)
+        forward.frequency_tokens(tokens, self.weights.frequency, rows)
+        return rows
+
+
+class TinyTimeMixerModel(_TinyTimeMixerBase):
+    """The backbone alone: ``last_hidden_state``, ``patch_input``, ``loc``, ``scale``."""
+
+    head = "none"
+
+    def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False):
+        """Encode ``past_values`` [batch, time, channels] (or one series [time, channels]): cut or padded to
+        ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks missing
+        values; without it NaN / ±inf count as missing. ``freq_token`` [batch]: the frequency token, for a
+        checkpoint with ``resolution_prefix_tuning``."""
+        values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token, output_hidden_states)
+        out, single = self._forward(values, mask, None, False, prefix)
+        return TinyTimeMixerModelOutput(unbatch(out.last_hidden_state, single), None, unbatch(out.patch_input, single),
+                                        unbatch(out.loc, single), unbatch(out.scale, single))
+
+
+class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
+    """Forecasts the channels ``prediction_channel_indices`` names (all by default), ``prediction_filter_length``
+    (else ``prediction_length``) steps: ``prediction_outputs`` [batch, horizon, channels]."""
+
+    head = "prediction"
+
+    @property
+    def output_channels(self) -> list[int]:
+        return self.config.output_channels
+
+    def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False):
+        """Forecast from ``past_values`` [batch, time, channels] (or one series), any length: cut or padded to
+        ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks
+        missing values; without it NaN / ±inf count as missing. ``freq_token`` [batch]: the frequency token,
+        for a checkpoint with ``resolution_prefix_tuning`` (the ``-ft-`` revisions)."""
+        values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token, output_hidden_states)
+        out, single = self._forward(values, mask, None, False, prefix)
+        channels = self.output_channels
+        forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
+        decoded = out.decoded if out.decoded is not None else out.last_hidden_state
+        input_data = values if values.ndim == 3 else values[None]
+        return TinyTimeMixerForPredictionOutput(
+            unbatch(forecast, single), unbatch(out.last_hidden_state, single), unbatch(decoded, single), None,
+            unbatch(np.ascontiguousarray(out.loc[..., channels]), single),
+            unbatch(np.ascontiguousarray(out.scale[..., channels]), single), unbatch(input_data, single))
+
+    def _head_output(self, batch, dtype):
+        return np.empty((batch, 1, self.config.prediction_length, self.config.num_input_channels), dtype)
+
+    def _series_head(self, part, first_series, last_series):
+        """Each series' rows flattened ([tokens * width]) through the forecast Linear, then scaled back:
+        forecast * scale + loc, into part.head [batch, 1, prediction_length, channels]."""
+        width = self.decoder_width or self.config.d_model
+        rows = part.decoded if self.decoder_width else part.stream
+        features = rows.reshape(-1, self.tokens * width)[first_series:last_series]
+        if features.shape[0]:
+            heads.prediction_head(features, first_series, part.loc, part.scale, self.weights.head_weight,
+                                  self.weights.head_bias, heads.DIST_NONE, 0.0, part.head)
+
+
+MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)
+
+
+def model_class_for(config, hf_weights: dict):
+    """The class config.json's ``architectures`` names; without one, the head the weights show."""
+    head = head_of_config(config)
+    if head is None:
+        head = check_tinytimemixer_compatibility(map_tinytimemixer_weights(hf_weights).mapped, config).report.head
+    return class_for_head("TinyTimeMixer", head, MODEL_CLASSES, ARCHITECTURE_HEADS, config)
+
+
+def compile_kernels(dtype: str = "float32") -> None:
+    """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with and without
+    a decoder, adaptive levels, the frequency token and self-attention, each run once."""
+    rng = np.random.default_rng(0)
+    for self_attn in (False, True):
+        config = TinyTimeMixerConfig(num_input_channels=2, context_length=16, patch_length=4, patch_stride=4,
+                                     d_model=16, decoder_d_model=8, num_layers=1, decoder_num_layers=1,
+                                     adaptive_patching_levels=2, resolution_prefix_tuning=True,
+                                     decoder_raw_residual=True, self_attn=self_attn, self_attn_heads=2,
+                                     prediction_length=2, architectures=["TinyTimeMixerForPrediction"])
+        mapped = {name: np.abs(rng.normal(size=shape)) + 0.5
+                  for name, shape in expected_shapes(config, "prediction").items()}
+        mapped["encoder.frequency_embedding"] = np.ones_like(mapped["encoder.frequency_embedding"])
+        model = TinyTimeMixerForPrediction(
+            config, load_tinytimemixer_weights(mapped, config, "prediction", model_dtype(dtype).type), dtype)
+        model(np.zeros((1, config.context_length, config.num_input_channels), dtype), freq_token=[0])

@@ -1,0 +1,67 @@
+"""Consumer layer: mapped TinyTimeMixer weights -> typed structs the compiled steps take directly (Linear
+weights transposed to ``[in, out]``, every array C-contiguous in the model's dtype). Each mixer stack (an
+adaptive-patching level of the encoder or decoder) is one ``kernels.mixer.MixerStack``; parts a config does
+not have hold empty arrays, so the structs' Numba types do not depend on the config."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ...kernels.mixer import MixerStack
+from ..layers import Linear, validate_state, weight_array
+from ..mixer import load_stack
+from .config import TinyTimeMixerConfig
+from .detection import expected_shapes, stacks
+from .forward import DecoderInput, Embedding, Frequency
+
+
+class Level(NamedTuple):
+    factor: int  # each token's row split in this many rows of d_model / factor
+    stack: MixerStack
+
+
+class TinyTimeMixerWeights(NamedTuple):
+    embedding: Embedding
+    frequency: Frequency | None  # resolution_prefix_tuning's token MLP
+    encoder: tuple[Level, ...]
+    decoder_input: DecoderInput | None  # None without a decoder (or for the backbone alone)
+    decoder: tuple[Level, ...]
+    head_weight: np.ndarray | None  # [1, 1, tokens * head d_model, prediction_length] (kernels.heads' layout)
+    head_bias: np.ndarray | None  # [1, 1, prediction_length]
+
+
+def _linear_or_empty(state, name, dtype) -> Linear:
+    if f"{name}.weight" in state:
+        return Linear.from_state_dict(state, name, dtype)
+    return Linear(np.zeros((0, 0), dtype), np.zeros(0, dtype))
+
+
+def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: str, dtype, unmapped=(),
+                               sources=None) -> TinyTimeMixerWeights:
+    """Check names, shapes and values against the config, then transpose and stack into the structs."""
+    validate_state(mapped, list(unmapped), expected_shapes(config, head), f"TinyTimeMixer ({head} head)", sources)
+    patcher = Linear.from_state_dict(mapped, "encoder.patcher", dtype)
+    positions = (mapped["encoder.positional_encoding"] if config.use_positional_encoding
+                 else np.zeros((0, config.d_model)))
+    embedding = Embedding(patcher.weight, patcher.bias, weight_array(positions, dtype))
+    frequency = None
+    if config.resolution_prefix_tuning:
+        fc1 = Linear.from_state_dict(mapped, "encoder.frequency_fc1", dtype)
+        fc2 = Linear.from_state_dict(mapped, "encoder.frequency_fc2", dtype)
+        frequency = Frequency(weight_array(mapped["encoder.frequency_embedding"], dtype), *fc1, *fc2)
+
+    def levels(part):
+        return tuple(Level(factor, load_stack(mapped, shape, dtype, prefix)) for prefix, factor, shape in stacks(config, part))
+
+    decoder_input, decoder, head_weight, head_bias = None, (), None, None
+    if head == "prediction":
+        if config.use_decoder:
+            adapter = _linear_or_empty(mapped, "decoder.adapter", dtype)
+            raw = _linear_or_empty(mapped, "decoder.raw_embedding", dtype)
+            decoder_input = DecoderInput(adapter.weight, adapter.bias, raw.weight, raw.bias)
+            decoder = levels("decoder")
+        forecast = Linear.from_state_dict(mapped, "head.forecast", dtype)
+        head_weight, head_bias = forecast.weight[None, None], forecast.bias[None, None]
+    return TinyTimeMixerWeights(embedding, frequency, levels("encoder"), decoder_input, decoder, head_weight, head_bias)

@@ -1,0 +1,268 @@
+"""TinyTimeMixer: config, name mapping, detection and parity with granite-tsfm (tsfm_public 0.3.11) over its
+switches, with random weights and BatchNorm running statistics saved by ``save_pretrained``."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import rustml_nb
+from rustml_nb.errors import ConfigError, InputError
+from rustml_nb.models.tinytimemixer import TinyTimeMixerConfig, map_tinytimemixer_weights
+from rustml_nb.models.tinytimemixer.detection import expected_shapes
+from rustml_nb.models.tinytimemixer.mapping import hf_name
+from test_parity import TORCH_DTYPES, compare_outputs
+
+
+def granite():
+    """granite-tsfm's TinyTimeMixer module, imported without running tsfm_public's package __init__ (which
+    imports its toolkit: datasets, scikit-learn)."""
+    name = "tsfm_public.models.tinytimemixer.modeling_tinytimemixer"
+    if name not in sys.modules:
+        root = importlib.util.find_spec("tsfm_public").submodule_search_locations[0]
+        for package, path in (("tsfm_public", root), ("tsfm_public.models", f"{root}/models")):
+            if package not in sys.modules:
+                module = types.ModuleType(package)
+                module.__path__ = [path]
+                sys.modules[package] = module
+    return importlib.import_module(name)
+
+
+def build_reference(class_name="TinyTimeMixerForPrediction", seed=0, **kwargs):
+    """A granite-tsfm model with random weights (not its init: every weight and bias drawn, so no part is
+    trivially zero) and random BatchNorm running statistics, in eval mode."""
+    module = granite()
+    torch.manual_seed(seed)
+    config = module.TinyTimeMixerConfig(**kwargs)
+    model = getattr(module, class_name)(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.3)
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                layer.running_mean.normal_()
+                layer.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def save(model, tmp_path):
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    return folder
+
+
+# r1 / r2 512-96 as released: context 512, patch 64, d_model 192, 2 layers, 3 adaptive levels, a decoder of
+# d_model 128 and 2 layers (805,280 parameters).
+RELEASED_512_96 = dict(context_length=512, patch_length=64, patch_stride=64, d_model=192, num_layers=2,
+                       adaptive_patching_levels=3, decoder_d_model=128, decoder_num_layers=2,
+                       prediction_length=96, num_input_channels=1, gated_attn=True, scaling="std", expansion_factor=2)
+
+
+@st.composite
+def ttm_kwargs(draw):
+    patch = draw(st.sampled_from([4, 8]))
+    levels = draw(st.integers(0, 3))
+    d_model = draw(st.sampled_from([16, 24, 32]))
+    kwargs = dict(
+        num_input_channels=draw(st.integers(1, 3)), patch_length=patch, patch_stride=patch,
+        context_length=patch * draw(st.integers(2, 6)), d_model=d_model, num_layers=draw(st.integers(1, 2)),
+        expansion_factor=draw(st.integers(1, 3)), adaptive_patching_levels=levels,
+        mode=draw(st.sampled_from(["common_channel", "mix_channel"])), gated_attn=draw(st.booleans()),
+        norm_mlp=draw(st.sampled_from(["LayerNorm", "BatchNorm"])),
+        scaling=draw(st.sampled_from(["std", "mean", None, True])),
+        use_positional_encoding=draw(st.booleans()), positional_encoding_type=draw(st.sampled_from(["sincos", "random"])),
+        resolution_prefix_tuning=draw(st.booleans()), prediction_length=draw(st.integers(1, 12)),
+        use_decoder=draw(st.booleans()), decoder_d_model=draw(st.sampled_from([8, 16, d_model])),
+        decoder_num_layers=draw(st.integers(1, 2)), decoder_adaptive_patching_levels=draw(st.integers(0, 2)),
+        decoder_mode=draw(st.sampled_from(["common_channel", "mix_channel"])),
+        decoder_raw_residual=draw(st.booleans()), frequency_token_vocab_size=draw(st.integers(2, 6)),
+    )
+    if draw(st.booleans()):
+        kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
+    channels = kwargs["num_input_channels"]
+    if draw(st.booleans()):
+        chosen = draw(st.lists(st.integers(0, channels - 1), min_size=1, max_size=channels, unique=True))
+        kwargs["prediction_channel_indices"] = chosen
+    if draw(st.booleans()):
+        kwargs["prediction_filter_length"] = draw(st.integers(1, kwargs["prediction_length"]))
+    return kwargs
+
+
+def inputs(kwargs, rng, batch, length=None):
+    length = length or kwargs["context_length"]
+    values = rng.normal(size=(batch, length, kwargs["num_input_channels"])) * 3 + 1
+    tokens = rng.integers(0, kwargs.get("frequency_token_vocab_size", 5), size=batch)
+    return values, tokens
+
+
+def run_both(folder, reference, values, tokens, dtype, mask=None):
+    ours = rustml_nb.from_pretrained(folder, dtype=dtype)
+    freq = tokens if ours.config.resolution_prefix_tuning else None
+    reference = reference.to(TORCH_DTYPES[dtype])
+    with torch.no_grad():
+        theirs = reference(past_values=torch.from_numpy(values.astype(dtype)),
+                           past_observed_mask=None if mask is None else torch.from_numpy(mask.astype(dtype)),
+                           freq_token=None if freq is None else torch.from_numpy(freq))
+    return ours(values.astype(dtype), past_observed_mask=mask, freq_token=freq), theirs
+
+
+@given(ttm_kwargs(), st.sampled_from(["float64", "float32"]), st.integers(1, 4), st.integers(0, 2 ** 16))
+def test_prediction_matches_granite_tsfm(tmp_path_factory, kwargs, dtype, batch, seed):
+    reference = build_reference(seed=seed, **kwargs)
+    folder = save(reference, tmp_path_factory.mktemp("ttm"))
+    values, tokens = inputs(kwargs, np.random.default_rng(seed), batch)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    assert type(rustml_nb.from_pretrained(folder)).__name__ == "TinyTimeMixerForPrediction"
+    truth = None
+    if dtype == "float32":
+        _, truth = run_both(folder, reference, values, tokens, "float64")
+    compare_outputs(ours, theirs, dtype, truth)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("norm_mlp", ["LayerNorm", "BatchNorm"])
+def test_every_switch_at_once(tmp_path, dtype, norm_mlp):
+    """The frequency token in front, the raw-patch residual (which gives the token's row its bias alone),
+    positions, self-attention, channel mixing and adaptive levels in encoder and decoder, together."""
+    kwargs = dict(context_length=48, patch_length=8, patch_stride=8, d_model=32, num_layers=2, num_input_channels=3,
+                  adaptive_patching_levels=3, decoder_d_model=16, decoder_num_layers=2,
+                  decoder_adaptive_patching_levels=2, mode="mix_channel", decoder_mode="mix_channel",
+                  resolution_prefix_tuning=True, decoder_raw_residual=True, use_positional_encoding=True,
+                  self_attn=True, self_attn_heads=2, norm_mlp=norm_mlp, prediction_length=7,
+                  prediction_channel_indices=[2, 0], prediction_filter_length=5)
+    reference = build_reference(seed=5, **kwargs)
+    folder = save(reference, tmp_path)
+    values, tokens = inputs(kwargs, np.random.default_rng(5), 4)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+
+
+@pytest.mark.parametrize("length", [40, 64, 100])
+def test_other_lengths_are_cut_or_padded_as_granite_tsfm_does(tmp_path, length):
+    """Longer histories keep their last context_length steps; shorter ones are padded in front with zeros,
+    observed when no mask is given, missing when one is."""
+    kwargs = dict(context_length=64, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=5, num_input_channels=2, adaptive_patching_levels=2)
+    reference = build_reference(seed=3, **kwargs)
+    folder = save(reference, tmp_path)
+    rng = np.random.default_rng(0)
+    values, tokens = inputs(kwargs, rng, 3, length)
+    ours, theirs = run_both(folder, reference, values, tokens, "float64")
+    compare_outputs(ours, theirs, "float64")
+    mask = (rng.random(values.shape) > 0.2).astype(np.float64)
+    ours, theirs = run_both(folder, reference, values, tokens, "float64", mask)
+    compare_outputs(ours, theirs, "float64")
+    assert ours.input_data.shape == (3, 64, 2)
+
+
+def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
+    kwargs = dict(RELEASED_512_96, context_length=256, d_model=48)
+    reference = build_reference(seed=1, **kwargs)
+    folder = save(reference, tmp_path)
+    model = rustml_nb.models.tinytimemixer.TinyTimeMixerModel.from_pretrained(folder, dtype="float64")
+    values, _ = inputs(kwargs, np.random.default_rng(1), 2)
+    with torch.no_grad():
+        theirs = reference.double().backbone(torch.from_numpy(values))
+    compare_outputs(model(values), theirs, "float64")
+
+
+def test_released_512_96_shape_has_its_parameter_count_and_parity(tmp_path):
+    reference = build_reference(seed=2, **RELEASED_512_96)
+    assert sum(p.numel() for p in reference.parameters()) == 805_280
+    folder = save(reference, tmp_path)
+    assert rustml_nb.from_pretrained(folder).architecture.compatible
+    values, tokens = inputs(RELEASED_512_96, np.random.default_rng(2), 3)
+    ours, theirs = run_both(folder, reference, values, tokens, "float32")
+    _, truth = run_both(folder, reference, values, tokens, "float64")
+    compare_outputs(ours, theirs, "float32", truth)
+
+
+@given(ttm_kwargs())
+def test_mapping_is_a_bijection_and_detection_agrees(kwargs):
+    reference = build_reference(**kwargs)
+    state = {key: value.numpy() for key, value in reference.state_dict().items()}
+    result = map_tinytimemixer_weights(state)
+    assert result.unmapped == [] and len(result.mapped) == len(state)
+    for ours, key in result.sources.items():
+        assert hf_name(ours) == key
+    config = TinyTimeMixerConfig(**kwargs)
+    assert {name: tuple(array.shape) for name, array in result.mapped.items()} == expected_shapes(config, "prediction")
+    check = rustml_nb.models.tinytimemixer.check_tinytimemixer_compatibility(result.mapped, config)
+    assert check.mismatches == []
+
+
+def test_config_has_every_granite_field_with_its_default():
+    theirs = granite().TinyTimeMixerConfig()
+    ours = TinyTimeMixerConfig()
+    skipped = {"architectures", "masked_context_length", "gate_mode", "use_register_context_gating"}
+    for field in dataclasses.fields(TinyTimeMixerConfig):
+        if field.name not in skipped:
+            assert getattr(ours, field.name) == getattr(theirs, field.name), field.name
+    import inspect
+    arguments = set(inspect.signature(granite().TinyTimeMixerConfig.__init__).parameters) - {"self", "kwargs"}
+    not_ours = {"trend_patch_length", "trend_patch_stride", "trend_d_model", "trend_decoder_d_model", "trend_num_layers",
+                "trend_decoder_num_layers", "trend_register_tokens", "trend_fft_length", "trend_multi_scale",
+                "trend_adaptive_patching_levels", "trend_head_d_model", "trend_loss_weight", "residual_loss_weight",
+                "joint_loss_weight", "forecast_loss_type", "mq_hidden", "mq_kernel_size", "mq_eps",
+                "mq_use_decoder_pool", "mq_q50_type", "mq_cond_path", "mq_cond_mode", "mq_decoder_d_model",
+                "mq_use_positional", "combine_quantiles_via_variance", "penalize_large_width_ratio",
+                "width_penalty_mode"}
+    missing = arguments - {f.name for f in dataclasses.fields(TinyTimeMixerConfig)} - not_ours
+    assert missing == set()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("enable_forecast_channel_mixing", True, "forecast channel mixing .* not supported by rustml_nb yet"),
+    ("multi_quantile_head", True, "multi-quantile head .* not supported"),
+    ("categorical_vocab_size_list", [3], "static categorical inputs are not supported"),
+    ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
+    ("patch_stride", 4, r"patch_length \(8\) and patch_stride \(4\) must be equal"),
+    ("prediction_filter_length", 20, r"prediction_filter_length must be in \[1, prediction_length = 16\]"),
+])
+def test_options_not_run_are_refused_by_name(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TinyTimeMixerConfig.from_dict({"model_type": "tinytimemixer", field: value})
+
+
+def test_frequency_token_is_required_and_checked(tmp_path):
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=4, resolution_prefix_tuning=True, frequency_token_vocab_size=3)
+    model = rustml_nb.from_pretrained(save(build_reference(**kwargs), tmp_path))
+    values = np.zeros((2, 32, 1), np.float32)
+    with pytest.raises(InputError, match="needs the data's frequency token"):
+        model(values)
+    with pytest.raises(InputError, match=r"freq_token must be in \[0, 3\)"):
+        model(values, freq_token=[0, 3])
+    with pytest.raises(InputError, match="expected 2 integer"):
+        model(values, freq_token=[0.5, 1])
+    assert model(values, freq_token=1).prediction_outputs.shape == (2, 4, 1)
+
+
+def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
+    from rustml_nb.cli import main
+    import pandas as pd
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=4, num_input_channels=2, adaptive_patching_levels=2)
+    folder = save(build_reference(seed=4, **kwargs), tmp_path)
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "backbone     1 layers x 2 level(s)" in out and "backbone.encoder.patcher.weight" in out
+    history = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    history.to_csv(tmp_path / "history.csv", index_label="time")
+    assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
+                 "--output", str(tmp_path / "forecast.csv")]) == 0
+    forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+    model = rustml_nb.from_pretrained(folder)
+    np.testing.assert_allclose(forecast.to_numpy(), model(history.to_numpy()[-32:]).prediction_outputs, rtol=1e-5)
+    assert main(["parity", str(folder)]) == 2
+    assert "no reference in transformers" in capsys.readouterr().err
