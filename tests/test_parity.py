@@ -55,12 +55,16 @@ def compare_outputs(ours, reference, dtype, truth=None):
             assert array is None or array.dtype == np.dtype(dtype), f"{field}: dtype {array.dtype}"
 
 
-def draw_inputs(data, kwargs, dtype):
+def draw_inputs(data, kwargs, dtype, missing_values=True):
+    """(values, observed mask or None) for a batch of realistic series; ``missing_values=False`` for a class
+    that takes no observed mask."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="input seed"))
     batch = data.draw(st.integers(1, 4), label="batch")
     values = realistic_series(rng, batch, kwargs["context_length"], kwargs["num_input_channels"]).astype(dtype)
-    missing = data.draw(st.sampled_from(["none", "some", "whole series"]), label="missing")
     observed = None
+    if not missing_values:
+        return values, observed
+    missing = data.draw(st.sampled_from(["none", "some", "whole series"]), label="missing")
     if missing != "none":
         observed = (rng.random(values.shape) > 0.15).astype(dtype)
         if missing == "whole series":

@@ -20,7 +20,7 @@ from rustml_nb.models.patchtsmixer.detection import expected_shapes
 from rustml_nb.models.patchtsmixer.mapping import hf_name
 from reference import build_reference, realistic_series, run_reference, state_dict_numpy
 from strategies import patchtsmixer_kwargs
-from test_parity import TORCH_DTYPES, compare_outputs
+from test_parity import TORCH_DTYPES, compare_outputs, draw_inputs
 
 CLASS_NAMES = ("PatchTSMixerModel", "PatchTSMixerForPrediction", "PatchTSMixerForPretraining",
                "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerForRegression")
@@ -101,21 +101,6 @@ def test_disagreements_are_reported(tmp_path):
         rustml_nb.PatchTSMixerForPrediction.from_hub_weights(config, state_dict_numpy(reference))
 
 
-def draw_inputs(data, kwargs, dtype, class_name):
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="input seed"))
-    batch = data.draw(st.integers(1, 4), label="batch")
-    values = realistic_series(rng, batch, kwargs["context_length"], kwargs["num_input_channels"]).astype(dtype)
-    observed = None
-    if class_name in TAKES_OBSERVED_MASK:
-        missing = data.draw(st.sampled_from(["none", "some", "whole series"]), label="missing")
-        if missing != "none":
-            observed = (rng.random(values.shape) > 0.15).astype(dtype)
-            if missing == "whole series":  # the mean scaler's batch default (see test_parity.draw_inputs)
-                observed[0, :, 0] = 0.0
-                values[0, :, 0] = 0.0
-    return values, observed
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("class_name", CLASS_NAMES)
 @given(data=st.data())
@@ -127,7 +112,7 @@ def test_parity_with_transformers(class_name, dtype, data, tmp_path_factory):
     reference.save_pretrained(folder)
     model = rustml_nb.from_pretrained(folder, dtype=dtype)
     assert type(model).__name__ == class_name
-    values, observed = draw_inputs(data, kwargs, dtype, class_name)
+    values, observed = draw_inputs(data, kwargs, dtype, missing_values=class_name in TAKES_OBSERVED_MASK)
     mask = None
     if class_name in ("PatchTSMixerForPretraining", "PatchTSMixerModel") and data.draw(st.booleans(), label="mask"):
         mask = np.random.default_rng(0).random((values.shape[0], kwargs["num_input_channels"],

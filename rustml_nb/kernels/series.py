@@ -8,6 +8,8 @@ import math
 from ..jit import kernel
 
 SCALING_NONE, SCALING_MEAN, SCALING_STD = 0, 1, 2
+# A config's ``scaler`` ("none", "mean", "std") -> the code the kernels take.
+SCALINGS = {"none": SCALING_NONE, "mean": SCALING_MEAN, "std": SCALING_STD}
 STD_MINIMUM_SCALE = 1e-5  # the std scaler: sqrt(variance + 1e-5)
 MEAN_MINIMUM_SCALE = 1e-10  # the mean scaler: clamp(scale, min=1e-10)
 
@@ -70,3 +72,14 @@ def scale_and_patchify(values, observed, b, c, scaling, default_scale, patch_str
                 patches[p, i] = value / scale[b, 0, c]
             else:
                 patches[p, i] = value
+
+
+@kernel
+def mask_patches(patch_mask, b, c, mask_value, source, target):
+    """Pretraining's given mask: target [num_patches, patch_length] = series (b, c)'s source patches, those
+    patch_mask [batch, channels, num_patches] marks set to mask_value. Nothing when patch_mask is empty (the
+    caller then reads source itself)."""
+    if patch_mask.shape[0]:
+        for p in range(source.shape[0]):
+            for i in range(source.shape[1]):
+                target[p, i] = mask_value if patch_mask[b, c, p] else source[p, i]

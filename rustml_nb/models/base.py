@@ -229,6 +229,13 @@ class FamilyModel:
         return tuple(unbatch(state, single) for state in out.hidden_states)
 
 
+def check_agreement(check) -> None:
+    """ArchitectureMismatchError listing every field where config.json and the weights disagree."""
+    if check.mismatches:
+        details = "; ".join(f"{field}: config says {want!r}, weights say {have!r}" for field, want, have in check.mismatches)
+        raise ArchitectureMismatchError(f"config.json and the weights disagree: {details}")
+
+
 def class_for_head(family: str, head, classes, architectures, config):
     """The class of ``classes`` whose ``head`` is ``head`` (from config.json's ``architectures``, else what
     the weights show); ArchitectureMismatchError when none is."""

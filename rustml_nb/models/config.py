@@ -19,6 +19,15 @@ DISTRIBUTION_PARAMETERS = {
 }
 
 
+def head_named(config, architecture_heads: dict[str, str]) -> str | None:
+    """The head ``config.architectures`` names (``architecture_heads``: class name -> head), or None when it
+    names none of them."""
+    for architecture in config.architectures or ():
+        if architecture in architecture_heads:
+            return architecture_heads[architecture]
+    return None
+
+
 class FamilyConfig:
     """Mixed into each family's config dataclass: parsing and the checks every family makes."""
 

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from ...errors import ConfigError
-from ..config import DISTRIBUTION_PARAMETERS
+from ..config import DISTRIBUTION_PARAMETERS, head_named
 from ..layers import positional_kind
 from ..mixer import StackShape, stack_shapes
 
@@ -31,10 +31,7 @@ INJECT_SCALE_SHAPES = {"map_scale_expansion": lambda d: (4, 2), "map_scale_compr
 
 def head_of_config(config) -> str | None:
     """The head ``config.architectures`` names, or None when it names none of ours."""
-    for architecture in config.architectures or ():
-        if architecture in ARCHITECTURE_HEADS:
-            return ARCHITECTURE_HEADS[architecture]
-    return None
+    return head_named(config, ARCHITECTURE_HEADS)
 
 
 def distribution_parameters(config, head: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import numpy as np
 from ...jit import kernel
 from ...kernels.mixer import MixerSwitches, mixer_layers
 from ...kernels.rows import POOL_MAX, POOL_MEAN
-from ...kernels.series import scale_and_patchify
+from ...kernels.series import mask_patches, scale_and_patchify
 
 AGGREGATE_NONE, AGGREGATE_LAST = -1, 3  # besides rows.POOL_MEAN (avg_pool) and rows.POOL_MAX (max_pool)
 # Rows (series x patches) per block: the mixer's matrices are narrow (d_model 8-64), so blocks are larger than
@@ -58,7 +58,7 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
     layer's output. A unit is what mixes only within itself: a series, or across channels a batch element.
     work: this thread's ``Workspace``; heads: the self-attention's ``HeadsOfEight()`` or ``AnyHeads()``.
     """
-    num_patches, patch_length = patches.shape[1], patches.shape[2]
+    num_patches = patches.shape[1]
     channels = values.shape[2]
     d_model = stream.shape[1]
     block_rows = work.normed.size // d_model
@@ -72,10 +72,7 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
             b, c = series // channels, series % channels
             scale_and_patchify(values, observed, b, c, switches.scaling, default_scale, switches.patch_stride, loc,
                                scale, patch_input[series])
-            if patch_mask.shape[0]:
-                for p in range(num_patches):
-                    for i in range(patch_length):
-                        patches[series, p, i] = switches.mask_value if patch_mask[b, c, p] else patch_input[series, p, i]
+            mask_patches(patch_mask, b, c, switches.mask_value, patch_input[series], patches[series])
         embed_patches(patches[s0:s1], weights, block)
         mixer_layers(block, s1 - s0, channels, num_patches, weights.layers, switches.mixer, heads, work, hidden_states,
                      0, s0 * num_patches)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import ArchitectureMismatchError
 from ...kernels import attention, heads, mixer, rows, series
-from ..base import FamilyModel, Forecaster, class_for_head, head_parameters, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, class_for_head, head_parameters, model_dtype, unbatch
 from ..config import DISTRIBUTION_PARAMETERS
 from . import forward
 from .config import PatchTSMixerConfig
@@ -65,15 +65,8 @@ class PatchTSMixerForRegressionOutput:
 # --------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------
-SCALINGS = {"none": series.SCALING_NONE, "mean": series.SCALING_MEAN, "std": series.SCALING_STD}
 AGGREGATIONS = {None: forward.AGGREGATE_NONE, "use_last": forward.AGGREGATE_LAST, "max_pool": rows.POOL_MAX,
                 "avg_pool": rows.POOL_MEAN}
-
-
-def _check_runnable(check: ArchitectureCheck) -> None:
-    if check.mismatches:
-        details = "; ".join(f"{field}: config says {want!r}, weights say {have!r}" for field, want, have in check.mismatches)
-        raise ArchitectureMismatchError(f"config.json and the weights disagree: {details}")
 
 
 class _PatchTSMixerBase(FamilyModel):
@@ -86,7 +79,7 @@ class _PatchTSMixerBase(FamilyModel):
                  check: ArchitectureCheck | None = None):
         super().__init__(config, weights, dtype, check)
         self._switches = forward.Switches(
-            scaling=SCALINGS[config.scaler], patch_stride=config.patch_stride, mask_value=float(config.mask_value),
+            scaling=series.SCALINGS[config.scaler], patch_stride=config.patch_stride, mask_value=float(config.mask_value),
             mixer=mixer.MixerSwitches(
                 norm_type=rows.NORM_BATCH if config.batch_norm else rows.NORM_LAYER, norm_eps=float(config.norm_eps),
                 mix_channel=config.mode == "mix_channel", gated=bool(config.gated_attn),
@@ -112,7 +105,7 @@ class _PatchTSMixerBase(FamilyModel):
         mapping = map_patchtsmixer_weights(hf_weights)
         check = check_patchtsmixer_compatibility(mapping.mapped,
                                                  dataclasses.replace(config, architectures=[cls.__name__]))
-        _check_runnable(check)
+        check_agreement(check)
         weights = load_patchtsmixer_weights(mapping.mapped, config, cls.head, model_dtype(dtype).type,
                                             mapping.unmapped, mapping.sources)
         return cls(config, weights, dtype, check)

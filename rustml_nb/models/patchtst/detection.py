@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ..layers import OPTIONAL_NAMES, positional_kind  # noqa: F401  (OPTIONAL_NAMES re-exported)
+from ..config import head_named
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
 
 HEADS = ("none", "prediction", "pretraining", "classification", "regression")
@@ -27,10 +28,7 @@ ARCHITECTURE_HEADS = {
 
 def head_of_config(config: PatchTSTConfig) -> str | None:
     """The head ``config.architectures`` names, or None when it names none of ours."""
-    for architecture in config.architectures or ():
-        if architecture in ARCHITECTURE_HEADS:
-            return ARCHITECTURE_HEADS[architecture]
-    return None
+    return head_named(config, ARCHITECTURE_HEADS)
 
 
 def distribution_parameters(config: PatchTSTConfig, head: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from ...jit import kernel
 from ...kernels.attention import attend
 from ...kernels.rows import (POOL_MEAN, add_bias_activate, add_bias_residual, copy_rows, normalize, pool_tokens,
                              swap_blocks)
-from ...kernels.series import scale_and_patchify
+from ...kernels.series import mask_patches, scale_and_patchify
 
 # Which of a layer's three norms: attention over time, attention over channels, feed-forward.
 NORM_ATTENTION, NORM_CHANNEL_ATTENTION, NORM_FF = 0, 1, 2
@@ -116,7 +116,7 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
     on each series' mean row instead of on every token. pooled then holds the layer's mean output and the
     stream is left as it entered that sublayer.
     """
-    series_count, num_patches, patch_length = patches.shape
+    series_count, num_patches = patches.shape[0], patches.shape[1]
     channels = values.shape[2]
     d_model = stream.shape[1]
     ffn_dim = weights.ff1_weight.shape[2]
@@ -143,10 +143,7 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
             b, c = series // channels, series % channels
             scale_and_patchify(values, observed, b, c, switches.scaling, default_scale, switches.patch_stride, loc,
                                scale, patch_input[series])
-            if patch_mask.shape[0]:
-                for p in range(num_patches):
-                    for i in range(patch_length):
-                        patches[series, p, i] = switches.mask_value if patch_mask[b, c, p] else patch_input[series, p, i]
+            mask_patches(patch_mask, b, c, switches.mask_value, patch_input[series], patches[series])
             embed_series(patches[series], c, weights, switches.use_cls_token,
                          block[(series - s0) * tokens:(series - s0 + 1) * tokens])
         if folded:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import ArchitectureMismatchError, ConfigError, UnsupportedArchitectureError
 from ...kernels import attention, heads, rows, series
-from ..base import FamilyModel, Forecaster, class_for_head, head_parameters, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, class_for_head, head_parameters, model_dtype, unbatch
 from . import forward
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
 from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_compatibility, expected_shapes,
@@ -67,7 +67,7 @@ def _switches(config: PatchTSTConfig, head: str, dtype) -> forward.Switches:
         distribution = 1 + list(DISTRIBUTION_PARAMETERS).index(config.distribution_output)
     low, high = config.output_range if (config.output_range is not None and head == "regression") else (0.0, 1.0)
     return forward.Switches(
-        scaling={"none": series.SCALING_NONE, "mean": series.SCALING_MEAN, "std": series.SCALING_STD}[config.scaler],
+        scaling=series.SCALINGS[config.scaler],
         norm_type=rows.NORM_BATCH if config.norm_type == "batchnorm" else rows.NORM_LAYER,
         pre_norm=bool(config.pre_norm),
         channel_attention=bool(config.channel_attention),
@@ -104,9 +104,7 @@ def _check_runnable(config: PatchTSTConfig, head: str, check: ArchitectureCheck)
             f"embedding input width: config implies {check.expected_ci} (patch_length) or {check.expected_cd} "
             f"(patch_length x num_input_channels), the weights have {check.got}"
         )
-    if check.mismatches:
-        details = "; ".join(f"{field}: config says {want!r}, weights say {have!r}" for field, want, have in check.mismatches)
-        raise ArchitectureMismatchError(f"config.json and the weights disagree: {details}")
+    check_agreement(check)
     if head in ("classification", "regression") and config.pooling_type is None and not config.use_cls_token:
         raise ConfigError(
             f"a {head} head needs pooling_type 'mean' or 'max' or a cls token; got pooling_type None "

@@ -10,6 +10,7 @@ import dataclasses
 import re
 
 from ...errors import ConfigError
+from ..config import head_named
 from ..mixer import StackShape, stack_shapes
 
 HEADS = ("none", "prediction")
@@ -18,10 +19,7 @@ ARCHITECTURE_HEADS = {"TinyTimeMixerModel": "none", "TinyTimeMixerForPrediction"
 
 def head_of_config(config) -> str | None:
     """The head ``config.architectures`` names, or None when it names none of ours."""
-    for architecture in config.architectures or ():
-        if architecture in ARCHITECTURE_HEADS:
-            return ARCHITECTURE_HEADS[architecture]
-    return None
+    return head_named(config, ARCHITECTURE_HEADS)
 
 
 def stacks(config, part: str) -> list[tuple[str, int, StackShape]]:
@@ -156,8 +154,10 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         prediction_length=None if head is None else head.shape[0])
 
 
-def check_tinytimemixer_compatibility(mapped: dict, config) -> ArchitectureCheck:
-    """Detect the variant and list where it disagrees with ``config``."""
+def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = None) -> ArchitectureCheck:
+    """Detect the variant and list where it disagrees with ``config``. ``head``: the class that will run the
+    weights ("none" for the backbone alone: a forecasting checkpoint's decoder and head are then not compared);
+    by default, the head the weights hold."""
     report = detect_tinytimemixer(mapped)
     mismatches = []
 
@@ -174,7 +174,7 @@ def check_tinytimemixer_compatibility(mapped: dict, config) -> ArchitectureCheck
     compare("self_attn", config.self_attn, report.self_attn)
     compare("norm_mlp", "BatchNorm" if config.batch_norm else "LayerNorm", report.norm)
     compare("resolution_prefix_tuning", config.resolution_prefix_tuning, report.resolution_prefix_tuning)
-    if report.head == "prediction":
+    if report.head == "prediction" and head != "none":
         compare("use_decoder", config.use_decoder, report.use_decoder)
         compare("prediction_length", config.prediction_length, report.prediction_length)
         if report.use_decoder:

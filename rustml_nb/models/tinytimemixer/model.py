@@ -10,9 +10,9 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import ArchitectureMismatchError, InputError
-from ...inputs import as_array
+from ...inputs import as_array, check_series
 from ...kernels import attention, heads, mixer, rows, series
-from ..base import FamilyModel, Forecaster, class_for_head, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, class_for_head, model_dtype, unbatch
 from . import forward
 from .config import TinyTimeMixerConfig
 from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_tinytimemixer_compatibility, expected_shapes, head_of_config
@@ -40,20 +40,13 @@ class TinyTimeMixerForPredictionOutput:
     input_data: np.ndarray | None = None  # past_values as the model ran it: cut or padded to its length
 
 
-SCALINGS = {"none": series.SCALING_NONE, "mean": series.SCALING_MEAN, "std": series.SCALING_STD}
-
-
-def _check_runnable(check: ArchitectureCheck) -> None:
-    if check.mismatches:
-        details = "; ".join(f"{field}: config says {want!r}, weights say {have!r}" for field, want, have in check.mismatches)
-        raise ArchitectureMismatchError(f"config.json and the weights disagree: {details}")
-
-
-def _heads_kind(config: TinyTimeMixerConfig, stacks):
+def _heads_kind(config: TinyTimeMixerConfig, levels):
+    """The attention kernel the levels need: none without self-attention; the 8-feature one only when every
+    level's heads are 8 wide (levels split d_model, so their head widths differ); else the general one."""
     if not config.self_attn:
         return attention.heads_kind(None)
-    dims = {level.stack.qkv_weight.shape[1] // config.self_attn_heads for level in stacks}
-    return attention.heads_kind(dims.pop() if len(dims) == 1 else None) if len(dims) == 1 else attention.AnyHeads()
+    dims = {level.stack.qkv_weight.shape[1] // config.self_attn_heads for level in levels}
+    return attention.heads_kind(dims.pop()) if len(dims) == 1 else attention.AnyHeads()
 
 
 class _TinyTimeMixerBase(FamilyModel):
@@ -73,7 +66,7 @@ class _TinyTimeMixerBase(FamilyModel):
         decodes = self.head == "prediction" and config.use_decoder
         mixes = config.mode == "mix_channel" or (decodes and config.decoder_mode == "mix_channel")
         self.unit_series = config.num_input_channels if mixes else 1
-        self.scaling = SCALINGS[config.scaler]
+        self.scaling = series.SCALINGS[config.scaler]
         self.layers = 0
         self.decoder_width = config.decoder_d_model if decodes else 0
         self.block_rows = max(forward.BLOCK_ROWS, self.tokens * self.unit_series)
@@ -88,13 +81,10 @@ class _TinyTimeMixerBase(FamilyModel):
             raise ArchitectureMismatchError(
                 f"{cls.__name__} loads a {cls.head} checkpoint; config.json's architectures say {config.architectures}")
         mapping = map_tinytimemixer_weights(hf_weights)
-        check = check_tinytimemixer_compatibility(mapping.mapped, config)
-        if cls.head == "none":  # a backbone loaded from a forecasting checkpoint: the rest is not needed
-            check = dataclasses.replace(check, mismatches=[m for m in check.mismatches if not m[0].startswith(
-                ("decoder", "use_decoder", "prediction"))])
-        _check_runnable(check)
+        check = check_tinytimemixer_compatibility(mapping.mapped, config, cls.head)
+        check_agreement(check)
         mapped = mapping.mapped
-        if cls.head == "none":
+        if cls.head == "none":  # a backbone loaded from a forecasting checkpoint: the rest is not needed
             mapped = {name: value for name, value in mapped.items() if name.startswith("encoder.")}
         weights = load_tinytimemixer_weights(mapped, config, cls.head, model_dtype(dtype).type, mapping.unmapped,
                                              mapping.sources)
@@ -143,30 +133,23 @@ class _TinyTimeMixerBase(FamilyModel):
             raise InputError("output_hidden_states: TinyTimeMixer's hidden states are not supported by rustml_nb yet")
         config = self.config
         values = as_array("past_values", past_values)
-        if values.ndim not in (2, 3):
-            raise InputError(f"past_values must be [batch, time, channels] or [time, channels], got {values.ndim}-D "
-                             f"shape {values.shape}")
-        length, time_axis = config.sequence_length, values.ndim - 2
-        mask = None if past_observed_mask is None else as_array("past_observed_mask", past_observed_mask)
-        if mask is not None and mask.shape != values.shape:
-            raise InputError(f"past_observed_mask: expected shape {list(values.shape)} like past_values, "
-                             f"got {list(mask.shape)}")
-        steps = values.shape[time_axis]
+        steps = values.shape[-2] if values.ndim >= 2 else 0
+        values, mask, single = check_series(values, past_observed_mask, steps, config.num_input_channels)
         if steps == 0:
             raise InputError("past_values: the history is empty")
+        length = config.sequence_length
         if steps > length:
-            values = values[..., steps - length:, :]
-            mask = None if mask is None else mask[..., steps - length:, :]
+            values = values[:, steps - length:]
+            mask = None if mask is None else mask[:, steps - length:]
         elif steps < length:
-            if values.dtype.kind != "f":
-                raise InputError(f"past_values must be a float array, got dtype {values.dtype}")
-            pad = [(0, 0)] * values.ndim
-            pad[time_axis] = (length - steps, 0)
+            pad = ((0, 0), (length - steps, 0), (0, 0))
             if mask is None:  # granite-tsfm: every value observed, the padding too; here NaN stays missing
                 mask = np.pad(np.isfinite(values), pad, constant_values=True)
             else:
                 mask = np.pad(mask, pad, constant_values=0)
             values = np.pad(values, pad, constant_values=0)
+        if single:
+            values, mask = values[0], None if mask is None else mask[0]
         prefix = None
         if config.resolution_prefix_tuning:
             prefix = self._frequency_rows(freq_token, 1 if values.ndim == 2 else values.shape[0])
@@ -229,11 +212,10 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         channels = self.output_channels
         forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
         decoded = out.decoded if out.decoded is not None else out.last_hidden_state
-        input_data = values if values.ndim == 3 else values[None]
         return TinyTimeMixerForPredictionOutput(
             unbatch(forecast, single), unbatch(out.last_hidden_state, single), unbatch(decoded, single), None,
             unbatch(np.ascontiguousarray(out.loc[..., channels]), single),
-            unbatch(np.ascontiguousarray(out.scale[..., channels]), single), unbatch(input_data, single))
+            unbatch(np.ascontiguousarray(out.scale[..., channels]), single), values)
 
     def _head_output(self, batch, dtype):
         return np.empty((batch, 1, self.config.prediction_length, self.config.num_input_channels), dtype)
@@ -244,9 +226,8 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         width = self.decoder_width or self.config.d_model
         rows = part.decoded if self.decoder_width else part.stream
         features = rows.reshape(-1, self.tokens * width)[first_series:last_series]
-        if features.shape[0]:
-            heads.prediction_head(features, first_series, part.loc, part.scale, self.weights.head_weight,
-                                  self.weights.head_bias, heads.DIST_NONE, 0.0, part.head)
+        heads.prediction_head(features, first_series, part.loc, part.scale, self.weights.head_weight,
+                              self.weights.head_bias, heads.DIST_NONE, 0.0, part.head)
 
 
 MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)
