@@ -15,7 +15,8 @@ from .models.patchtsmixer import (PatchTSMixerConfig, PatchTSMixerForPrediction,
                                   PatchTSMixerModel, check_patchtsmixer_compatibility, detect_patchtsmixer,
                                   map_patchtsmixer_weights)
 from .models.tinytimemixer import (TinyTimeMixerConfig, TinyTimeMixerForPrediction, TinyTimeMixerModel,
-                                    check_tinytimemixer_compatibility, detect_tinytimemixer, map_tinytimemixer_weights)
+                                    check_tinytimemixer_compatibility, detect_tinytimemixer, get_model,
+                                    map_tinytimemixer_weights)
 from .registry import compile_kernels, from_pretrained
 from .threads import get_num_threads, set_num_threads
 
@@ -34,7 +35,7 @@ __all__ = [
     "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerForRegression", "PatchTSMixerConfig",
     "map_patchtsmixer_weights", "check_patchtsmixer_compatibility", "detect_patchtsmixer",
     "TinyTimeMixerModel", "TinyTimeMixerForPrediction", "TinyTimeMixerConfig", "map_tinytimemixer_weights",
-    "check_tinytimemixer_compatibility", "detect_tinytimemixer",
+    "check_tinytimemixer_compatibility", "detect_tinytimemixer", "get_model",
     "RustmlError", "CheckpointError", "UnsupportedDtypeError", "MissingFileError", "UnreadableFileError",
     "ConfigError", "WeightMappingError", "ShapeMismatchError", "ArchitectureMismatchError",
     "UnsupportedArchitectureError", "InputError",

@@ -125,15 +125,18 @@ def regular_history(frame, freq=None):
     return regular, grid, step
 
 
-def frame_to_values(frame, context_length: int, num_channels: int, freq=None, pad: bool = False,
+def frame_to_values(frame, context_length: int, num_channels: int | None, freq=None, pad: bool = False,
                     past_observed_mask=None):
     """(values [context_length, channels] float64 with NaN for missing, the grid's timestamps or None, the
-    step or None, channel names) for the model: the history put on its grid (``regular_history``), its
+    step or None, channel names) for the model (``num_channels`` None: any number of channels): the
+    history put on its grid (``regular_history``), its
     last ``context_length`` rows; a shorter history is an InputError unless ``pad``, which left-pads with
     missing values. ``past_observed_mask`` ([rows, channels], 1 = observed) marks more values missing."""
     pd = _pandas()
     channels, _ = split_time(frame)
-    if channels.shape[1] != num_channels:
+    if channels.shape[1] == 0:
+        raise InputError("the data has no channel columns (only a time column)")
+    if num_channels is not None and channels.shape[1] != num_channels:
         raise InputError(f"the model takes {num_channels} channel(s), the data has {channels.shape[1]}: "
                          f"{list(channels.columns)}")
     for column in channels.columns:

@@ -26,9 +26,9 @@ def as_array(name: str, value) -> np.ndarray:
     return array
 
 
-def check_series(past_values, past_observed_mask, context_length: int, channels: int):
+def check_series(past_values, past_observed_mask, context_length: int, channels: int | None):
     """(values [batch, time, channels], mask or None, single): checked, not copied. ``single`` says the
-    input was one series ``[time, channels]``."""
+    input was one series ``[time, channels]``; ``channels`` None takes any number of channels."""
     values = as_array("past_values", past_values)
     if values.dtype.kind not in "fiu":
         raise InputError(f"past_values must hold real numbers, got dtype {values.dtype}")
@@ -41,10 +41,11 @@ def check_series(past_values, past_observed_mask, context_length: int, channels:
     single = values.ndim == 2
     if single:
         values = values[None]
-    expected = (context_length, channels)
-    if values.shape[1:] != expected:
-        raise InputError(f"past_values: expected [batch, {expected[0]}, {expected[1]}] (context_length, "
-                         f"num_input_channels), got {list(values.shape if not single else values.shape[1:])}")
+    expected = (context_length, values.shape[2] if channels is None else channels)
+    if values.shape[1:] != expected or expected[1] == 0:
+        wanted = "channels (any number)" if channels is None else "num_input_channels"
+        raise InputError(f"past_values: expected [batch, {expected[0]}, {expected[1] or 'at least 1'}] (context_length, "
+                         f"{wanted}), got {list(values.shape if not single else values.shape[1:])}")
     if values.shape[0] == 0:
         raise InputError("past_values: the batch is empty")
     if past_observed_mask is None:

@@ -34,20 +34,24 @@ def family_of_config(config):
 
 
 def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
-                    local_files_only: bool = False):
+                    local_files_only: bool = False, **config_overrides):
     """Load a checkpoint as the class its ``config.json`` names (``model_type`` picks the family,
     ``architectures`` the class; without one, the head the weights show).
 
     ``repo_id_or_path``: a folder that exists is local; otherwise a Hub repo id, downloaded into
     huggingface_hub's cache (``revision`` pins a branch, tag or commit; ``local_files_only`` never
     touches the network; ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` apply).
+    ``config_overrides``: config fields that replace config.json's, as transformers' ``from_pretrained``
+    takes them (e.g. TinyTimeMixer's ``prediction_filter_length=24``).
     """
     from .bundle import load_bundle
+    from .models.config import override_fields
 
     bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
+    config = override_fields(bundle.config, config_overrides)
     tensors = bundle.load_tensors()
-    model_class = family_of_config(bundle.config).model_class_for(bundle.config, tensors)
-    return model_class.from_hub_weights(bundle.config, tensors, dtype)
+    model_class = family_of_config(config).model_class_for(config, tensors)
+    return model_class.from_hub_weights(config, tensors, dtype)
 
 
 def compile_kernels(dtype: str = "float32", families=None) -> None:

@@ -246,6 +246,58 @@ def test_frequency_token_is_required_and_checked(tmp_path):
     assert model(values, freq_token=1).prediction_outputs.shape == (2, 4, 1)
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_any_number_of_channels_when_they_never_mix(tmp_path, channels):
+    """A common_channel checkpoint (the released ones say num_input_channels 1) runs any number of channels, as
+    granite-tsfm does; prediction_channel_indices must name channels the input has; mix_channel checkpoints
+    take exactly num_input_channels."""
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=4, num_input_channels=2, adaptive_patching_levels=2,
+                  scaling="mean")
+    reference = build_reference(seed=6, **kwargs)
+    folder = save(reference, tmp_path / "common")
+    values = np.random.default_rng(1).normal(size=(3, 32, channels)) * 2 + 1
+    ours, theirs = run_both(folder, reference, values, None, "float64")
+    assert ours.prediction_outputs.shape == (3, 4, channels)
+    compare_outputs(ours, theirs, "float64")
+    backbone = rustml_nb.models.tinytimemixer.TinyTimeMixerModel.from_pretrained(folder, dtype="float64")
+    assert backbone(values).last_hidden_state.shape == (3, channels, 4, 16)
+
+    indexed = save(build_reference(seed=6, prediction_channel_indices=[1], **kwargs), tmp_path / "indexed")
+    model = rustml_nb.from_pretrained(indexed)
+    assert model(values[..., :1].repeat(3, axis=2)).prediction_outputs.shape == (3, 4, 1)
+    with pytest.raises(InputError, match=r"1 channel\(s\); the checkpoint's prediction_channel_indices \[1\]"):
+        model(values[..., :1])
+
+    mixing = save(build_reference(seed=6, **{**kwargs, "decoder_mode": "mix_channel"}), tmp_path / "mixing")
+    with pytest.raises(InputError, match=r"expected \[batch, 32, 2\]"):
+        rustml_nb.from_pretrained(mixing)(np.zeros((1, 32, 3)))
+    rustml_nb.models.tinytimemixer.TinyTimeMixerModel.from_pretrained(mixing)(np.zeros((1, 32, 3)))  # no decoder
+
+
+def test_dataframe_forecasts_hold_the_filtered_horizon_and_take_the_frequency_token(tmp_path):
+    """forecast(DataFrame): prediction_filter_length steps, the columns of any number of channels, and for a
+    resolution_prefix_tuning checkpoint the frequency token of the history's step (hourly: 7)."""
+    import pandas as pd
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=6, prediction_filter_length=4, num_input_channels=1,
+                  resolution_prefix_tuning=True, frequency_token_vocab_size=10)
+    reference = build_reference(seed=7, **kwargs)
+    model = rustml_nb.from_pretrained(save(reference, tmp_path), dtype="float64")
+    history = pd.DataFrame(np.random.default_rng(2).normal(size=(40, 3)), columns=["a", "b", "c"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    forecast = model.forecast(history)
+    assert list(forecast.columns) == ["a", "b", "c"]
+    assert list(forecast.index) == list(pd.date_range("2024-01-02 16:00", periods=4, freq="h"))
+    with torch.no_grad():
+        expected = reference.double()(torch.from_numpy(history.to_numpy()[None, -32:].copy()),
+                                      freq_token=torch.tensor([7])).prediction_outputs.numpy()[0]
+    np.testing.assert_allclose(forecast.to_numpy(), expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(InputError, match="give the history timestamps"):
+        model.forecast(history.reset_index(drop=True))
+
+
 def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
     from rustml_nb.cli import main
     import pandas as pd

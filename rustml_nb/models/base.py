@@ -91,14 +91,20 @@ class FamilyModel:
         self.dtype = model_dtype(dtype)
         self.architecture = check
 
+    @property
+    def input_channels(self) -> int | None:
+        """The channels an input must have; None: any number (a family whose channels never meet)."""
+        return self.config.num_input_channels
+
     @classmethod
     def from_pretrained(cls, repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
-                        local_files_only: bool = False):
+                        local_files_only: bool = False, **config_overrides):
         """Load a checkpoint folder, or a Hub repo id through ``HubApi`` (see ``rustml_nb.from_pretrained``)."""
         from ..bundle import load_bundle
+        from .config import override_fields
 
         bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
-        return cls.from_hub_weights(bundle.config, bundle.load_tensors(), dtype)
+        return cls.from_hub_weights(override_fields(bundle.config, config_overrides), bundle.load_tensors(), dtype)
 
     def release_workspace(self) -> None:
         """Free the scratch buffers kept for models of this shape and dtype (a few MB for each of
@@ -119,11 +125,11 @@ class FamilyModel:
     def _make_scratch(self):
         raise NotImplementedError
 
-    def _patch_mask(self, mask, batch):
+    def _patch_mask(self, mask, batch, channels):
         if mask is None:
             return None
         mask = as_array("mask", mask)
-        expected = (batch, self.config.num_input_channels, self.config.num_patches)
+        expected = (batch, channels, self.config.num_patches)
         if mask.shape != expected:
             raise InputError(f"mask: expected shape {list(expected)} (batch, channels, patches), got {list(mask.shape)}")
         if mask.dtype.kind not in "biu":
@@ -135,9 +141,9 @@ class FamilyModel:
         [batch, d_model]: a token row put in front of each series' patches (the family's encoder reads it)."""
         config, dtype = self.config, self.dtype
         raw, raw_mask, single = check_series(past_values, past_observed_mask, config.context_length,
-                                             config.num_input_channels)
-        batch, channels = raw.shape[0], config.num_input_channels
-        patch_mask = self._patch_mask(mask, batch)
+                                             self.input_channels)
+        batch, channels = raw.shape[0], raw.shape[2]
+        patch_mask = self._patch_mask(mask, batch, channels)
         num_patches, patch_length, d_model, tokens = config.num_patches, config.patch_length, config.d_model, self.tokens
         num_layers = self.layers if output_hidden_states else 0
         chunk = max(1, CHUNK_ROWS // (channels * tokens))
@@ -152,7 +158,7 @@ class FamilyModel:
                 loc=np.empty((batch, 1, channels), dtype), scale=np.empty((batch, 1, channels), dtype),
                 patch_input=np.empty((batch, channels, num_patches, patch_length), dtype)
                 if self.head == "none" else None,
-                head=self._head_output(batch, dtype),
+                head=self._head_output(batch, channels, dtype),
                 hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype)
                 if output_hidden_states else None,
                 decoded=np.empty((batch, channels, tokens, self.decoder_width), dtype) if self.decoder_width else None)
@@ -213,7 +219,7 @@ class FamilyModel:
     def _encode_task(self, part: Chunk, first_unit: int, last_unit: int, work) -> None:
         raise NotImplementedError
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         return None
 
     def _series_head(self, part: Chunk, first_series: int, last_series: int) -> None:
@@ -262,13 +268,28 @@ def head_parameters(array, single):
 
 class Forecaster:
     """Point forecasts and DataFrames, for a family's prediction class (``output_channels``: the indices of
-    the channels its forecasts hold; ``distribution``: its head's distribution, or None)."""
+    the channels its forecasts hold; ``horizon``: the steps they hold; ``distribution``: its head's
+    distribution, or None)."""
 
     distribution: str | None = None
 
     @property
     def output_channels(self) -> list[int]:
         return list(range(self.config.num_input_channels))
+
+    @property
+    def horizon(self) -> int:
+        return self.config.prediction_length
+
+    def output_channels_for(self, channels: int) -> list[int]:
+        """The input channels a forecast of an input of ``channels`` channels holds (for a family that takes
+        any number of channels; else always ``output_channels``)."""
+        return self.output_channels
+
+    def _frame_forward(self, values, step):
+        """The forward pass ``forecast`` runs on a DataFrame's values [context_length, channels]; ``step``: the
+        history's time step (a pandas offset), or None when it has no timestamps."""
+        return self(values)
 
     def point_forecast(self, output) -> np.ndarray:
         """[batch, horizon, channels] point forecasts: ``prediction_outputs`` for a point head, the mean of
@@ -287,7 +308,7 @@ class Forecaster:
     def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False):
         """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
 
-        A DataFrame gets a DataFrame back, indexed by the ``prediction_length`` steps after its last row, with
+        A DataFrame gets a DataFrame back, indexed by the ``horizon`` steps after its last row, with
         the column names of the channels forecast. Its timestamps must increase; the step is inferred
         (``freq``, e.g. ``"h"``, overrides it), and rows missing from that grid are inserted as missing values,
         with a warning. The last ``context_length`` rows are used; a shorter history is an error unless
@@ -301,8 +322,8 @@ class Forecaster:
         from ..frames import frame_to_values, future_index
 
         config = self.config
-        values, times, step, columns = frame_to_values(history, config.context_length, config.num_input_channels,
+        values, times, step, columns = frame_to_values(history, config.context_length, self.input_channels,
                                                        freq, pad, past_observed_mask)
-        prediction = self.point_forecast(self(values))
-        return pd.DataFrame(prediction, index=future_index(times, step, config.prediction_length, len(history)),
-                            columns=[columns[c] for c in self.output_channels])
+        prediction = self.point_forecast(self._frame_forward(values, step))
+        return pd.DataFrame(prediction, index=future_index(times, step, self.horizon, len(history)),
+                            columns=[columns[c] for c in self.output_channels_for(len(columns))])

@@ -28,6 +28,19 @@ def head_named(config, architecture_heads: dict[str, str]) -> str | None:
     return None
 
 
+def override_fields(config, values: dict):
+    """``config`` with ``values`` in place of its fields, checked again; ConfigError naming unknown fields."""
+    if not values:
+        return config
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(config)})
+    if unknown:
+        raise ConfigError(f"{type(config).__name__} has no field(s) {unknown}")
+    try:
+        return dataclasses.replace(config, **values)
+    except ConfigError as error:
+        raise ConfigError(f"overriding config.json with {values}: {error}") from None
+
+
 class FamilyConfig:
     """Mixed into each family's config dataclass: parsing and the checks every family makes."""
 

@@ -173,9 +173,9 @@ class PatchTSMixerForPrediction(Forecaster, _PatchTSMixerBase):
                                                unbatch(np.ascontiguousarray(out.loc[..., channels]), single),
                                                unbatch(np.ascontiguousarray(out.scale[..., channels]), single))
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         count = self.weights.head.weight.shape[1]
-        return np.empty((batch, count, self.config.prediction_length, self.config.num_input_channels), dtype)
+        return np.empty((batch, count, self.config.prediction_length, channels), dtype)
 
     def _series_head(self, part, first_series, last_series):
         features = part.stream.reshape(part.patches.shape[0], -1)[first_series:last_series]
@@ -198,9 +198,9 @@ class PatchTSMixerForPretraining(_PatchTSMixerBase):
         hidden, states = self._outputs(out, single)
         return PatchTSMixerForPreTrainingOutput(unbatch(out.head, single), hidden, states)
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         config = self.config
-        return np.empty((batch, config.num_input_channels, config.num_patches, config.patch_length), dtype)
+        return np.empty((batch, channels, config.num_patches, config.patch_length), dtype)
 
     def _apply_head(self, part, out, first, last):
         config, head = self.config, self.weights.head
@@ -212,7 +212,7 @@ class _LinearHead(_PatchTSMixerBase):
     """Classification and regression: the scale injection (with std or mean scaling), aggregation over
     patches, one Linear over every channel's aggregate."""
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         weight = self.weights.head.weight  # [1, parameters, width, targets]
         return np.empty((batch, weight.shape[1], weight.shape[3]), dtype)
 

@@ -198,9 +198,9 @@ class PatchTSTForPrediction(Forecaster, _PatchTSTBase):
     def distribution(self):
         return self.config.distribution_output if self._switches.distribution else None
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         count = self.weights.head.weight.shape[1]
-        return np.empty((batch, count, self.config.prediction_length, self.config.num_input_channels), dtype)
+        return np.empty((batch, count, self.config.prediction_length, channels), dtype)
 
     def _series_head(self, part, first_series, last_series):
         # pooled rows, or without pooling each series' rows flattened
@@ -226,9 +226,9 @@ class PatchTSTForPretraining(_PatchTSTBase):
         out, single = self._forward(past_values, past_observed_mask, mask, output_hidden_states)
         return PatchTSTForPretrainingOutput(unbatch(out.head, single), self._hidden_tuple(out, single))
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         config = self.config
-        return np.empty((batch, config.num_input_channels, config.num_patches, config.patch_length), dtype)
+        return np.empty((batch, channels, config.num_patches, config.patch_length), dtype)
 
     def _apply_head(self, part, out, first, last):
         config, head = self.config, self.weights.head
@@ -240,7 +240,7 @@ class PatchTSTForPretraining(_PatchTSTBase):
 class _PooledHead(_PatchTSTBase):
     """Classification and regression: one Linear over every channel's pooled rows."""
 
-    def _head_output(self, batch, dtype):
+    def _head_output(self, batch, channels, dtype):
         weight = self.weights.head.weight  # [1, parameters, channels * d_model, targets]
         return np.empty((batch, weight.shape[1], weight.shape[3]), dtype)
 

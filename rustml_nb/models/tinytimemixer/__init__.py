@@ -5,6 +5,7 @@ from ..mapping import WeightMappingResult  # noqa: F401
 from .config import TinyTimeMixerConfig
 from .detection import ArchitectureCheck, DetectionReport, check_tinytimemixer_compatibility, detect_tinytimemixer
 from .mapping import map_tinytimemixer_weights
+from .releases import choose_release, frequency_token, get_model
 from .model import MODEL_CLASSES, TinyTimeMixerForPrediction, TinyTimeMixerModel, compile_kernels, model_class_for
 
 CONFIG = TinyTimeMixerConfig

@@ -136,13 +136,24 @@ class TinyTimeMixerConfig(FamilyConfig):
 
     @property
     def output_channels(self) -> list[int]:
-        """The channels a forecast holds: ``prediction_channel_indices`` sorted; with exogenous channels and no
-        prediction channels named, every other channel (as granite-tsfm fills them in); else all."""
+        """The channels a forecast of ``num_input_channels`` channels holds (see ``forecast_channels``)."""
+        return self.forecast_channels(self.num_input_channels)
+
+    def forecast_channels(self, channels: int) -> list[int]:
+        """The channels a forecast of an input of ``channels`` channels holds: ``prediction_channel_indices``
+        sorted; with exogenous channels and no prediction channels named, every other channel (as granite-tsfm
+        fills them in); else all."""
         if self.prediction_channel_indices is not None:
             return sorted(self.prediction_channel_indices)
         if self.exogenous_channel_indices is not None:
-            return sorted(set(range(self.num_input_channels)) - set(self.exogenous_channel_indices))
-        return list(range(self.num_input_channels))
+            return sorted(set(range(channels)) - set(self.exogenous_channel_indices))
+        return list(range(channels))
+
+    @property
+    def channel_independent(self) -> bool:
+        """Whether channels never meet (common_channel encoder and decoder): then, as in granite-tsfm, an
+        input may have any number of channels, whatever ``num_input_channels`` says."""
+        return self.mode == "common_channel" and (not self.use_decoder or self.decoder_mode == "common_channel")
 
     def level_factors(self, levels: int, d_model: int) -> list[int]:
         """Each adaptive-patching level's factor, coarsest first, as TinyTimeMixerAdaptivePatchingBlock sets

@@ -17,6 +17,7 @@ from . import forward
 from .config import TinyTimeMixerConfig
 from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_tinytimemixer_compatibility, expected_shapes, head_of_config
 from .mapping import map_tinytimemixer_weights
+from .releases import frequency_token
 from .weights import TinyTimeMixerWeights, load_tinytimemixer_weights
 
 
@@ -64,13 +65,19 @@ class _TinyTimeMixerBase(FamilyModel):
         self._decoder_heads = _heads_kind(config, weights.decoder) if weights.decoder else self._encoder_heads
         self.tokens = config.num_tokens
         decodes = self.head == "prediction" and config.use_decoder
-        mixes = config.mode == "mix_channel" or (decodes and config.decoder_mode == "mix_channel")
+        mixes = not config.channel_independent if decodes else config.mode == "mix_channel"
         self.unit_series = config.num_input_channels if mixes else 1
+        self._input_channels = config.num_input_channels if mixes else None
         self.scaling = series.SCALINGS[config.scaler]
         self.layers = 0
         self.decoder_width = config.decoder_d_model if decodes else 0
         self.block_rows = max(forward.BLOCK_ROWS, self.tokens * self.unit_series)
         self._no_states = np.zeros((0, 0, 0), self.dtype)
+
+    @property
+    def input_channels(self) -> int | None:
+        """``num_input_channels`` when channels mix (mix_channel); else None: any number, as granite-tsfm runs."""
+        return self._input_channels
 
     @classmethod
     def from_hub_weights(cls, config: TinyTimeMixerConfig, hf_weights: dict, dtype: str = "float32"):
@@ -102,7 +109,7 @@ class _TinyTimeMixerBase(FamilyModel):
 
     def _encode_task(self, part, first_unit, last_unit, work):
         config, weights = self.config, self.weights
-        tokens, channels, unit = self.tokens, config.num_input_channels, self.unit_series
+        tokens, unit = self.tokens, self.unit_series
         units_per_block = max(self.block_rows // (unit * tokens), 1)
         for first in range(first_unit, last_unit, units_per_block):
             s0, s1 = first * unit, min(first + units_per_block, last_unit) * unit
@@ -134,9 +141,15 @@ class _TinyTimeMixerBase(FamilyModel):
         config = self.config
         values = as_array("past_values", past_values)
         steps = values.shape[-2] if values.ndim >= 2 else 0
-        values, mask, single = check_series(values, past_observed_mask, steps, config.num_input_channels)
+        values, mask, single = check_series(values, past_observed_mask, steps, self.input_channels)
         if steps == 0:
             raise InputError("past_values: the history is empty")
+        channels = values.shape[2]
+        for name in ("prediction_channel_indices", "exogenous_channel_indices"):
+            indices = getattr(config, name)
+            if indices is not None and max(indices) >= channels:
+                raise InputError(f"past_values has {channels} channel(s); the checkpoint's {name} {indices} name "
+                                 f"channel {max(indices)}")
         length = config.sequence_length
         if steps > length:
             values = values[:, steps - length:]
@@ -202,6 +215,24 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
     def output_channels(self) -> list[int]:
         return self.config.output_channels
 
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    def output_channels_for(self, channels: int) -> list[int]:
+        return self.config.forecast_channels(channels)
+
+    def _frame_forward(self, values, step):
+        """A DataFrame's forward pass: with ``resolution_prefix_tuning``, the frequency token of its time step,
+        found as granite-tsfm's preprocessor finds it."""
+        if not self.config.resolution_prefix_tuning:
+            return self(values)
+        if step is None:
+            raise InputError("this checkpoint needs the data's frequency token (resolution_prefix_tuning): give the "
+                             "history timestamps (a DatetimeIndex or a time column), or call the model on arrays "
+                             "with freq_token=")
+        return self(values, freq_token=frequency_token(step))
+
     def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False):
         """Forecast from ``past_values`` [batch, time, channels] (or one series), any length: cut or padded to
         ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks
@@ -209,7 +240,7 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         for a checkpoint with ``resolution_prefix_tuning`` (the ``-ft-`` revisions)."""
         values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token, output_hidden_states)
         out, single = self._forward(values, mask, None, False, prefix)
-        channels = self.output_channels
+        channels = self.output_channels_for(values.shape[-1])
         forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
         decoded = out.decoded if out.decoded is not None else out.last_hidden_state
         return TinyTimeMixerForPredictionOutput(
@@ -217,8 +248,8 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
             unbatch(np.ascontiguousarray(out.loc[..., channels]), single),
             unbatch(np.ascontiguousarray(out.scale[..., channels]), single), values)
 
-    def _head_output(self, batch, dtype):
-        return np.empty((batch, 1, self.config.prediction_length, self.config.num_input_channels), dtype)
+    def _head_output(self, batch, channels, dtype):
+        return np.empty((batch, 1, self.config.prediction_length, channels), dtype)
 
     def _series_head(self, part, first_series, last_series):
         """Each series' rows flattened ([tokens * width]) through the forecast Linear, then scaled back:
