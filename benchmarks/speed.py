@@ -1,5 +1,5 @@
-"""rustml_nb against transformers (eager PyTorch) and ONNX Runtime, interleaved in one process, for every
-model family: the same rules, one run, one report.
+"""rustml_nb against the reference in eager PyTorch (transformers; granite-tsfm for TinyTimeMixer) and ONNX
+Runtime, interleaved in one process, for every model family: the same rules, one run, one report.
 
     pip install -e ".[bench]" && python benchmarks/speed.py            # ~12 minutes on 2 cores
     python benchmarks/speed.py --family patchtsmixer --quick             # one family, fewer rounds, no files
@@ -68,15 +68,41 @@ def patchtsmixer_flops(config: dict, batch: int) -> float:
     return 2.0 * (embed + config["num_layers"] * per_layer + head)
 
 
+def tinytimemixer_flops(config: dict, batch: int) -> float:
+    """Multiply-adds x 2 of one forward pass: the patcher; each adaptive level of encoder and decoder (a level
+    of factor f mixes tokens * f rows of width / f: MLPs and gates across tokens and features); the decoder's
+    adapter; the flatten head."""
+    series = batch * config["num_input_channels"]
+    tokens = (config["context_length"] - config["patch_length"]) // config["patch_stride"] + 1
+    expansion, gate = config.get("expansion_factor", 2), 1 if config.get("gated_attn", True) else 0
+
+    def mlp(width):  # Linear width -> width * expansion -> width, and the gate's width x width
+        return 2 * width * width * expansion + gate * width * width
+
+    def stack(d_model, levels, layers):
+        factors = [2 ** level if d_model // 2 ** level > 4 else 1 for level in range(levels)] or [1]
+        return sum(layers * series * ((d_model // f) * mlp(tokens * f) + tokens * f * mlp(d_model // f))
+                   for f in factors)
+
+    d, decoder_d = config["d_model"], config["decoder_d_model"]
+    embed = series * tokens * config["patch_length"] * d
+    adapter = series * tokens * d * decoder_d if d != decoder_d else 0
+    head = series * tokens * decoder_d * config["prediction_length"]
+    return 2.0 * (embed + stack(d, config.get("adaptive_patching_levels", 0), config["num_layers"]) + adapter
+                  + stack(decoder_d, config.get("decoder_adaptive_patching_levels", 0), config["decoder_num_layers"])
+                  + head)
+
+
 class Family(NamedTuple):
     title: str
-    architecture: str  # the transformers class benchmarked
+    architecture: str  # the reference class benchmarked
     shape: str  # what the model is shaped like, for the report
     config: dict
     flops: Callable[[dict, int], float]
     batches: tuple
     scaling: tuple  # (label, config overrides, batch)
     note: str = ""
+    reference: str = "transformers"  # the module holding the reference class (rustml_nb.parity.reference_module)
 
 
 FAMILIES = {
@@ -103,6 +129,20 @@ FAMILIES = {
          ("mix_channel", {"mode": "mix_channel"}, 64)),
         "The wider shape is the from-scratch configuration of granite-tsfm's PatchTSMixer getting-started "
         "notebook."),
+    "tinytimemixer": Family(
+        "TinyTimeMixer", "TinyTimeMixerForPrediction",
+        "shaped like ibm-granite/granite-timeseries-ttm-r2 (512-96): context 512, patch 64, d_model 192, 2 layers, "
+        "3 adaptive patching levels, a decoder of d_model 128 and 2 layers, gated attention, common channel, std "
+        "scaling (805,280 parameters); 7 channels, as ETTh1",
+        dict(num_input_channels=7, context_length=512, patch_length=64, patch_stride=64, d_model=192, num_layers=2,
+             adaptive_patching_levels=3, decoder_d_model=128, decoder_num_layers=2, expansion_factor=2,
+             gated_attn=True, mode="common_channel", decoder_mode="common_channel", scaling="std",
+             prediction_length=96),
+        tinytimemixer_flops, (1, 8, 64, 256),
+        (("context 1536, patch 128", {"context_length": 1536, "patch_length": 128, "patch_stride": 128},
+          64),),
+        "The reference is granite-tsfm 0.3.11's TinyTimeMixerForPrediction.", "tsfm_public.models.tinytimemixer."
+        "modeling_tinytimemixer"),
 }
 
 
@@ -129,7 +169,7 @@ def build_engines(family: Family, config: dict, folder: Path):
     import rustml_nb
     from rustml_nb.parity import random_reference_model
 
-    reference = random_reference_model(family.architecture, seed=0, **config)
+    reference = random_reference_model(family.architecture, seed=0, reference=family.reference, **config)
     reference.save_pretrained(folder)
     ours = rustml_nb.from_pretrained(folder, dtype="float32")
 

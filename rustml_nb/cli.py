@@ -13,12 +13,13 @@ from .errors import RustmlError
 from .registry import FAMILIES
 
 DESCRIPTION = """\
-Run Hugging Face time-series checkpoints (PatchTST) on the CPU with Numba, at parity with transformers.
+Run Hugging Face time-series checkpoints (PatchTST, PatchTSMixer, TinyTimeMixer) on the CPU with Numba, at
+parity with their reference implementations (transformers; granite-tsfm for TinyTimeMixer).
 
   rustml-nb forecast                       forecast the bundled test slice with the bundled model
   rustml-nb forecast MODEL --input x.csv   your model (folder or Hub repo id) on your data
   rustml-nb inspect MODEL                  config, detected variant, name table, parameter count
-  rustml-nb parity MODEL                   compare with transformers, field by field and layer by layer
+  rustml-nb parity MODEL                   compare with the reference, field by field and layer by layer
   rustml-nb compile [--dtype all]          compile every kernel into the cache now (Dockerfiles, CI images)
 """
 
@@ -152,39 +153,30 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    try:
-        import torch  # noqa: F401
-        import transformers
-    except ImportError:
-        print("rustml-nb parity needs torch and transformers as the reference: "
-              "pip install torch==2.13.0 transformers", file=sys.stderr)
-        return 2
+    from importlib.metadata import version
+
     from .bundle import load_bundle
-    from .parity import TOLERANCE, field_differences, reference_outputs
+    from .parity import REFERENCE_PACKAGES, TOLERANCE, field_differences, load_reference, reference_module, reference_outputs
     from .registry import family_of_config
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
     tensors = bundle.load_tensors()
     family = family_of_config(bundle.config)
     cls = family.model_class_for(bundle.config, tensors)
-    if not hasattr(transformers, cls.__name__):
-        print(f"rustml-nb parity: {cls.__name__} has no reference in transformers (its reference is "
-              f"{family.NAME}'s own package); the test suite checks its parity", file=sys.stderr)
+    distribution, install = REFERENCE_PACKAGES[family.REFERENCE.split(".")[0]]
+    try:
+        import torch
+        module = reference_module(family.REFERENCE)
+    except ImportError:
+        print(f"rustml-nb parity needs torch and {distribution} as the reference: {install}", file=sys.stderr)
         return 2
     ours = cls.from_hub_weights(bundle.config, tensors, args.dtype)
-    bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # process-wide (huggingface_hub's too): restore below
-    try:
-        theirs = getattr(transformers, cls.__name__).from_pretrained(
-            bundle.root, dtype=torch.float64 if args.dtype == "float64" else torch.float32).eval()
-    finally:
-        if bars_were_on:
-            transformers.utils.logging.enable_progress_bar()
+    theirs = load_reference(module, cls.__name__, bundle.root, torch.float64 if args.dtype == "float64" else torch.float32)
     config = bundle.config
     rng = np.random.default_rng(args.seed)
     if args.input:
         from .frames import frame_to_values, read_table
-        values = frame_to_values(read_table(args.input), config.context_length, config.num_input_channels)[0][None]
+        values = frame_to_values(read_table(args.input), config.context_length, ours.input_channels)[0][None]
     else:  # offsets and scales like real data, a daily-like cycle and noise
         steps = np.arange(config.context_length)[None, :, None]
         values = (rng.uniform(-20, 20, (args.batch, 1, config.num_input_channels))
@@ -192,10 +184,12 @@ def cmd_parity(args) -> int:
                   * (np.sin(2 * np.pi * steps / 24) + rng.normal(0, 0.3, (args.batch, config.context_length, config.num_input_channels))))
     values = values.astype(args.dtype)
     observed = np.isfinite(values).astype(args.dtype)
-    differences = field_differences(ours(values, observed, output_hidden_states=True),
-                                    reference_outputs(theirs, np.nan_to_num(values), observed, output_hidden_states=True))
+    inputs = family.parity_inputs(config, len(values), rng) if hasattr(family, "parity_inputs") else {}
+    differences = field_differences(ours(values, observed, output_hidden_states=True, **inputs),
+                                    reference_outputs(theirs, np.nan_to_num(values), observed, output_hidden_states=True,
+                                                      **inputs))
     tolerance = TOLERANCE[args.dtype]
-    print(f"{cls.__name__} in {args.dtype}: rustml_nb against transformers {transformers.__version__} "
+    print(f"{cls.__name__} in {args.dtype}: rustml_nb against {distribution} {version(distribution)} "
           f"on {values.shape[0]} series; tolerance {tolerance:g} x (1 + max |reference|)\n")
     print(f"{'output':<28} {'max abs diff':>14} {'relative':>12}  ")
     for d in differences:
@@ -263,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_arguments(inspect)
     inspect.set_defaults(run=cmd_inspect)
 
-    parity = commands.add_parser("parity", parents=[common], help="compare every output and layer with transformers",
-                                 description="Run rustml_nb and transformers on the same input and print the largest "
-                                             "difference of every output field and of every encoder layer's input. "
+    parity = commands.add_parser("parity", parents=[common], help="compare every output and layer with the reference",
+                                 description="Run rustml_nb and the reference implementation (transformers; granite-tsfm "
+                                             "for TinyTimeMixer) on the same input and print the largest difference of "
+                                             "every output field and of every hidden state. "
                                              "Exits 1 when any is beyond tolerance (1e-9 in float64, 2e-4 in float32).")
     model_arguments(parity, dtype_default="float64")
     parity.add_argument("--input", metavar="FILE", help="CSV or Parquet to use instead of synthetic series")

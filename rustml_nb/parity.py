@@ -1,12 +1,19 @@
-"""Parity with transformers: run the reference model and measure every output field's difference.
+"""Parity with the reference implementations: run the reference model and measure every output field's
+difference. The reference is transformers (PatchTST, PatchTSMixer) or granite-tsfm (TinyTimeMixer: a family
+module's ``REFERENCE`` names the module that holds its classes).
 
-Used by the test suite and by ``rustml-nb parity``. Needs torch and transformers, imported on first use.
+Used by the test suite and by ``rustml-nb parity``. Needs torch and the reference package, imported on first
+use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import math
+import sys
+import types
 
 import numpy as np
 
@@ -50,17 +57,58 @@ def randomize_(model, seed: int) -> None:
                 buffer.copy_(torch.rand(buffer.shape, generator=generator) * 1.5 + 0.5)
 
 
-def random_reference_model(class_name: str, seed: int = 0, torch_dtype=None, **config_kwargs):
-    """A transformers model of ``class_name`` (built from its config class with ``config_kwargs``) in eval mode,
-    every weight and statistic random."""
+def random_reference_model(class_name: str, seed: int = 0, torch_dtype=None, reference: str = "transformers",
+                           **config_kwargs):
+    """A reference model of ``class_name`` (built from its config class with ``config_kwargs``; ``reference``:
+    the module holding it, see ``reference_module``) in eval mode, every weight and statistic random."""
     import torch
-    import transformers
 
     torch.manual_seed(seed)
-    model_class = getattr(transformers, class_name)
+    model_class = getattr(reference_module(reference), class_name)
     model = model_class(model_class.config_class(**config_kwargs)).eval()
     randomize_(model, seed)
     return model.to(torch_dtype or torch.float32)
+
+
+# A reference module's top package -> (its distribution, how to install it).
+REFERENCE_PACKAGES = {
+    "transformers": ("transformers", "pip install torch==2.13.0 transformers"),
+    "tsfm_public": ("granite-tsfm", "pip install torch==2.13.0 transformers && pip install --no-deps granite-tsfm==0.3.11"),
+}
+
+
+def reference_module(name: str):
+    """The module holding a family's reference classes. granite-tsfm's model module is imported without
+    running its package ``__init__``, which imports its whole toolkit (datasets, scikit-learn)."""
+    if name.startswith("tsfm_public.") and name not in sys.modules:
+        spec = importlib.util.find_spec("tsfm_public")
+        if spec is None:
+            raise ImportError("granite-tsfm is not installed: pip install --no-deps granite-tsfm==0.3.11")
+        root = spec.submodule_search_locations[0]
+        for package, path in (("tsfm_public", root), ("tsfm_public.models", f"{root}/models")):
+            if package not in sys.modules:
+                module = types.ModuleType(package)
+                module.__path__ = [path]
+                sys.modules[package] = module
+    return importlib.import_module(name)
+
+
+def load_reference(module, class_name: str, folder, torch_dtype):
+    """The reference class's model for a checkpoint folder, in eval mode. Built from its config and state
+    dict rather than with ``from_pretrained``, which granite-tsfm's bare TinyTimeMixerModel fails on under
+    transformers 5 (it never runs transformers' post-init)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .bundle import find_weight_files
+
+    model_class = getattr(module, class_name)
+    model = model_class(model_class.config_class.from_pretrained(folder))
+    state = {}
+    for path in find_weight_files(folder):
+        state.update(load_file(path))
+    model.load_state_dict(state)
+    return model.to(torch_dtype or torch.float32).eval()
 
 
 def _masking_module(mask, mask_value):
@@ -78,11 +126,12 @@ def _masking_module(mask, mask_value):
 
 
 def reference_outputs(model, values: np.ndarray, observed: np.ndarray | None = None, mask: np.ndarray | None = None,
-                      output_hidden_states: bool = False):
+                      output_hidden_states: bool = False, **inputs):
     """transformers' forward in the model's own dtype. Pretraining (or an explicit ``mask``) masks exactly
     ``mask`` instead of at random, so the two implementations see the same input. ``observed`` goes in as
     the class's observed-mask argument (PatchTST's ``past_observed_mask``, PatchTSMixer's ``observed_mask``);
-    a class without one (PatchTSMixer's classification and regression) gets none."""
+    a class without one (PatchTSMixer's classification and regression) gets none. ``inputs``: more arrays by
+    the reference's argument names (TinyTimeMixer's ``freq_token``)."""
     import inspect
 
     import torch
@@ -97,6 +146,7 @@ def reference_outputs(model, values: np.ndarray, observed: np.ndarray | None = N
     argument = next((name for name in ("past_observed_mask", "observed_mask") if name in accepted), None)
     if observed is not None and argument is not None:
         kwargs[argument] = torch.from_numpy(np.asarray(observed)).to(dtype)
+    kwargs.update({name: torch.from_numpy(np.asarray(value)) for name, value in inputs.items()})
     with torch.no_grad():
         return model(**kwargs)
 

@@ -4,9 +4,6 @@ switches, with random weights and BatchNorm running statistics saved by ``save_p
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -18,21 +15,14 @@ from rustml_nb.errors import ConfigError, InputError
 from rustml_nb.models.tinytimemixer import TinyTimeMixerConfig, map_tinytimemixer_weights
 from rustml_nb.models.tinytimemixer.detection import expected_shapes
 from rustml_nb.models.tinytimemixer.mapping import hf_name
+from rustml_nb.parity import reference_module
 from test_parity import TORCH_DTYPES, compare_outputs
 
 
 def granite():
     """granite-tsfm's TinyTimeMixer module, imported without running tsfm_public's package __init__ (which
     imports its toolkit: datasets, scikit-learn)."""
-    name = "tsfm_public.models.tinytimemixer.modeling_tinytimemixer"
-    if name not in sys.modules:
-        root = importlib.util.find_spec("tsfm_public").submodule_search_locations[0]
-        for package, path in (("tsfm_public", root), ("tsfm_public.models", f"{root}/models")):
-            if package not in sys.modules:
-                module = types.ModuleType(package)
-                module.__path__ = [path]
-                sys.modules[package] = module
-    return importlib.import_module(name)
+    return reference_module(rustml_nb.models.tinytimemixer.REFERENCE)
 
 
 def build_reference(class_name="TinyTimeMixerForPrediction", seed=0, **kwargs):
@@ -109,8 +99,8 @@ def run_both(folder, reference, values, tokens, dtype, mask=None):
     with torch.no_grad():
         theirs = reference(past_values=torch.from_numpy(values.astype(dtype)),
                            past_observed_mask=None if mask is None else torch.from_numpy(mask.astype(dtype)),
-                           freq_token=None if freq is None else torch.from_numpy(freq))
-    return ours(values.astype(dtype), past_observed_mask=mask, freq_token=freq), theirs
+                           freq_token=None if freq is None else torch.from_numpy(freq), output_hidden_states=True)
+    return ours(values.astype(dtype), past_observed_mask=mask, freq_token=freq, output_hidden_states=True), theirs
 
 
 @given(ttm_kwargs(), st.sampled_from(["float64", "float32"]), st.integers(1, 4), st.integers(0, 2 ** 16))
@@ -316,5 +306,25 @@ def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
     forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
     model = rustml_nb.from_pretrained(folder)
     np.testing.assert_allclose(forecast.to_numpy(), model(history.to_numpy()[-32:]).prediction_outputs, rtol=1e-5)
-    assert main(["parity", str(folder)]) == 2
-    assert "no reference in transformers" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["parity", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "TinyTimeMixerForPrediction in float64: rustml_nb against granite-tsfm 0.3.11" in out
+    assert "hidden state 0 " in out and "all within tolerance" in out
+
+
+@pytest.mark.parametrize("class_name", ["TinyTimeMixerForPrediction", "TinyTimeMixerModel"])
+def test_command_line_parity_with_frequency_tokens_and_a_bare_backbone(tmp_path, capsys, class_name):
+    """rustml-nb parity gives both implementations the same frequency tokens, and builds granite-tsfm's bare
+    TinyTimeMixerModel (whose from_pretrained fails under transformers 5) from its config and weights."""
+    from rustml_nb.cli import main
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=2, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=4, num_input_channels=2, adaptive_patching_levels=2,
+                  resolution_prefix_tuning=True, decoder_raw_residual=True)
+    folder = save(build_reference(class_name, seed=8, **kwargs), tmp_path)
+    assert main(["parity", str(folder), "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert f"{class_name} in float32" in out and "all within tolerance" in out
+    # two levels of the encoder: input, split input, two layers, output; the decoder: adapter, raw residual, a layer
+    assert out.count("hidden state ") == 2 * (2 + 3) + (3 if class_name == "TinyTimeMixerForPrediction" else 0)

@@ -42,6 +42,7 @@ class Arrays(NamedTuple):
     head: np.ndarray | None  # see the class's _head_output
     hidden_states: np.ndarray | None  # [layers, batch, channels, tokens, d_model]
     decoded: np.ndarray | None = None  # a family with a decoder: [batch, channels, tokens, decoder width]
+    decoded_states: np.ndarray | None = None  # its hidden states: [decoder_layers, batch, channels, tokens, width]
 
 
 class Chunk(NamedTuple):
@@ -61,6 +62,7 @@ class Chunk(NamedTuple):
     head: np.ndarray | None  # the chunk's part of the head's output (Arrays.head)
     decoded: np.ndarray  # a family with a decoder: [series * tokens, decoder width]; else [0, 0]
     prefix: np.ndarray  # a token put in front of each series' patches, per batch element [batch, d_model]; or [0, 0]
+    decoded_states: np.ndarray  # [decoder_layers or 0, series * tokens, decoder width]
 
 
 class FamilyModel:
@@ -79,6 +81,7 @@ class FamilyModel:
     layers: int  # hidden states a forward pass can return
     block_rows: int  # rows of a thread's scratch block
     decoder_width: int = 0  # a family whose head reads a decoder's rows: their width
+    decoder_layers: int = 0  # hidden states its decoder can return
 
     @property
     def keeps_last_hidden_state(self) -> bool:
@@ -146,6 +149,7 @@ class FamilyModel:
         patch_mask = self._patch_mask(mask, batch, channels)
         num_patches, patch_length, d_model, tokens = config.num_patches, config.patch_length, config.d_model, self.tokens
         num_layers = self.layers if output_hidden_states else 0
+        decoder_layers = self.decoder_layers if output_hidden_states and self.decoder_width else 0
         chunk = max(1, CHUNK_ROWS // (channels * tokens))
 
         def chunks():
@@ -161,7 +165,9 @@ class FamilyModel:
                 head=self._head_output(batch, channels, dtype),
                 hidden_states=np.empty((num_layers, batch, channels, tokens, d_model), dtype)
                 if output_hidden_states else None,
-                decoded=np.empty((batch, channels, tokens, self.decoder_width), dtype) if self.decoder_width else None)
+                decoded=np.empty((batch, channels, tokens, self.decoder_width), dtype) if self.decoder_width else None,
+                decoded_states=np.empty((decoder_layers, batch, channels, tokens, self.decoder_width), dtype)
+                if decoder_layers else None)
         except MemoryError:
             raise InputError(f"the outputs of a batch of {batch} series do not fit in memory; run it in smaller "
                              "batches") from None
@@ -191,11 +197,15 @@ class FamilyModel:
                              None if out.head is None else out.head[first:last],
                              np.zeros((0, 0), dtype) if out.decoded is None else
                              out.decoded[first:last].reshape(series * tokens, self.decoder_width),
-                             np.zeros((0, 0), dtype) if prefix is None else prefix[first:last])
+                             np.zeros((0, 0), dtype) if prefix is None else prefix[first:last],
+                             np.empty((decoder_layers, series * tokens, self.decoder_width), dtype))
                 self._encode_chunk(part)
                 if num_layers:
                     out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,
                                                                                   tokens, d_model)
+                if decoder_layers:
+                    out.decoded_states[:, first:last] = part.decoded_states.reshape(
+                        decoder_layers, last - first, channels, tokens, self.decoder_width)
                 self._apply_head(part, out, first, last)
         return out, single
 

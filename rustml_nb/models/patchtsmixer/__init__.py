@@ -9,6 +9,7 @@ from .model import (MODEL_CLASSES, PatchTSMixerForPrediction, PatchTSMixerForPre
 
 CONFIG = PatchTSMixerConfig
 NAME = "PatchTSMixer"
+REFERENCE = "transformers"  # the module holding the reference classes (rustml_nb.parity)
 HIDDEN_STATE = "output of mixer layer"  # what hidden_states[i] is, for parity reports
 map_weights = map_patchtsmixer_weights
 

@@ -16,6 +16,7 @@ def check_compatibility(mapped, config):
     return check_patchtst_compatibility(mapped, config)
 
 
+REFERENCE = "transformers"  # the module holding the reference classes (rustml_nb.parity)
 HIDDEN_STATE = "input of encoder layer"  # what hidden_states[i] is, for parity reports
 
 

@@ -10,12 +10,21 @@ from .model import MODEL_CLASSES, TinyTimeMixerForPrediction, TinyTimeMixerModel
 
 CONFIG = TinyTimeMixerConfig
 NAME = "TinyTimeMixer"
-HIDDEN_STATE = "output of mixer layer"
+REFERENCE = "tsfm_public.models.tinytimemixer.modeling_tinytimemixer"  # granite-tsfm's (rustml_nb.parity)
+HIDDEN_STATE = "hidden state"  # a level's input, its split rows, a layer's output, ... as granite-tsfm lists them
 map_weights = map_tinytimemixer_weights
 
 
 def check_compatibility(mapped, config):
     return check_tinytimemixer_compatibility(mapped, config)
+
+
+def parity_inputs(config: TinyTimeMixerConfig, batch: int, rng) -> dict:
+    """The inputs besides the series that rustml-nb parity gives both implementations: a frequency token per
+    series for a checkpoint trained with resolution_prefix_tuning."""
+    if not config.resolution_prefix_tuning:
+        return {}
+    return {"freq_token": rng.integers(0, config.frequency_token_vocab_size, batch)}
 
 
 def describe(config: TinyTimeMixerConfig, model_class, check) -> list[str]:

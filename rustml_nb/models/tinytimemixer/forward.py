@@ -74,16 +74,22 @@ def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, 
 
 
 @kernel
-def decoder_input(encoded, patch_input, s0, tokens, weights, decoded):
+def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, first_row):
     """encoded [rows, d_model] -> decoded [rows, decoder_d_model]: the adapter Linear (or a copy when the
     widths are equal), plus the raw-patch embedding of each series' patches (patch_input rows from series s0;
-    a frequency token's row gets the embedding of zeros, its bias, as granite-tsfm pads it)."""
+    a frequency token's row gets the embedding of zeros, its bias, as granite-tsfm pads it). states [S or 0,
+    rows of the chunk, decoder_d_model] receive, from row first_row, the adapter's output and the sum with
+    the raw embedding (each when the decoder has it), granite-tsfm's first decoder hidden states."""
     rows, width = decoded.shape
+    state = 0
     if weights.adapter_weight.shape[0]:
         np.dot(encoded, weights.adapter_weight, decoded)
         for r in range(rows):
             for d in range(width):
                 decoded[r, d] += weights.adapter_bias[d]
+        if states.shape[0]:
+            states[state, first_row:first_row + rows] = decoded
+            state += 1
     else:
         for r in range(rows):
             for d in range(width):
@@ -101,6 +107,8 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded):
             for p in range(num_patches):
                 for d in range(width):
                     out[lead + p, d] += raw[p, d] + weights.raw_bias[d]
+        if states.shape[0]:
+            states[state, first_row:first_row + rows] = decoded
 
 
 @kernel

@@ -41,6 +41,16 @@ class TinyTimeMixerForPredictionOutput:
     input_data: np.ndarray | None = None  # past_values as the model ran it: cut or padded to its length
 
 
+def _stack_states(levels, adaptive: bool) -> list[int]:
+    """The hidden states granite-tsfm returns for one mixer stack, as the factor each one's rows are split by:
+    per adaptive level its input, the input split, each layer's output (split), its output; else each
+    layer's output."""
+    if not adaptive:
+        return [1] * sum(level.stack.patch.fc1_weight.shape[0] for level in levels)
+    return [f for level in levels
+            for f in [1, level.factor] + [level.factor] * level.stack.patch.fc1_weight.shape[0] + [1]]
+
+
 def _heads_kind(config: TinyTimeMixerConfig, levels):
     """The attention kernel the levels need: none without self-attention; the 8-feature one only when every
     level's heads are 8 wide (levels split d_model, so their head widths differ); else the general one."""
@@ -69,8 +79,15 @@ class _TinyTimeMixerBase(FamilyModel):
         self.unit_series = config.num_input_channels if mixes else 1
         self._input_channels = config.num_input_channels if mixes else None
         self.scaling = series.SCALINGS[config.scaler]
-        self.layers = 0
         self.decoder_width = config.decoder_d_model if decodes else 0
+        # granite-tsfm's hidden states, as the factor each one's rows are split by (see _mix)
+        self._encoder_states = _stack_states(weights.encoder, config.adaptive_patching_levels > 0)
+        self._decoder_stack_states = (_stack_states(weights.decoder, config.decoder_adaptive_patching_levels > 0)
+                                      if decodes else [])
+        self._decoder_states = ([1] * ((weights.decoder_input.adapter_weight.shape[0] > 0)
+                                       + (weights.decoder_input.raw_weight.shape[0] > 0))
+                                + self._decoder_stack_states if decodes else [])
+        self.layers, self.decoder_layers = len(self._encoder_states), len(self._decoder_states)
         self.block_rows = max(forward.BLOCK_ROWS, self.tokens * self.unit_series)
         self._no_states = np.zeros((0, 0, 0), self.dtype)
 
@@ -113,31 +130,48 @@ class _TinyTimeMixerBase(FamilyModel):
         units_per_block = max(self.block_rows // (unit * tokens), 1)
         for first in range(first_unit, last_unit, units_per_block):
             s0, s1 = first * unit, min(first + units_per_block, last_unit) * unit
-            block = part.stream[s0 * tokens:s1 * tokens]  # [rows, d_model]
+            r0, r1 = s0 * tokens, s1 * tokens
+            block = part.stream[r0:r1]  # [rows, d_model]
             forward.embed_block(part.values, part.observed, part.default_scale, s0, s1, self.scaling,
                                 config.patch_stride, weights.embedding, part.prefix, part.loc, part.scale,
                                 part.patch_input, block)
-            self._mix(block, s1 - s0, weights.encoder, self._encoder_switches, self._encoder_heads, work)
+            self._mix(block, s1 - s0, weights.encoder, self._encoder_switches, self._encoder_heads, work,
+                      part.hidden_states, 0, r0, config.adaptive_patching_levels > 0)
             if self.decoder_width:
-                decoded = part.decoded[s0 * tokens:s1 * tokens]  # [rows, decoder_d_model]
-                forward.decoder_input(block, part.patch_input, s0, tokens, weights.decoder_input, decoded)
-                self._mix(decoded, s1 - s0, weights.decoder, self._decoder_switches, self._decoder_heads, work)
+                decoded = part.decoded[r0:r1]  # [rows, decoder_d_model]
+                states = part.decoded_states
+                forward.decoder_input(block, part.patch_input, s0, tokens, weights.decoder_input, decoded, states, r0)
+                self._mix(decoded, s1 - s0, weights.decoder, self._decoder_switches, self._decoder_heads, work,
+                          states, self.decoder_layers - len(self._decoder_stack_states), r0,
+                          config.decoder_adaptive_patching_levels > 0)
 
-    def _mix(self, block, count, levels, switches, heads, work):
+    def _mix(self, block, count, levels, switches, heads, work, states, first_state, first_row, adaptive):
         """Every level's layers over block [count * tokens, width], in place: a level of factor f sees each
-        token's row as f rows of width / f (granite-tsfm's reshape), so its rows are the same memory."""
-        width = block.shape[1]
+        token's row as f rows of width / f (granite-tsfm's reshape), so its rows are the same memory.
+        states [S or 0, rows of the chunk, width] receive, from state first_state and row first_row on,
+        granite-tsfm's hidden states: each adaptive level's input, that input split into the level's rows,
+        each layer's output and the level's output; without adaptive levels, each layer's output."""
+        rows, width = block.shape
+        record = states.shape[0] > 0
+        state = first_state
         for level in levels:
             f = level.factor
-            mixer.mixer_layers(block.reshape(block.shape[0] * f, width // f), count, self.config.num_input_channels,
-                               self.tokens * f, level.stack, switches, heads, work, self._no_states, 0, 0)
+            if record and adaptive:
+                states[state, first_row:first_row + rows] = block
+                states[state + 1, first_row:first_row + rows] = block
+                state += 2
+            split = states.reshape(states.shape[0], -1, width // f) if record else self._no_states
+            mixer.mixer_layers(block.reshape(rows * f, width // f), count, self.config.num_input_channels,
+                               self.tokens * f, level.stack, switches, heads, work, split, state, first_row * f)
+            state += level.stack.patch.fc1_weight.shape[0]
+            if record and adaptive:
+                states[state, first_row:first_row + rows] = block
+                state += 1
 
-    def _prepare(self, past_values, past_observed_mask, freq_token, output_hidden_states):
+    def _prepare(self, past_values, past_observed_mask, freq_token):
         """granite-tsfm's input rules: a history longer than the model's length is cut to its last steps, a
         shorter one padded in front with zeros that count as observed, unless a mask is given (then its padding
         is 0, missing). Returns (values, mask, prefix rows or None)."""
-        if output_hidden_states:
-            raise InputError("output_hidden_states: TinyTimeMixer's hidden states are not supported by rustml_nb yet")
         config = self.config
         values = as_array("past_values", past_values)
         steps = values.shape[-2] if values.ndim >= 2 else 0
@@ -170,6 +204,21 @@ class _TinyTimeMixerBase(FamilyModel):
             raise InputError("freq_token: this checkpoint has no frequency token (resolution_prefix_tuning is off)")
         return values, mask, prefix
 
+    def _states(self, out, single):
+        """granite-tsfm's ``hidden_states`` list: the encoder's, then the decoder's, each [batch, channels,
+        rows, width] with a level's rows split as that level mixes them; None when not asked for."""
+        if out.hidden_states is None:
+            return None
+        parts = [(out.hidden_states, self._encoder_states)]
+        if out.decoded_states is not None:
+            parts.append((out.decoded_states, self._decoder_states))
+        states = []
+        for arrays, factors in parts:
+            for array, f in zip(arrays, factors):
+                batch, channels, tokens, width = array.shape
+                states.append(unbatch(array.reshape(batch, channels, tokens * f, width // f), single))
+        return tuple(states)
+
     def _frequency_rows(self, freq_token, batch):
         if freq_token is None:
             raise InputError("freq_token: this checkpoint was trained with resolution_prefix_tuning and needs the "
@@ -199,9 +248,10 @@ class TinyTimeMixerModel(_TinyTimeMixerBase):
         ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks missing
         values; without it NaN / ±inf count as missing. ``freq_token`` [batch]: the frequency token, for a
         checkpoint with ``resolution_prefix_tuning``."""
-        values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token, output_hidden_states)
-        out, single = self._forward(values, mask, None, False, prefix)
-        return TinyTimeMixerModelOutput(unbatch(out.last_hidden_state, single), None, unbatch(out.patch_input, single),
+        values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token)
+        out, single = self._forward(values, mask, None, output_hidden_states, prefix)
+        return TinyTimeMixerModelOutput(unbatch(out.last_hidden_state, single), self._states(out, single),
+                                        unbatch(out.patch_input, single),
                                         unbatch(out.loc, single), unbatch(out.scale, single))
 
 
@@ -238,13 +288,14 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks
         missing values; without it NaN / ±inf count as missing. ``freq_token`` [batch]: the frequency token,
         for a checkpoint with ``resolution_prefix_tuning`` (the ``-ft-`` revisions)."""
-        values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token, output_hidden_states)
-        out, single = self._forward(values, mask, None, False, prefix)
+        values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token)
+        out, single = self._forward(values, mask, None, output_hidden_states, prefix)
         channels = self.output_channels_for(values.shape[-1])
         forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
         decoded = out.decoded if out.decoded is not None else out.last_hidden_state
         return TinyTimeMixerForPredictionOutput(
-            unbatch(forecast, single), unbatch(out.last_hidden_state, single), unbatch(decoded, single), None,
+            unbatch(forecast, single), unbatch(out.last_hidden_state, single), unbatch(decoded, single),
+            self._states(out, single),
             unbatch(np.ascontiguousarray(out.loc[..., channels]), single),
             unbatch(np.ascontiguousarray(out.scale[..., channels]), single), values)
 
