@@ -2,12 +2,13 @@
 cache, against transformers + torch, each case in fresh processes, repeated; and what every kernel costs to
 compile.
 
-    pip install -e ".[bench]" && python benchmarks/cold_start.py          # ~6 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/cold_start.py          # ~9 minutes on 2 cores
 
 PatchTST: import the library, load the bundled demo checkpoint (rustml_nb.from_pretrained / transformers'
 PatchTSTForPrediction.from_pretrained), read the bundled history with pandas and forecast it once.
-PatchTSMixer: import, load a checkpoint of the benchmark's granite shape (random weights, saved by
-transformers) and forecast one series. "Empty cache" points NUMBA_CACHE_DIR at a new folder, so every
+PatchTSMixer and TinyTimeMixer: import, load a checkpoint of the speed benchmark's granite shape (random
+weights, saved by transformers / granite-tsfm) and forecast one series (TinyTimeMixer's reference is
+granite-tsfm's TinyTimeMixerForPrediction.from_pretrained). "Empty cache" points NUMBA_CACHE_DIR at a new folder, so every
 kernel compiles; "warm cache" at one that an earlier process filled. Reported: the median time from the
 first line of the script to the forecast, the process's wall time (interpreter start included), its peak
 RSS (VmHWM) and, from the empty-cache runs, the compile time of every kernel (Numba's compile events) and
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REFERENCE_CASE = "transformers + torch"  # granite-tsfm (on transformers and torch) for TinyTimeMixer
 
 PREAMBLE = """
 import json, time
@@ -84,15 +86,29 @@ print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": 
 MIXER_TORCH = PREAMBLE + """
 import numpy as np, torch, transformers
 model = transformers.PatchTSMixerForPrediction.from_pretrained({model!r}).eval()
-with torch.inference_mode():
+""" + """with torch.inference_mode():
     out = model(past_values=torch.from_numpy(np.load({history!r}))).prediction_outputs
 seconds = time.perf_counter() - start
 print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "first": float(out[0, 0, 0])}}))
 """
-# family -> (rustml_nb script, transformers script)
-SCRIPTS = {"patchtst": (PATCHTST_RUSTML, PATCHTST_TORCH), "patchtsmixer": (MIXER_RUSTML, MIXER_TORCH)}
+# granite-tsfm's model module without its package __init__ (which imports its toolkit: datasets, scikit-learn)
+TTM_TORCH = MIXER_TORCH.replace("""import numpy as np, torch, transformers
+model = transformers.PatchTSMixerForPrediction.from_pretrained({model!r}).eval()
+""", """import importlib.util, sys, types
+import numpy as np, torch
+root = importlib.util.find_spec("tsfm_public").submodule_search_locations[0]
+for package, path in (("tsfm_public", root), ("tsfm_public.models", root + "/models")):
+    sys.modules[package] = types.ModuleType(package)
+    sys.modules[package].__path__ = [path]
+from tsfm_public.models.tinytimemixer.modeling_tinytimemixer import TinyTimeMixerForPrediction
+model = TinyTimeMixerForPrediction.from_pretrained({model!r}).eval()
+""")
+# family -> (rustml_nb script, reference script)
+SCRIPTS = {"patchtst": (PATCHTST_RUSTML, PATCHTST_TORCH), "patchtsmixer": (MIXER_RUSTML, MIXER_TORCH),
+           "tinytimemixer": (MIXER_RUSTML, TTM_TORCH)}
 TITLES = {"patchtst": "PatchTST (the bundled demo model)",
-          "patchtsmixer": "PatchTSMixer (the speed benchmark's granite shape, one series)"}
+          "patchtsmixer": "PatchTSMixer (the speed benchmark's granite shape, one series)",
+          "tinytimemixer": "TinyTimeMixer (the speed benchmark's r2 512-96 shape, 7 channels; reference: granite-tsfm)"}
 
 
 def family_inputs(family: str, folder: Path) -> tuple[str, str]:
@@ -106,8 +122,10 @@ def family_inputs(family: str, folder: Path) -> tuple[str, str]:
 
     from rustml_nb.parity import random_reference_model
 
-    config = FAMILIES["patchtsmixer"].config
-    random_reference_model(FAMILIES["patchtsmixer"].architecture, seed=0, **config).save_pretrained(folder)
+    benchmarked = FAMILIES[family]
+    config = benchmarked.config
+    random_reference_model(benchmarked.architecture, seed=0, reference=benchmarked.reference,
+                           **config).save_pretrained(folder)
     history = folder / "history.npy"
     rng = np.random.default_rng(0)
     np.save(history, rng.normal(size=(1, config["context_length"], config["num_input_channels"])).astype(np.float32))
@@ -176,7 +194,7 @@ def markdown(report: dict) -> str:
              "to the forecast (imports, loading, compiling or loading kernels, the forecast).", ""]
     for family, result in report["families"].items():
         cases = result["cases"]
-        torch_s = cases["transformers + torch"]["seconds"]
+        torch_s = cases[REFERENCE_CASE]["seconds"]
         lines += [f"## {TITLES[family]}", "",
                   "| case | import + load + forecast | × torch | process wall | peak RSS |", "|---|---|---|---|---|"]
         for label, case in cases.items():
@@ -216,14 +234,14 @@ def main() -> None:
             folder.mkdir()
             inputs = family_inputs(family, folder)
             runs: dict[str, list[dict]] = {"rustml_nb, empty cache (compiles)": [], "rustml_nb, warm cache": [],
-                                           "transformers + torch": []}
+                                           REFERENCE_CASE: []}
             warm = os.path.join(tmp, f"{family}-warm")
             run_case(ours_script, inputs, warm, profile=False)  # fills the warm cache
             for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every case
                 runs["rustml_nb, empty cache (compiles)"].append(
                     run_case(ours_script, inputs, os.path.join(tmp, f"{family}-empty{repeat}"), profile=True))
                 runs["rustml_nb, warm cache"].append(run_case(ours_script, inputs, warm, profile=False))
-                runs["transformers + torch"].append(run_case(torch_script, inputs, None, profile=False))
+                runs[REFERENCE_CASE].append(run_case(torch_script, inputs, None, profile=False))
                 print(f"{family} round {repeat + 1}: " + ", ".join(f"{label} {case[-1]['seconds']:.2f} s"
                                                                  for label, case in runs.items()), flush=True)
             report["families"][family] = {

@@ -50,7 +50,12 @@ def cmd_forecast(args) -> int:
     actual = None
     if history is None:
         history, actual = demo.test_slice()
-    forecast = model.forecast(history, freq=args.freq, pad=args.pad)
+    extra = {}
+    if args.future:
+        if not model.reads_future:
+            raise RustmlError("--future: this checkpoint reads no future values (it has no exogenous channels)")
+        extra["future"] = read_table(args.future)
+    forecast = model.forecast(history, freq=args.freq, pad=args.pad, **extra)
     table = forecast.add_suffix(" forecast")
     if actual is not None:
         table = pd.concat([table, actual.add_suffix(" actual").set_axis(forecast.index)], axis=1)
@@ -250,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "MS); default: inferred from the timestamps")
     forecast.add_argument("--pad", action="store_true", help="accept a history shorter than the model's "
                           "context_length, its start filled with missing values")
+    forecast.add_argument("--future", metavar="FILE", help="CSV or Parquet with the known future of a TinyTimeMixer's "
+                          "exogenous channels (their columns, the horizon's rows), for checkpoints with forecast "
+                          "channel mixing")
     forecast.set_defaults(run=cmd_forecast)
 
     inspect = commands.add_parser("inspect", parents=[common],

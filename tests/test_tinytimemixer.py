@@ -210,7 +210,6 @@ def test_config_has_every_granite_field_with_its_default():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("enable_forecast_channel_mixing", True, "forecast channel mixing .* not supported by rustml_nb yet"),
     ("multi_quantile_head", True, "multi-quantile head .* not supported"),
     ("categorical_vocab_size_list", [3], "static categorical inputs are not supported"),
     ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
@@ -220,6 +219,16 @@ def test_config_has_every_granite_field_with_its_default():
 def test_options_not_run_are_refused_by_name(field, value, message):
     with pytest.raises(ConfigError, match=message):
         TinyTimeMixerConfig.from_dict({"model_type": "tinytimemixer", field: value})
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(fcm_use_mixer=True, fcm_context_length=1), "fcm_use_mixer over a single channel .* not supported"),
+    (dict(fcm_context_length=1, prediction_length=1), "horizon .* of at least 2, as granite-tsfm requires"),
+    (dict(fcm_use_mixer=True, fcm_context_length=0, num_input_channels=2), "fcm_use_mixer with fcm_context_length 0"),
+])
+def test_forecast_channel_mixing_refuses_what_cannot_run(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        TinyTimeMixerConfig(enable_forecast_channel_mixing=True, **fields)
 
 
 def test_frequency_token_is_required_and_checked(tmp_path):
@@ -304,6 +313,9 @@ def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
     assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
                  "--output", str(tmp_path / "forecast.csv")]) == 0
     forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+    assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
+                 "--future", str(tmp_path / "history.csv")]) == 1
+    assert "reads no future values" in capsys.readouterr().err
     model = rustml_nb.from_pretrained(folder)
     np.testing.assert_allclose(forecast.to_numpy(), model(history.to_numpy()[-32:]).prediction_outputs, rtol=1e-5)
     capsys.readouterr()
@@ -328,3 +340,143 @@ def test_command_line_parity_with_frequency_tokens_and_a_bare_backbone(tmp_path,
     assert f"{class_name} in float32" in out and "all within tolerance" in out
     # two levels of the encoder: input, split input, two layers, output; the decoder: adapter, raw residual, a layer
     assert out.count("hidden state ") == 2 * (2 + 3) + (3 if class_name == "TinyTimeMixerForPrediction" else 0)
+
+
+@st.composite
+def fcm_kwargs(draw):
+    channels = draw(st.integers(2, 4))
+    context = draw(st.integers(0, 2))
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=6, num_input_channels=channels,
+                  adaptive_patching_levels=draw(st.integers(0, 2)), enable_forecast_channel_mixing=True,
+                  scaling=draw(st.sampled_from(["std", "mean", None])), fcm_context_length=context,
+                  fcm_gated_attn=draw(st.booleans()), fcm_use_mixer=context > 0 and draw(st.booleans()),
+                  fcm_mix_layers=draw(st.integers(1, 2)), fcm_prepend_past=draw(st.booleans()),
+                  fcm_prepend_past_offset=draw(st.sampled_from([None, 1, 3])),  # 0: see the test below
+                  norm_mlp=draw(st.sampled_from(["LayerNorm", "BatchNorm"])),
+                  decoder_mode=draw(st.sampled_from(["common_channel", "mix_channel"])))
+    exogenous = draw(st.lists(st.integers(0, channels - 1), max_size=channels - 1, unique=True))
+    if exogenous:
+        kwargs["exogenous_channel_indices"] = exogenous
+    others = [c for c in range(channels) if c not in exogenous]
+    if draw(st.booleans()):
+        kwargs["prediction_channel_indices"] = draw(st.lists(st.sampled_from(others), min_size=1, unique=True))
+    if draw(st.booleans()):
+        kwargs["prediction_filter_length"] = draw(st.integers(2 if context else 1, 6))
+    if context == 0:  # granite-tsfm 0.3.11 runs this only with the gate (see the test below)
+        kwargs["fcm_gated_attn"] = True
+    if len(others if "prediction_channel_indices" not in kwargs else kwargs["prediction_channel_indices"]) \
+            + len(exogenous) < 2:
+        kwargs["fcm_use_mixer"] = False  # a mixer across one channel: refused (test_forecast_channel_mixing_refuses_what_cannot_run)
+    if kwargs["fcm_use_mixer"] and draw(st.booleans()):
+        kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
+    return kwargs
+
+
+@given(fcm_kwargs(), st.sampled_from(["float64", "float32"]), st.integers(1, 3), st.integers(0, 2 ** 16))
+def test_forecast_channel_mixing_matches_granite_tsfm(tmp_path_factory, kwargs, dtype, batch, seed):
+    """Forecast channel mixing: exogenous channels' known future, windows around each forecast step (the past's
+    last steps, an offset, zeros), the mixer across channels, the gate, its Linear and residual."""
+    reference = build_reference(seed=seed, **kwargs)
+    folder = save(reference, tmp_path_factory.mktemp("fcm"))
+    rng = np.random.default_rng(seed)
+    values, _ = inputs(kwargs, rng, batch, rng.integers(20, 40))
+    future = rng.normal(size=(batch, 6, kwargs["num_input_channels"])) * 3 + 1
+    ours = rustml_nb.from_pretrained(folder, dtype=dtype)
+
+    def theirs(precision):
+        with torch.no_grad():
+            return reference.to(TORCH_DTYPES[precision])(
+                past_values=torch.from_numpy(values.astype(precision)),
+                future_values=torch.from_numpy(future.astype(precision)), output_hidden_states=True)
+
+    compare_outputs(ours(values.astype(dtype), future_values=future.astype(dtype), output_hidden_states=True),
+                    theirs(dtype), dtype, theirs("float64") if dtype == "float32" else None)
+
+
+def test_forecast_channel_mixing_needs_the_exogenous_future(tmp_path):
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=6, prediction_filter_length=4, num_input_channels=3,
+                  enable_forecast_channel_mixing=True, exogenous_channel_indices=[2], fcm_context_length=1)
+    model = rustml_nb.from_pretrained(save(build_reference(**kwargs), tmp_path))
+    values = np.ones((2, 32, 3), np.float32)
+    with pytest.raises(InputError, match=r"known future of its exogenous channels \[2\]: pass future_values \[batch, 4"):
+        model(values)
+    with pytest.raises(InputError, match=r"future_values: expected \[batch, at least 4, 3\]"):
+        model(values, future_values=np.ones((2, 3, 3)))
+    with pytest.raises(InputError, match="must be known"):
+        model(values, future_values=np.full((2, 4, 3), np.nan))
+    assert model(values, future_values=np.ones((2, 6, 3))).prediction_outputs.shape == (2, 4, 2)
+    with pytest.raises(InputError, match=r"expected \[batch, 32, 3\]"):  # its channels mix: exactly three
+        model(np.ones((2, 32, 4), np.float32), future_values=np.ones((2, 4, 4)))
+    with pytest.raises(ConfigError, match="fcm_use_mixer with fcm_context_length 0"):
+        TinyTimeMixerConfig(**{**kwargs, "fcm_use_mixer": True, "fcm_context_length": 0})
+
+    import pandas as pd  # forecast(DataFrame, future=DataFrame): the exogenous column by name
+
+    rng = np.random.default_rng(6)
+    history = pd.DataFrame(rng.normal(size=(40, 3)), columns=["load", "price", "temperature"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    future = pd.DataFrame({"temperature": rng.normal(size=4)}, index=pd.date_range("2024-01-02 16:00", periods=4, freq="h"))
+    forecast = model.forecast(history, future=future)
+    future_values = np.zeros((4, 3))
+    future_values[:, 2] = future["temperature"]
+    expected = model(history.to_numpy()[-32:], future_values=future_values).prediction_outputs
+    assert list(forecast.columns) == ["load", "price"]
+    np.testing.assert_array_equal(forecast.to_numpy(), expected)
+    with pytest.raises(InputError, match=r"exogenous column\(s\) \['temperature'\], missing"):
+        model.forecast(history, future=future.rename(columns={"temperature": "temp"}))
+    with pytest.raises(InputError, match="at least 4 rows"):
+        model.forecast(history, future=future.iloc[:2])
+    with pytest.raises(InputError, match="known future of its exogenous channels"):
+        model.forecast(history)
+
+    from rustml_nb.cli import main  # the same on the command line: --future FILE
+    history.to_csv(tmp_path / "history.csv", index_label="time")
+    future.to_csv(tmp_path / "future.csv", index_label="time")
+    assert main(["forecast", str(tmp_path / "checkpoint"), "--input", str(tmp_path / "history.csv"), "--future",
+                 str(tmp_path / "future.csv"), "--output", str(tmp_path / "forecast.csv")]) == 0
+    written = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+    np.testing.assert_allclose(written.to_numpy(), expected, rtol=1e-6)
+
+
+def test_forecast_channel_mixing_without_context_or_gate_runs_its_linear(tmp_path):
+    """granite-tsfm 0.3.11 cannot run forecast channel mixing with fcm_context_length 0 and no gate (its forward
+    names only the gate's output); rustml_nb runs the evident intent, the Linear over the forecasts, pinned here
+    against the same arithmetic in NumPy on the checkpoint's own tensors."""
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=5, num_input_channels=3, exogenous_channel_indices=[1],
+                  enable_forecast_channel_mixing=True, fcm_context_length=0, fcm_gated_attn=False)
+    reference = build_reference(seed=9, **kwargs).double()
+    values = np.random.default_rng(3).normal(size=(2, 32, 3))
+    future = np.random.default_rng(4).normal(size=(2, 5, 3))
+    with torch.no_grad(), pytest.raises(UnboundLocalError):
+        reference(torch.from_numpy(values), future_values=torch.from_numpy(future))
+    model = rustml_nb.from_pretrained(save(reference, tmp_path), dtype="float64")
+    # the forecasts before mixing: the same checkpoint without it (its other weights are the same)
+    plain = rustml_nb.from_pretrained(save(reference, tmp_path / "plain"), dtype="float64")
+    object.__setattr__(plain, "weights", plain.weights._replace(channel_mixing=None))
+    unmixed = plain(values, future_values=future)
+    base, loc, scale = unmixed.prediction_outputs, unmixed.loc, unmixed.scale  # channels 0 and 2, in data units
+    scaled = (base - loc) / scale
+    mixed = np.concatenate([scaled, future[..., [1]]], axis=2)
+    head = reference.head.fcm_block.mlp
+    expected = (mixed @ head.weight.detach().numpy().T + head.bias.detach().numpy() + scaled) * scale + loc
+    np.testing.assert_allclose(model(values, future_values=future).prediction_outputs, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_forecast_channel_mixing_offset_zero_takes_the_last_steps(tmp_path):
+    """fcm_prepend_past_offset=0 (skip no step) makes granite-tsfm 0.3.11 slice past[-1:0], an empty window, and
+    fail; rustml_nb takes the last fcm_context_length steps, as with no offset: pinned against that model."""
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=5, num_input_channels=2, enable_forecast_channel_mixing=True,
+                  fcm_context_length=2, fcm_prepend_past=True)
+    values = np.random.default_rng(5).normal(size=(2, 32, 2))
+    reference = build_reference(seed=10, fcm_prepend_past_offset=0, **kwargs).double()
+    with torch.no_grad(), pytest.raises(ValueError, match="Input sequence length"):
+        reference(torch.from_numpy(values))
+    without_offset = build_reference(seed=10, **kwargs).double()  # the same draws: the same weights
+    with torch.no_grad():
+        expected = without_offset(torch.from_numpy(values)).prediction_outputs.numpy()
+    model = rustml_nb.from_pretrained(save(reference, tmp_path), dtype="float64")
+    np.testing.assert_allclose(model(values).prediction_outputs, expected, rtol=1e-9, atol=1e-9)

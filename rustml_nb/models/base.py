@@ -282,6 +282,7 @@ class Forecaster:
     distribution, or None)."""
 
     distribution: str | None = None
+    reads_future: bool = False  # whether forecast() takes the known future of exogenous channels (future=)
 
     @property
     def output_channels(self) -> list[int]:
@@ -296,9 +297,10 @@ class Forecaster:
         any number of channels; else always ``output_channels``)."""
         return self.output_channels
 
-    def _frame_forward(self, values, step):
+    def _frame_forward(self, values, step, columns):
         """The forward pass ``forecast`` runs on a DataFrame's values [context_length, channels]; ``step``: the
-        history's time step (a pandas offset), or None when it has no timestamps."""
+        history's time step (a pandas offset), or None when it has no timestamps; ``columns``: its channels'
+        names. A family whose ``forecast`` takes more inputs takes them here as keywords."""
         return self(values)
 
     def point_forecast(self, output) -> np.ndarray:
@@ -315,7 +317,7 @@ class Forecaster:
         total_count, logits = params  # negative binomial: transformers adds log(scale) to the logits, ignores loc
         return total_count * np.exp(logits + np.log(scale))
 
-    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False):
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, **inputs):
         """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
 
         A DataFrame gets a DataFrame back, indexed by the ``horizon`` steps after its last row, with
@@ -326,7 +328,7 @@ class Forecaster:
         ``past_observed_mask`` ([rows, channels]). An array gets ``point_forecast(self(array, past_observed_mask))``.
         """
         if not hasattr(history, "columns"):
-            return self.point_forecast(self(history, past_observed_mask))
+            return self.point_forecast(self(history, past_observed_mask, **inputs))
         import pandas as pd
 
         from ..frames import frame_to_values, future_index
@@ -334,6 +336,6 @@ class Forecaster:
         config = self.config
         values, times, step, columns = frame_to_values(history, config.context_length, self.input_channels,
                                                        freq, pad, past_observed_mask)
-        prediction = self.point_forecast(self._frame_forward(values, step))
+        prediction = self.point_forecast(self._frame_forward(values, step, columns, **inputs))
         return pd.DataFrame(prediction, index=future_index(times, step, self.horizon, len(history)),
                             columns=[columns[c] for c in self.output_channels_for(len(columns))])

@@ -14,7 +14,6 @@ POINT_LOSSES = ("mse", "mae", "pinball", "huber", None)
 QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # Options of granite-tsfm 0.3.11 that rustml_nb does not run yet: (field, value that turns it on, what it is).
 NOT_YET = (
-    ("enable_forecast_channel_mixing", True, "forecast channel mixing (exogenous channels)"),
     ("multi_scale", True, "multi-scale patching (r3)"),
     ("multi_quantile_head", True, "the multi-quantile head (r3)"),
     ("decompose", True, "decomposed prediction (r3)"),
@@ -153,7 +152,20 @@ class TinyTimeMixerConfig(FamilyConfig):
     def channel_independent(self) -> bool:
         """Whether channels never meet (common_channel encoder and decoder): then, as in granite-tsfm, an
         input may have any number of channels, whatever ``num_input_channels`` says."""
-        return self.mode == "common_channel" and (not self.use_decoder or self.decoder_mode == "common_channel")
+        return (self.mode == "common_channel" and (not self.use_decoder or self.decoder_mode == "common_channel")
+                and not self.enable_forecast_channel_mixing)
+
+    @property
+    def mixed_channels(self) -> list[int]:
+        """The channels forecast channel mixing reads: the forecast ones, then the exogenous ones."""
+        return self.output_channels + list(self.exogenous_channel_indices or [])
+
+    @property
+    def fcm_features(self) -> int:
+        """Features per channel and forecast step in forecast channel mixing: its window of
+        2 * fcm_context_length + 1 steps, embedded to twice that with the mixer."""
+        window = 2 * self.fcm_context_length + 1
+        return 2 * window if self.fcm_use_mixer else window
 
     def level_factors(self, levels: int, d_model: int) -> list[int]:
         """Each adaptive-patching level's factor, coarsest first, as TinyTimeMixerAdaptivePatchingBlock sets
@@ -189,6 +201,21 @@ class TinyTimeMixerConfig(FamilyConfig):
                 raise ConfigError(f"{field}={getattr(self, field)!r}: {what} are not supported by rustml_nb yet")
         if self.categorical_vocab_size_list is not None:
             raise ConfigError("categorical_vocab_size_list: static categorical inputs are not supported by rustml_nb yet")
+        if self.enable_forecast_channel_mixing:
+            if self.fcm_context_length < 0 or self.fcm_mix_layers < 0:
+                raise ConfigError("fcm_context_length and fcm_mix_layers must be non-negative")
+            if self.fcm_context_length > 0 and self.horizon < 2:
+                raise ConfigError("forecast channel mixing with fcm_context_length > 0 needs a horizon "
+                                  "(prediction_filter_length or prediction_length) of at least 2, as granite-tsfm "
+                                  "requires")
+            if self.fcm_use_mixer and self.fcm_context_length == 0:
+                raise ConfigError("fcm_use_mixer with fcm_context_length 0: granite-tsfm builds a head its forward "
+                                  "cannot run (its Linear expects the mixer's features, which it then skips)")
+            if self.fcm_use_mixer and len(self.mixed_channels) < 2:
+                raise ConfigError("fcm_use_mixer over a single channel (no mixing across channels) is not supported "
+                                  "by rustml_nb yet")
+            if self.fcm_prepend_past and self.fcm_context_length + (self.fcm_prepend_past_offset or 0) > self.sequence_length:
+                raise ConfigError("fcm_context_length + fcm_prepend_past_offset must fit in the context")
         if self.gate_mode != "softmax" or self.use_register_context_gating:
             raise ConfigError(f"gate_mode {self.gate_mode!r} (or register-context gating): only the softmax gate is "
                               "supported by rustml_nb yet")

@@ -72,7 +72,23 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
         for prefix, _, shape in stacks(config, "decoder"):
             shapes.update(stack_shapes(shape, prefix))
     linear("head.forecast", config.num_tokens * config.head_d_model, config.prediction_length)
+    if config.enable_forecast_channel_mixing:
+        features = len(config.mixed_channels) * config.fcm_features
+        if config.fcm_use_mixer:
+            linear("head.fcm.embedding", 2 * config.fcm_context_length + 1, config.fcm_features)
+            shapes.update(stack_shapes(fcm_stack(config), "head.fcm."))
+        if config.fcm_gated_attn:
+            linear("head.fcm.gate", features, features)
+        linear("head.fcm.mlp", features, len(config.output_channels))
     return shapes
+
+
+def fcm_stack(config) -> StackShape:
+    """Forecast channel mixing's mixer (fcm_use_mixer): each forecast step's channels are its patches, each
+    channel's embedded window its features."""
+    return StackShape(config.fcm_features, len(config.mixed_channels), 1, config.expansion_factor,
+                      config.fcm_mix_layers, False, bool(config.fcm_gated_attn), bool(config.self_attn),
+                      bool(config.batch_norm))
 
 
 @dataclasses.dataclass
@@ -96,6 +112,7 @@ class DetectionReport:
     decoder_mode: str | None
     decoder_raw_residual: bool
     prediction_length: int | None
+    enable_forecast_channel_mixing: bool
 
 
 @dataclasses.dataclass
@@ -151,7 +168,8 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         decoder_adaptive_patching_levels=decoder_levels, decoder_num_layers=decoder_layers,
         decoder_mode=("mix_channel" if has(r"^decoder\..*channel_mixer") else "common_channel") if use_decoder else None,
         decoder_raw_residual="decoder.raw_embedding.weight" in mapped,
-        prediction_length=None if head is None else head.shape[0])
+        prediction_length=None if head is None else head.shape[0],
+        enable_forecast_channel_mixing="head.fcm.mlp.weight" in mapped)
 
 
 def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = None) -> ArchitectureCheck:
@@ -177,6 +195,8 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
     if report.head == "prediction" and head != "none":
         compare("use_decoder", config.use_decoder, report.use_decoder)
         compare("prediction_length", config.prediction_length, report.prediction_length)
+        compare("enable_forecast_channel_mixing", config.enable_forecast_channel_mixing,
+                report.enable_forecast_channel_mixing)
         if report.use_decoder:
             compare("decoder_d_model", config.decoder_d_model, report.decoder_d_model)
             compare("decoder_adaptive_patching_levels", max(config.decoder_adaptive_patching_levels, 0),

@@ -1,6 +1,7 @@
 """TinyTimeMixer's compiled steps around the shared mixer layer (``kernels.mixer.mixer_layers``): the
 embedding of a block of series (scaling, patching, the patcher Linear, the frequency token in front, the
-positions), the decoder's input (adapter, raw-patch residual) and the frequency token's own small MLP.
+positions), the decoder's input (adapter, raw-patch residual) and the frequency token's own small MLP; and
+forecast channel mixing over the head's forecasts (NumPy around the shared kernels: it is small).
 The arithmetic follows granite-tsfm's ``modeling_tinytimemixer.py`` (tsfm_public 0.3.11) step by step.
 """
 
@@ -11,7 +12,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ...jit import kernel
-from ...kernels.rows import ACT_GELU, add_bias_activate
+from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
+from ...kernels.rows import ACT_GELU, add_bias_activate, softmax_gate
 from ...kernels.series import scale_and_patchify
 
 # Rows (series x tokens) of d_model per block, as PatchTSMixer's: its matrices are as narrow.
@@ -125,3 +127,48 @@ def frequency_tokens(tokens, weights, out):
     for b in range(tokens.size):
         for d in range(out.shape[1]):
             out[b, d] += weights.fc2_bias[d]
+
+
+class ChannelMixing(NamedTuple):
+    embedding_weight: np.ndarray  # [window, features], or [0, 0] without the mixer
+    embedding_bias: np.ndarray  # [features] or [0]
+    stack: MixerStack | None  # the mixer across channels (fcm_use_mixer)
+    gate_weight: np.ndarray  # [channels x features, same], or [0, 0] without the gate
+    gate_bias: np.ndarray
+    mlp_weight: np.ndarray  # [channels x features, forecast channels]
+    mlp_bias: np.ndarray  # [forecast channels]
+
+
+def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, switches, heads):
+    """granite-tsfm's ForecastChannelHeadMixer: base [batch, horizon, forecast channels] (the head's forecasts,
+    still in scaled units), past [batch, length, channels] and future [batch, horizon, channels] (exogenous
+    channels read; unscaled, as granite-tsfm passes them) -> base plus the mixing's correction, same shape.
+
+    Each forecast step's window of 2 * fcm_context_length + 1 steps of every channel (the forecast, then the
+    exogenous channels; the past's last steps before the forecast, zeros after it), through the embedding and
+    the mixer across channels when it has one, flattened, gated, then a Linear to the forecast channels."""
+    batch, horizon, _ = base.shape
+    context = config.fcm_context_length
+    forecast, exogenous = config.output_channels, list(config.exogenous_channel_indices or [])
+    values = base if not exogenous else np.concatenate([base, future[:, :horizon, exogenous]], axis=2)
+    if context > 0:
+        offset = config.fcm_prepend_past_offset or 0
+        steps = past.shape[1]
+        lead = (past[:, steps - offset - context:steps - offset][..., forecast + exogenous] if config.fcm_prepend_past
+                else np.zeros((batch, context, values.shape[2]), base.dtype))
+        extended = np.concatenate([lead, values, np.zeros((batch, context, values.shape[2]), base.dtype)], axis=1)
+        windows = np.lib.stride_tricks.sliding_window_view(extended, 2 * context + 1, axis=1)  # [batch, horizon, V, window]
+        if weights.stack is not None:
+            channels, features = windows.shape[2], weights.embedding_weight.shape[1]
+            rows = np.dot(windows.reshape(-1, windows.shape[3]), weights.embedding_weight) + weights.embedding_bias
+            rows = np.ascontiguousarray(rows, dtype=base.dtype)  # [batch * horizon * V, features]
+            work = make_workspace(rows.shape[0], features, config.expansion_factor, config.self_attn, base.dtype)
+            mixer_layers(rows, batch * horizon, 1, channels, weights.stack, switches, heads, work,
+                         np.zeros((0, 0, 0), base.dtype), 0, 0)
+            windows = rows
+        features = np.array(windows, dtype=base.dtype, order="C").reshape(batch * horizon, -1)  # a copy: the gate writes it
+    else:  # granite-tsfm 0.3.11 fails here without the gate (it names the gate's output only); the Linear runs
+        features = np.array(values, dtype=base.dtype, order="C").reshape(batch * horizon, -1)
+    if weights.gate_weight.shape[0]:
+        softmax_gate(features, weights.gate_weight, weights.gate_bias, np.empty_like(features))
+    return (np.dot(features, weights.mlp_weight) + weights.mlp_bias).reshape(base.shape) + base

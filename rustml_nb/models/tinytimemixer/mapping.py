@@ -28,6 +28,11 @@ HEAD_RULES: tuple[tuple[str, str], ...] = (
     *layer_rules("decoder.levels.{level}.layers.{layer}", DECODER_MIXERS + ".{level}.mixer_layers.{layer}"),
     *layer_rules("decoder.layers.{layer}", DECODER_MIXERS + ".{layer}"),
     *((f"head.forecast.{p}", f"head.base_forecast_block.{p}") for p in LINEAR),
+    # forecast channel mixing: its window embedding and mixer (fcm_use_mixer), gate and Linear
+    *((f"head.fcm.embedding.{p}", f"head.fcm_block.fcm_embedding.{p}") for p in LINEAR),
+    *layer_rules("head.fcm.layers.{layer}", "head.fcm_block.exog_mixer.mixers.{layer}"),
+    *((f"head.fcm.gate.{p}", f"head.fcm_block.fcm_gating_block.attn_layer.{p}") for p in LINEAR),
+    *((f"head.fcm.mlp.{p}", f"head.fcm_block.mlp.{p}") for p in LINEAR),
 )
 
 RULES = RuleTable("TinyTimeMixer", ENCODER_RULES, HEAD_RULES, encoder_prefix="backbone.")

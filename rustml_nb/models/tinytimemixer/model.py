@@ -90,6 +90,12 @@ class _TinyTimeMixerBase(FamilyModel):
         self.layers, self.decoder_layers = len(self._encoder_states), len(self._decoder_states)
         self.block_rows = max(forward.BLOCK_ROWS, self.tokens * self.unit_series)
         self._no_states = np.zeros((0, 0, 0), self.dtype)
+        if weights.channel_mixing is not None and weights.channel_mixing.stack is not None:
+            self._fcm_switches = mixer.MixerSwitches(mix_channel=False, **{**norm, "gated": bool(config.fcm_gated_attn)})
+            self._fcm_heads = attention.heads_kind(config.fcm_features // config.self_attn_heads if config.self_attn
+                                                   else None)
+        else:
+            self._fcm_switches = self._fcm_heads = None
 
     @property
     def input_channels(self) -> int | None:
@@ -269,29 +275,78 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
     def horizon(self) -> int:
         return self.config.horizon
 
+    @property
+    def reads_future(self) -> bool:
+        return bool(self.config.enable_forecast_channel_mixing and self.config.exogenous_channel_indices)
+
     def output_channels_for(self, channels: int) -> list[int]:
         return self.config.forecast_channels(channels)
 
-    def _frame_forward(self, values, step):
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, future=None):
+        """Point forecasts for a DataFrame or an array, as every family's ``forecast`` (see
+        ``Forecaster.forecast``). A checkpoint trained with ``resolution_prefix_tuning`` gets the frequency token
+        of the history's time step. ``future``: for a checkpoint that mixes its forecasts with exogenous channels,
+        their known values over the horizon — a DataFrame with those columns (the history's names; its first
+        ``horizon`` rows are read), or for an array history an array [horizon, channels]."""
+        if not hasattr(history, "columns"):
+            return self.point_forecast(self(history, past_observed_mask, future_values=future))
+        return Forecaster.forecast(self, history, past_observed_mask, freq, pad, future=future)
+
+    def _frame_forward(self, values, step, columns, future=None):
         """A DataFrame's forward pass: with ``resolution_prefix_tuning``, the frequency token of its time step,
-        found as granite-tsfm's preprocessor finds it."""
+        found as granite-tsfm's preprocessor finds it; the exogenous channels' future from ``future``'s columns."""
+        inputs = {"future_values": self._future_from_frame(future, columns)}
         if not self.config.resolution_prefix_tuning:
-            return self(values)
+            return self(values, **inputs)
         if step is None:
             raise InputError("this checkpoint needs the data's frequency token (resolution_prefix_tuning): give the "
                              "history timestamps (a DatetimeIndex or a time column), or call the model on arrays "
                              "with freq_token=")
-        return self(values, freq_token=frequency_token(step))
+        return self(values, freq_token=frequency_token(step), **inputs)
 
-    def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False):
+    def _future_from_frame(self, future, columns):
+        """[horizon, channels] with the exogenous columns of ``future`` (a DataFrame or array), or None."""
+        if future is None or not self.reads_future:
+            if future is not None:
+                raise InputError("future: this checkpoint reads no future values (it has no exogenous channels)")
+            return None
+        exogenous = self.config.exogenous_channel_indices
+        if not hasattr(future, "columns"):
+            return future
+        names = [columns[c] for c in exogenous]
+        missing = [name for name in names if name not in future.columns]
+        if missing:
+            raise InputError(f"future: expected the exogenous column(s) {names}, missing {missing}; it has "
+                             f"{list(future.columns)}"[:400])
+        if len(future) < self.horizon:
+            raise InputError(f"future: expected at least {self.horizon} rows (the horizon), got {len(future)}")
+        array = np.zeros((self.horizon, len(columns)))
+        for index, name in zip(exogenous, names):
+            column = future[name].iloc[:self.horizon]
+            if not np.issubdtype(column.dtype, np.number) or column.dtype.kind in "bc":
+                raise InputError(f"future: column {name!r} must hold real numbers, got {column.dtype}")
+            array[:, index] = column.to_numpy(dtype=np.float64)
+        return array
+
+    def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False,
+                 future_values=None):
         """Forecast from ``past_values`` [batch, time, channels] (or one series), any length: cut or padded to
         ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks
         missing values; without it NaN / ±inf count as missing. ``freq_token`` [batch]: the frequency token,
-        for a checkpoint with ``resolution_prefix_tuning`` (the ``-ft-`` revisions)."""
+        for a checkpoint with ``resolution_prefix_tuning`` (the ``-ft-`` revisions). ``future_values``
+        [batch, horizon, channels]: the known future of the exogenous channels (``exogenous_channel_indices``)
+        that forecast channel mixing reads; other channels' values there are not used."""
         values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token)
+        future = self._future(future_values, values)
         out, single = self._forward(values, mask, None, output_hidden_states, prefix)
         channels = self.output_channels_for(values.shape[-1])
         forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
+        if self.weights.channel_mixing is not None:  # on forecasts still in scaled units, then scaled back
+            past = np.nan_to_num(values if values.ndim == 3 else values[None], nan=0.0, posinf=0.0, neginf=0.0)
+            forecast = forward.mix_forecast_channels(forecast, past.astype(self.dtype, copy=False), future,
+                                                     self.weights.channel_mixing, self.config, self._fcm_switches,
+                                                     self._fcm_heads)
+            forecast = forecast * out.scale[..., channels] + out.loc[..., channels]
         decoded = out.decoded if out.decoded is not None else out.last_hidden_state
         return TinyTimeMixerForPredictionOutput(
             unbatch(forecast, single), unbatch(out.last_hidden_state, single), unbatch(decoded, single),
@@ -302,13 +357,37 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
     def _head_output(self, batch, channels, dtype):
         return np.empty((batch, 1, self.config.prediction_length, channels), dtype)
 
+    def _future(self, future_values, values):
+        """future_values checked and cut to the horizon, in the model's dtype; None when nothing reads it."""
+        if not self.reads_future:
+            return None
+        exogenous = self.config.exogenous_channel_indices
+        if future_values is None:
+            raise InputError(f"future_values: this checkpoint mixes its forecasts with the known future of its "
+                             f"exogenous channels {exogenous}: pass future_values [batch, {self.config.horizon}, "
+                             "channels] (other channels' values there are not used)")
+        future = as_array("future_values", future_values)
+        expected = (self.config.horizon, values.shape[-1])
+        if (future.ndim != values.ndim or future.shape[:-2] != values.shape[:-2] or future.shape[-2] < expected[0]
+                or future.shape[-1] != expected[1] or future.dtype.kind not in "fiu"):
+            raise InputError(f"future_values: expected [{'batch, ' if values.ndim == 3 else ''}at least {expected[0]}, "
+                             f"{expected[1]}] real numbers like past_values, got {list(future.shape)} {future.dtype}")
+        future = future if future.ndim == 3 else future[None]
+        future = future[:, :expected[0]].astype(self.dtype)
+        if not np.isfinite(future[..., exogenous]).all():
+            raise InputError("future_values: the exogenous channels' future must be known (finite)")
+        return future
+
     def _series_head(self, part, first_series, last_series):
         """Each series' rows flattened ([tokens * width]) through the forecast Linear, then scaled back:
         forecast * scale + loc, into part.head [batch, 1, prediction_length, channels]."""
         width = self.decoder_width or self.config.d_model
         rows = part.decoded if self.decoder_width else part.stream
         features = rows.reshape(-1, self.tokens * width)[first_series:last_series]
-        heads.prediction_head(features, first_series, part.loc, part.scale, self.weights.head_weight,
+        loc, scale = part.loc, part.scale
+        if self.weights.channel_mixing is not None:  # forecast channel mixing reads scaled forecasts
+            loc, scale = np.zeros_like(loc), np.ones_like(scale)
+        heads.prediction_head(features, first_series, loc, scale, self.weights.head_weight,
                               self.weights.head_bias, heads.DIST_NONE, 0.0, part.head)
 
 

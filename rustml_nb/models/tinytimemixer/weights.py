@@ -13,8 +13,8 @@ from ...kernels.mixer import MixerStack
 from ..layers import Linear, validate_state, weight_array
 from ..mixer import load_stack
 from .config import TinyTimeMixerConfig
-from .detection import expected_shapes, stacks
-from .forward import DecoderInput, Embedding, Frequency
+from .detection import expected_shapes, fcm_stack, stacks
+from .forward import ChannelMixing, DecoderInput, Embedding, Frequency
 
 
 class Level(NamedTuple):
@@ -30,6 +30,7 @@ class TinyTimeMixerWeights(NamedTuple):
     decoder: tuple[Level, ...]
     head_weight: np.ndarray | None  # [1, 1, tokens * head d_model, prediction_length] (kernels.heads' layout)
     head_bias: np.ndarray | None  # [1, 1, prediction_length]
+    channel_mixing: ChannelMixing | None  # forecast channel mixing (enable_forecast_channel_mixing)
 
 
 def _linear_or_empty(state, name, dtype) -> Linear:
@@ -55,7 +56,7 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
     def levels(part):
         return tuple(Level(factor, load_stack(mapped, shape, dtype, prefix)) for prefix, factor, shape in stacks(config, part))
 
-    decoder_input, decoder, head_weight, head_bias = None, (), None, None
+    decoder_input, decoder, head_weight, head_bias, channel_mixing = None, (), None, None, None
     if head == "prediction":
         if config.use_decoder:
             adapter = _linear_or_empty(mapped, "decoder.adapter", dtype)
@@ -64,4 +65,11 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
             decoder = levels("decoder")
         forecast = Linear.from_state_dict(mapped, "head.forecast", dtype)
         head_weight, head_bias = forecast.weight[None, None], forecast.bias[None, None]
-    return TinyTimeMixerWeights(embedding, frequency, levels("encoder"), decoder_input, decoder, head_weight, head_bias)
+        if config.enable_forecast_channel_mixing:
+            embedding_linear = _linear_or_empty(mapped, "head.fcm.embedding", dtype)
+            gate = _linear_or_empty(mapped, "head.fcm.gate", dtype)
+            stack = load_stack(mapped, fcm_stack(config), dtype, "head.fcm.") if config.fcm_use_mixer else None
+            channel_mixing = ChannelMixing(*embedding_linear, stack, *gate,
+                                           *Linear.from_state_dict(mapped, "head.fcm.mlp", dtype))
+    return TinyTimeMixerWeights(embedding, frequency, levels("encoder"), decoder_input, decoder, head_weight, head_bias,
+                                channel_mixing)
