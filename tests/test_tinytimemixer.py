@@ -211,7 +211,8 @@ def test_config_has_every_granite_field_with_its_default():
 
 @pytest.mark.parametrize("field, value, message", [
     ("multi_quantile_head", True, "multi-quantile head .* not supported"),
-    ("categorical_vocab_size_list", [3], "static categorical inputs are not supported"),
+    ("categorical_vocab_size_list", [3], "static categorical inputs need decoder_mode 'mix_channel'"),
+    ("categorical_vocab_size_list", [3, 0], "categorical_vocab_size_list must be positive integers"),
     ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
     ("patch_stride", 4, r"patch_length \(8\) and patch_stride \(4\) must be equal"),
     ("prediction_filter_length", 20, r"prediction_filter_length must be in \[1, prediction_length = 16\]"),
@@ -480,3 +481,50 @@ def test_forecast_channel_mixing_offset_zero_takes_the_last_steps(tmp_path):
         expected = without_offset(torch.from_numpy(values)).prediction_outputs.numpy()
     model = rustml_nb.from_pretrained(save(reference, tmp_path), dtype="float64")
     np.testing.assert_allclose(model(values).prediction_outputs, expected, rtol=1e-9, atol=1e-9)
+
+
+@given(ttm_kwargs(), st.lists(st.integers(1, 5), min_size=1, max_size=3), st.sampled_from(["float64", "float32"]),
+       st.integers(1, 3), st.integers(0, 2 ** 16))
+def test_static_categorical_inputs_match_granite_tsfm(tmp_path_factory, kwargs, vocab, dtype, batch, seed):
+    """Static categorical variables: each one's embedding row joins a batch element's channels in the decoder's
+    channel mixing (repeated over its tokens), then is dropped."""
+    kwargs = {**kwargs, "use_decoder": True, "decoder_mode": "mix_channel", "categorical_vocab_size_list": vocab}
+    reference = build_reference(seed=seed, **kwargs)
+    folder = save(reference, tmp_path_factory.mktemp("categorical"))
+    rng = np.random.default_rng(seed)
+    values, tokens = inputs(kwargs, rng, batch)
+    categories = np.stack([rng.integers(0, size, batch) for size in vocab], axis=1)
+    ours = rustml_nb.from_pretrained(folder, dtype=dtype)
+    freq = tokens if ours.config.resolution_prefix_tuning else None
+
+    def theirs(precision):
+        with torch.no_grad():
+            return reference.to(TORCH_DTYPES[precision])(
+                past_values=torch.from_numpy(values.astype(precision)), static_categorical_values=torch.from_numpy(
+                    categories.astype(precision)), freq_token=None if freq is None else torch.from_numpy(freq))
+
+    compare_outputs(ours(values.astype(dtype), freq_token=freq, static_categorical_values=categories), theirs(dtype),
+                    dtype, theirs("float64") if dtype == "float32" else None)
+
+
+def test_static_categorical_values_are_required_and_checked(tmp_path, capsys):
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=4, num_input_channels=2, decoder_mode="mix_channel",
+                  categorical_vocab_size_list=[3, 2])
+    model = rustml_nb.from_pretrained(save(build_reference(**kwargs), tmp_path))
+    values = np.ones((2, 32, 2), np.float32)
+    with pytest.raises(InputError, match=r"its 2 static categorical variable\(s\) \(vocabulary sizes \[3, 2\]\)"):
+        model(values)
+    with pytest.raises(InputError, match=r"variable 1 takes categories in \[0, 2\), got \[0, 2\]"):
+        model(values, static_categorical_values=[[0, 0], [2, 2]])
+    with pytest.raises(InputError, match=r"expected \[2, 2\] integers"):
+        model(values, static_categorical_values=[[0.5, 0], [1, 1]])
+    with pytest.raises(InputError, match="output_hidden_states with static categorical"):
+        model(values, static_categorical_values=[[0, 1], [2, 0]], output_hidden_states=True)
+    assert model(values[0], static_categorical_values=[2, 1]).prediction_outputs.shape == (4, 2)
+    from rustml_nb.cli import main
+    assert main(["inspect", str(tmp_path / "checkpoint")]) == 0
+    assert "static categorical variables [3, 2]" in capsys.readouterr().out
+    plain = save(build_reference(**{**kwargs, "categorical_vocab_size_list": None}), tmp_path / "plain")
+    with pytest.raises(InputError, match="no static categorical inputs"):
+        rustml_nb.from_pretrained(plain)(values, static_categorical_values=[[0], [1]])

@@ -63,6 +63,7 @@ class Chunk(NamedTuple):
     decoded: np.ndarray  # a family with a decoder: [series * tokens, decoder width]; else [0, 0]
     prefix: np.ndarray  # a token put in front of each series' patches, per batch element [batch, d_model]; or [0, 0]
     decoded_states: np.ndarray  # [decoder_layers or 0, series * tokens, decoder width]
+    static_rows: np.ndarray  # rows that join each batch element's channels in a decoder [batch, rows, width]; or [0, 0, 0]
 
 
 class FamilyModel:
@@ -139,9 +140,11 @@ class FamilyModel:
             raise InputError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
         return mask.astype(bool)
 
-    def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False, prefix=None):
+    def _forward(self, past_values, past_observed_mask, mask=None, output_hidden_states=False, prefix=None,
+                 static_rows=None):
         """Validate, then run the batch chunk by chunk: encode on every thread, apply the head. ``prefix``
-        [batch, d_model]: a token row put in front of each series' patches (the family's encoder reads it)."""
+        [batch, d_model]: a token row put in front of each series' patches (the family's encoder reads it);
+        ``static_rows`` [batch, rows, width]: rows the family's decoder adds to each batch element's channels."""
         config, dtype = self.config, self.dtype
         raw, raw_mask, single = check_series(past_values, past_observed_mask, config.context_length,
                                              self.input_channels)
@@ -198,7 +201,8 @@ class FamilyModel:
                              np.zeros((0, 0), dtype) if out.decoded is None else
                              out.decoded[first:last].reshape(series * tokens, self.decoder_width),
                              np.zeros((0, 0), dtype) if prefix is None else prefix[first:last],
-                             np.empty((decoder_layers, series * tokens, self.decoder_width), dtype))
+                             np.empty((decoder_layers, series * tokens, self.decoder_width), dtype),
+                             np.zeros((0, 0, 0), dtype) if static_rows is None else static_rows[first:last])
                 self._encode_chunk(part)
                 if num_layers:
                     out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,

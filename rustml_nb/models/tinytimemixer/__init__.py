@@ -1,5 +1,5 @@
 """TinyTimeMixer (IBM granite-tsfm's ``tsfm_public.models.tinytimemixer``, 0.3.11): the granite TTM
-checkpoints (r1, r2, r2.1) and any config granite-tsfm writes, but for the options ``config.NOT_YET`` lists."""
+checkpoints (r1, r2, r2.1) and any config granite-tsfm writes, but for the r3 options ``config.NOT_YET`` lists."""
 
 from ..mapping import WeightMappingResult  # noqa: F401
 from .config import TinyTimeMixerConfig
@@ -41,8 +41,13 @@ def describe(config: TinyTimeMixerConfig, model_class, check) -> list[str]:
         f"self-attention {f'{config.self_attn_heads} heads' if config.self_attn else 'off'}",
         f"decoder      " + (f"{config.decoder_num_layers} layers x {max(config.decoder_adaptive_patching_levels, 1)} "
                             f"level(s), {config.decoder_mode}, d_model {config.decoder_d_model}, raw residual "
-                            f"{config.decoder_raw_residual}" if config.use_decoder else "none"),
-        f"scaling      {config.scaler}; head point",
+                            f"{config.decoder_raw_residual}"
+                            + (f", static categorical variables {config.categorical_vocab_size_list}"
+                               if config.num_categorical else "") if config.use_decoder else "none"),
+        f"scaling      {config.scaler}; head point"
+        + (f"; forecast channel mixing (window {2 * config.fcm_context_length + 1}, mixer {config.fcm_use_mixer}, "
+           f"exogenous channels {config.exogenous_channel_indices or []})"
+           if config.enable_forecast_channel_mixing else ""),
         "\ndetected",
     ]
     lines += [f"  {field:<33}{value}" for field, value in vars(check.report).items()]

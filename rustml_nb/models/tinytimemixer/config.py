@@ -156,6 +156,11 @@ class TinyTimeMixerConfig(FamilyConfig):
                 and not self.enable_forecast_channel_mixing)
 
     @property
+    def num_categorical(self) -> int:
+        """Static categorical variables the decoder reads (each an embedding row that joins its channels)."""
+        return len(self.categorical_vocab_size_list or ()) if self.use_decoder else 0
+
+    @property
     def mixed_channels(self) -> list[int]:
         """The channels forecast channel mixing reads: the forecast ones, then the exogenous ones."""
         return self.output_channels + list(self.exogenous_channel_indices or [])
@@ -200,7 +205,12 @@ class TinyTimeMixerConfig(FamilyConfig):
             if getattr(self, field):
                 raise ConfigError(f"{field}={getattr(self, field)!r}: {what} are not supported by rustml_nb yet")
         if self.categorical_vocab_size_list is not None:
-            raise ConfigError("categorical_vocab_size_list: static categorical inputs are not supported by rustml_nb yet")
+            vocab = self.categorical_vocab_size_list
+            if not vocab or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in vocab):
+                raise ConfigError(f"categorical_vocab_size_list must be positive integers, got {vocab!r}")
+            if self.use_decoder and self.decoder_mode != "mix_channel":
+                raise ConfigError("static categorical inputs need decoder_mode 'mix_channel' (their embeddings join "
+                                  "the decoder's channel mixing), as granite-tsfm requires")
         if self.enable_forecast_channel_mixing:
             if self.fcm_context_length < 0 or self.fcm_mix_layers < 0:
                 raise ConfigError("fcm_context_length and fcm_mix_layers must be non-negative")

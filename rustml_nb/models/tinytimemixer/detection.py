@@ -34,8 +34,9 @@ def stacks(config, part: str) -> list[tuple[str, int, StackShape]]:
     result = []
     for index, factor in enumerate(config.level_factors(levels, d_model)):
         prefix = f"{part}.levels.{index}." if levels > 0 else f"{part}."
+        channels = config.num_input_channels + (0 if encoder else config.num_categorical)
         result.append((prefix, factor, StackShape(d_model // factor, config.num_tokens * factor,
-                                                  config.num_input_channels, config.expansion_factor, layers,
+                                                  channels, config.expansion_factor, layers,
                                                   mix_channel, bool(config.gated_attn), bool(config.self_attn),
                                                   bool(config.batch_norm))))
     return result
@@ -69,6 +70,8 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
             linear("decoder.adapter", d, config.decoder_d_model)
         if config.decoder_raw_residual:
             linear("decoder.raw_embedding", p, config.decoder_d_model)
+        for index in range(config.num_categorical):
+            shapes[f"decoder.categorical.{index}"] = (config.categorical_vocab_size_list[index], config.decoder_d_model)
         for prefix, _, shape in stacks(config, "decoder"):
             shapes.update(stack_shapes(shape, prefix))
     linear("head.forecast", config.num_tokens * config.head_d_model, config.prediction_length)
@@ -111,6 +114,7 @@ class DetectionReport:
     decoder_num_layers: int
     decoder_mode: str | None
     decoder_raw_residual: bool
+    categorical_variables: int
     prediction_length: int | None
     enable_forecast_channel_mixing: bool
 
@@ -168,6 +172,7 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         decoder_adaptive_patching_levels=decoder_levels, decoder_num_layers=decoder_layers,
         decoder_mode=("mix_channel" if has(r"^decoder\..*channel_mixer") else "common_channel") if use_decoder else None,
         decoder_raw_residual="decoder.raw_embedding.weight" in mapped,
+        categorical_variables=sum(1 for n in names if re.match(r"decoder\.categorical\.\d+\Z", n)),
         prediction_length=None if head is None else head.shape[0],
         enable_forecast_channel_mixing="head.fcm.mlp.weight" in mapped)
 
@@ -205,4 +210,5 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
                     report.decoder_num_layers if report.decoder_num_layers else None)
             compare("decoder_mode", config.decoder_mode, report.decoder_mode)
             compare("decoder_raw_residual", config.decoder_raw_residual, report.decoder_raw_residual)
+            compare("categorical_vocab_size_list (variables)", config.num_categorical, report.categorical_variables)
     return ArchitectureCheck(report, mismatches)

@@ -25,6 +25,7 @@ ENCODER_RULES: tuple[tuple[str, str], ...] = (
 HEAD_RULES: tuple[tuple[str, str], ...] = (
     *((f"decoder.adapter.{p}", f"decoder.adapter.{p}") for p in LINEAR),
     *((f"decoder.raw_embedding.{p}", f"decoder.decoder_raw_embedding.{p}") for p in LINEAR),
+    ("decoder.categorical.{variable}", "decoder.decoder_cat_embedding_layer.embedding_layers.{variable}.weight"),
     *layer_rules("decoder.levels.{level}.layers.{layer}", DECODER_MIXERS + ".{level}.mixer_layers.{layer}"),
     *layer_rules("decoder.layers.{layer}", DECODER_MIXERS + ".{layer}"),
     *((f"head.forecast.{p}", f"head.base_forecast_block.{p}") for p in LINEAR),

@@ -88,7 +88,9 @@ class _TinyTimeMixerBase(FamilyModel):
                                        + (weights.decoder_input.raw_weight.shape[0] > 0))
                                 + self._decoder_stack_states if decodes else [])
         self.layers, self.decoder_layers = len(self._encoder_states), len(self._decoder_states)
-        self.block_rows = max(forward.BLOCK_ROWS, self.tokens * self.unit_series)
+        # a unit's rows in a block: its series' tokens, and in the decoder its static categorical rows' too
+        self._unit_rows = self.tokens * (self.unit_series + (config.num_categorical if decodes else 0))
+        self.block_rows = max(forward.BLOCK_ROWS, self._unit_rows)
         self._no_states = np.zeros((0, 0, 0), self.dtype)
         if weights.channel_mixing is not None and weights.channel_mixing.stack is not None:
             self._fcm_switches = mixer.MixerSwitches(mix_channel=False, **{**norm, "gated": bool(config.fcm_gated_attn)})
@@ -133,7 +135,7 @@ class _TinyTimeMixerBase(FamilyModel):
     def _encode_task(self, part, first_unit, last_unit, work):
         config, weights = self.config, self.weights
         tokens, unit = self.tokens, self.unit_series
-        units_per_block = max(self.block_rows // (unit * tokens), 1)
+        units_per_block = max(self.block_rows // self._unit_rows, 1)
         for first in range(first_unit, last_unit, units_per_block):
             s0, s1 = first * unit, min(first + units_per_block, last_unit) * unit
             r0, r1 = s0 * tokens, s1 * tokens
@@ -143,20 +145,35 @@ class _TinyTimeMixerBase(FamilyModel):
                                 part.patch_input, block)
             self._mix(block, s1 - s0, weights.encoder, self._encoder_switches, self._encoder_heads, work,
                       part.hidden_states, 0, r0, config.adaptive_patching_levels > 0)
-            if self.decoder_width:
-                decoded = part.decoded[r0:r1]  # [rows, decoder_d_model]
-                states = part.decoded_states
-                forward.decoder_input(block, part.patch_input, s0, tokens, weights.decoder_input, decoded, states, r0)
+            if not self.decoder_width:
+                continue
+            decoded = part.decoded[r0:r1]  # [rows, decoder_d_model]
+            states = part.decoded_states
+            forward.decoder_input(block, part.patch_input, s0, tokens, weights.decoder_input, decoded, states, r0)
+            adaptive = config.decoder_adaptive_patching_levels > 0
+            if not part.static_rows.shape[1]:
                 self._mix(decoded, s1 - s0, weights.decoder, self._decoder_switches, self._decoder_heads, work,
-                          states, self.decoder_layers - len(self._decoder_stack_states), r0,
-                          config.decoder_adaptive_patching_levels > 0)
+                          states, self.decoder_layers - len(self._decoder_stack_states), r0, adaptive)
+                continue
+            # static categorical rows join each batch element's channels, repeated over its tokens; the decoder
+            # mixes them all, then they are dropped (granite-tsfm's concat and cut)
+            channels, extra = config.num_input_channels, part.static_rows.shape[1]
+            units, width = (s1 - s0) // channels, decoded.shape[1]
+            joined = np.empty((units, channels + extra, tokens, width), self.dtype)
+            joined[:, :channels] = decoded.reshape(units, channels, tokens, width)
+            joined[:, channels:] = part.static_rows[s0 // channels:s0 // channels + units, :, None, :]
+            self._mix(joined.reshape(-1, width), units * (channels + extra), weights.decoder, self._decoder_switches,
+                      self._decoder_heads, work, self._no_states, 0, 0, adaptive, channels + extra)
+            decoded.reshape(units, channels, tokens, width)[:] = joined[:, :channels]
 
-    def _mix(self, block, count, levels, switches, heads, work, states, first_state, first_row, adaptive):
+    def _mix(self, block, count, levels, switches, heads, work, states, first_state, first_row, adaptive,
+             channels=None):
         """Every level's layers over block [count * tokens, width], in place: a level of factor f sees each
         token's row as f rows of width / f (granite-tsfm's reshape), so its rows are the same memory.
         states [S or 0, rows of the chunk, width] receive, from state first_state and row first_row on,
         granite-tsfm's hidden states: each adaptive level's input, that input split into the level's rows,
-        each layer's output and the level's output; without adaptive levels, each layer's output."""
+        each layer's output and the level's output; without adaptive levels, each layer's output. ``channels``:
+        the series a mix_channel unit holds (default num_input_channels)."""
         rows, width = block.shape
         record = states.shape[0] > 0
         state = first_state
@@ -167,7 +184,7 @@ class _TinyTimeMixerBase(FamilyModel):
                 states[state + 1, first_row:first_row + rows] = block
                 state += 2
             split = states.reshape(states.shape[0], -1, width // f) if record else self._no_states
-            mixer.mixer_layers(block.reshape(rows * f, width // f), count, self.config.num_input_channels,
+            mixer.mixer_layers(block.reshape(rows * f, width // f), count, channels or self.config.num_input_channels,
                                self.tokens * f, level.stack, switches, heads, work, split, state, first_row * f)
             state += level.stack.patch.fc1_weight.shape[0]
             if record and adaptive:
@@ -329,16 +346,21 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         return array
 
     def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False,
-                 future_values=None):
+                 future_values=None, static_categorical_values=None):
         """Forecast from ``past_values`` [batch, time, channels] (or one series), any length: cut or padded to
         ``context_length`` as granite-tsfm does. ``past_observed_mask`` (same shape, 1 = observed) marks
         missing values; without it NaN / ±inf count as missing. ``freq_token`` [batch]: the frequency token,
         for a checkpoint with ``resolution_prefix_tuning`` (the ``-ft-`` revisions). ``future_values``
         [batch, horizon, channels]: the known future of the exogenous channels (``exogenous_channel_indices``)
-        that forecast channel mixing reads; other channels' values there are not used."""
+        that forecast channel mixing reads; other channels' values there are not used.
+        ``static_categorical_values`` [batch, variables]: each series' category of every static categorical
+        variable (``categorical_vocab_size_list``), for a checkpoint trained with them."""
         values, mask, prefix = self._prepare(past_values, past_observed_mask, freq_token)
         future = self._future(future_values, values)
-        out, single = self._forward(values, mask, None, output_hidden_states, prefix)
+        static_rows = self._static_rows(static_categorical_values, values)
+        if static_rows is not None and output_hidden_states:
+            raise InputError("output_hidden_states with static categorical inputs is not supported by rustml_nb yet")
+        out, single = self._forward(values, mask, None, output_hidden_states, prefix, static_rows)
         channels = self.output_channels_for(values.shape[-1])
         forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
         if self.weights.channel_mixing is not None:  # on forecasts still in scaled units, then scaled back
@@ -356,6 +378,35 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
 
     def _head_output(self, batch, channels, dtype):
         return np.empty((batch, 1, self.config.prediction_length, channels), dtype)
+
+    def _static_rows(self, static_categorical_values, values):
+        """[batch, variables, decoder_d_model]: each variable's embedding row of the given categories; None for
+        a checkpoint without static categorical inputs."""
+        vocab = self.config.categorical_vocab_size_list if self.config.num_categorical else None
+        if not vocab:
+            if static_categorical_values is not None:
+                raise InputError("static_categorical_values: this checkpoint has no static categorical inputs")
+            return None
+        batch = values.shape[0] if values.ndim == 3 else 1
+        if static_categorical_values is None:
+            raise InputError(f"static_categorical_values: this checkpoint needs each series' category of its "
+                             f"{len(vocab)} static categorical variable(s) (vocabulary sizes {vocab}): "
+                             f"[batch, {len(vocab)}] integers")
+        categories = as_array("static_categorical_values", static_categorical_values)
+        if values.ndim == 2 and categories.ndim == 1:
+            categories = categories[None]
+        if (categories.shape != (batch, len(vocab)) or categories.dtype.kind not in "iuf"
+                or not np.all(categories == np.floor(categories))):
+            raise InputError(f"static_categorical_values: expected [{batch}, {len(vocab)}] integers, got "
+                             f"{list(categories.shape)} {categories.dtype}")
+        categories = categories.astype(np.int64)
+        for variable, size in enumerate(vocab):
+            column = categories[:, variable]
+            if column.min() < 0 or column.max() >= size:
+                raise InputError(f"static_categorical_values: variable {variable} takes categories in [0, {size}), "
+                                 f"got {sorted(set(column.tolist()))}"[:300])
+        return np.stack([embedding[categories[:, variable]] for variable, embedding in
+                         enumerate(self.weights.categorical)], axis=1)
 
     def _future(self, future_values, values):
         """future_values checked and cut to the horizon, in the model's dtype; None when nothing reads it."""

@@ -31,6 +31,7 @@ class TinyTimeMixerWeights(NamedTuple):
     head_weight: np.ndarray | None  # [1, 1, tokens * head d_model, prediction_length] (kernels.heads' layout)
     head_bias: np.ndarray | None  # [1, 1, prediction_length]
     channel_mixing: ChannelMixing | None  # forecast channel mixing (enable_forecast_channel_mixing)
+    categorical: tuple[np.ndarray, ...]  # each static categorical variable's embedding [vocab, decoder_d_model]
 
 
 def _linear_or_empty(state, name, dtype) -> Linear:
@@ -71,5 +72,7 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
             stack = load_stack(mapped, fcm_stack(config), dtype, "head.fcm.") if config.fcm_use_mixer else None
             channel_mixing = ChannelMixing(*embedding_linear, stack, *gate,
                                            *Linear.from_state_dict(mapped, "head.fcm.mlp", dtype))
+    categorical = tuple(weight_array(mapped[f"decoder.categorical.{index}"], dtype)
+                        for index in range(config.num_categorical)) if head == "prediction" else ()
     return TinyTimeMixerWeights(embedding, frequency, levels("encoder"), decoder_input, decoder, head_weight, head_bias,
-                                channel_mixing)
+                                channel_mixing, categorical)
