@@ -1,5 +1,7 @@
 """The bundled demo: a small PatchTSTForPrediction trained on real hourly temperatures (Seattle and San
-Francisco, 2010; see ``scripts/train_demo_model.py``) and a slice of its test period."""
+Francisco, 2010; see ``scripts/train_demo_model.py``), a small TinyTimeMixerForPrediction trained with
+granite-tsfm on the same data and split (``scripts/train_ttm_demo_model.py``), and a slice of the test
+period."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ DATA = Path(__file__).resolve().parent / "data"
 MODEL_PATH = DATA / "demo_model"
 TEST_SLICE = DATA / "demo_test_slice.csv"
 METRICS = DATA / "demo_metrics.json"
+TTM_MODEL_PATH = DATA / "ttm_demo_model"
+TTM_METRICS = DATA / "ttm_demo_metrics.json"
 
 
 def test_slice():
@@ -21,6 +25,7 @@ def test_slice():
     return frame.iloc[:context], frame.iloc[context:]
 
 
-def metrics() -> dict:
-    """Test-set MSE/MAE of the demo model and of naive baselines, as the training script measured them."""
-    return json.loads(METRICS.read_text())
+def metrics(path=METRICS) -> dict:
+    """Test-set MSE/MAE of a demo model (``METRICS``: PatchTST's, ``TTM_METRICS``: TinyTimeMixer's) and of
+    naive baselines, as its training script measured them."""
+    return json.loads(path.read_text())

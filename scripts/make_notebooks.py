@@ -45,6 +45,17 @@ fields; missing values can be NaN (or marked in `past_observed_mask`)."""),
 values[0, 100:110, 0] = float("nan")          # ten missing hours
 output = model(values)
 output.prediction_outputs.shape, output.loc.ravel(), output.scale.ravel()"""),
+    new_markdown_cell("""## TinyTimeMixer
+
+IBM's TinyTimeMixer (TTM) runs the same way. Bundled here is a small `TinyTimeMixerForPrediction` trained with
+granite-tsfm on the same data and split (`scripts/train_ttm_demo_model.py`). The granite TTM checkpoints on
+the Hub load with `rustml_nb.from_pretrained("ibm-granite/granite-timeseries-ttm-r2", revision=...)`, or
+with `rustml_nb.get_model(repo, context_length, prediction_length)`, which picks the revision as
+granite-tsfm's `get_model` does; their channels never mix, so they take any number of channels."""),
+    new_code_cell("""ttm = rustml_nb.from_pretrained(demo.TTM_MODEL_PATH)
+ttm_forecast = ttm.forecast(history)
+pd.concat({"PatchTST": forecast, "TinyTimeMixer": ttm_forecast, "actual": actual}, axis=1).head()"""),
+    new_code_cell("""pd.DataFrame(demo.metrics(demo.TTM_METRICS)["test_metrics"]).T"""),
 ]
 
 PARITY = [
@@ -107,6 +118,24 @@ for dtype, torch_dtype in (("float64", torch.float64), ("float32", torch.float32
 mixer = pd.DataFrame(rows)
 assert (mixer["relative"] <= mixer["tolerance"]).all()
 mixer.pivot(index="output", columns="dtype", values="relative")"""),
+    new_markdown_cell("""TinyTimeMixer's reference is IBM's granite-tsfm (`tsfm_public`), not transformers. The bundled TTM demo
+against it, on the demo slice: every output field and every hidden state granite-tsfm lists (each adaptive
+level's input, its split rows, every mixer layer's output, the level's output; then the decoder's)."""),
+    new_code_cell("""from rustml_nb.models.tinytimemixer import REFERENCE
+from rustml_nb.parity import load_reference, reference_module
+
+granite = reference_module(REFERENCE)
+rows = []
+for dtype, torch_dtype in (("float64", torch.float64), ("float32", torch.float32)):
+    ours = rustml_nb.from_pretrained(demo.TTM_MODEL_PATH, dtype=dtype)
+    theirs = load_reference(granite, "TinyTimeMixerForPrediction", demo.TTM_MODEL_PATH, torch_dtype)
+    values = history.to_numpy(dtype)[None]
+    for d in field_differences(ours(values, output_hidden_states=True),
+                               reference_outputs(theirs, values, output_hidden_states=True)):
+        rows.append({"dtype": dtype, "output": d.field, "relative": d.relative, "tolerance": TOLERANCE[dtype]})
+ttm = pd.DataFrame(rows)
+assert (ttm["relative"] <= ttm["tolerance"]).all()
+ttm.pivot(index="output", columns="dtype", values="relative").sort_values("float32", ascending=False).head(8)"""),
 ]
 
 SPEED = [
@@ -114,7 +143,8 @@ SPEED = [
 
 The numbers come from `benchmarks/speed.py`, which times the three engines interleaved in one process on
 each model family's granite-shaped checkpoint (PatchTST like ibm-granite/granite-timeseries-patchtst,
-PatchTSMixer like ibm-granite/granite-timeseries-patchtsmixer). This notebook plots the last committed run
+PatchTSMixer like ibm-granite/granite-timeseries-patchtsmixer, TinyTimeMixer like
+ibm-granite/granite-timeseries-ttm-r2 512-96, whose eager reference is granite-tsfm). This notebook plots the last committed run
 (`benchmarks/results/speed.json`); rerun the script to measure your machine."""),
     new_code_cell("""import json
 from pathlib import Path
@@ -147,7 +177,8 @@ for (left, right), family in zip(axes, families):
     right.set_title(f"{family}: ratios")
 fig.tight_layout()"""),
     new_markdown_cell("""The first forecast of a new process (`benchmarks/cold_start.py`): rustml_nb compiling its kernels
-on an empty cache, loading them from a warm one, and transformers + torch, for each family. Then the
+on an empty cache, loading them from a warm one, and transformers + torch (granite-tsfm for
+TinyTimeMixer), for each family. Then the
 compile profiles: the seconds each kernel takes to compile (exclusive of the kernels it calls)."""),
     new_code_cell("""cold = json.loads((results / "benchmarks" / "results" / "cold_start.json").read_text())
 pd.concat({family: pd.DataFrame(result["cases"]).T[["seconds", "process_wall_s", "peak_rss_mib"]].astype(float)

@@ -216,6 +216,7 @@ def test_config_has_every_granite_field_with_its_default():
     ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
     ("patch_stride", 4, r"patch_length \(8\) and patch_stride \(4\) must be equal"),
     ("prediction_filter_length", 20, r"prediction_filter_length must be in \[1, prediction_length = 16\]"),
+    ("context_length", 12, r"context_length 12 holds a single patch of 8"),
 ])
 def test_options_not_run_are_refused_by_name(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -528,3 +529,26 @@ def test_static_categorical_values_are_required_and_checked(tmp_path, capsys):
     plain = save(build_reference(**{**kwargs, "categorical_vocab_size_list": None}), tmp_path / "plain")
     with pytest.raises(InputError, match="no static categorical inputs"):
         rustml_nb.from_pretrained(plain)(values, static_categorical_values=[[0], [1]])
+
+
+def test_bundled_ttm_demo_matches_granite_tsfm_and_its_reported_metrics():
+    """The TinyTimeMixer trained with granite-tsfm on the demo data runs at parity on the demo slice, and its
+    metrics were measured on the PatchTST demo's test windows (the same baselines, to the digit)."""
+    from rustml_nb import demo
+    from rustml_nb.parity import load_reference, reference_outputs
+
+    history, _ = demo.test_slice()
+    truth = None
+    for dtype in ("float64", "float32"):
+        values = history.to_numpy(dtype)[None]
+        reference = load_reference(granite(), "TinyTimeMixerForPrediction", demo.TTM_MODEL_PATH, TORCH_DTYPES[dtype])
+        theirs = reference_outputs(reference, values, output_hidden_states=True)
+        if dtype == "float64":
+            truth = theirs
+        compare_outputs(rustml_nb.from_pretrained(demo.TTM_MODEL_PATH, dtype=dtype)(values, output_hidden_states=True),
+                        theirs, dtype, truth if dtype == "float32" else None)
+    ours, patchtst = demo.metrics(demo.TTM_METRICS), demo.metrics()
+    assert set(ours["test_metrics"]) == {"TinyTimeMixer (this model)", "last value", "seasonal naive (24 h)"}
+    assert ours["split"] == patchtst["split"] and ours["test_windows"] == patchtst["test_windows"]
+    for baseline in ("last value", "seasonal naive (24 h)"):
+        assert ours["test_metrics"][baseline] == patchtst["test_metrics"][baseline]

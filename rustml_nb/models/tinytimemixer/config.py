@@ -191,6 +191,9 @@ class TinyTimeMixerConfig(FamilyConfig):
         if self.sequence_length <= self.patch_length:
             raise ConfigError(f"context_length ({self.sequence_length}) must be greater than patch_length "
                               f"({self.patch_length})")
+        if self.num_tokens < 2:
+            raise ConfigError(f"context_length {self.sequence_length} holds a single patch of {self.patch_length}: "
+                              "granite-tsfm's layers then have no patch mixer, which rustml_nb does not run yet")
         self.check_choice("mode", MODES)
         self.check_choice("decoder_mode", MODES)
         if self.use_positional_encoding:

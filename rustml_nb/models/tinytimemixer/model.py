@@ -454,18 +454,23 @@ def model_class_for(config, hf_weights: dict):
 
 
 def compile_kernels(dtype: str = "float32") -> None:
-    """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with and without
-    a decoder, adaptive levels, the frequency token and self-attention, each run once."""
+    """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with adaptive
+    levels, the frequency token and a decoder, one with forecast channel mixing (its mixer and gate), one
+    with self-attention and static categorical inputs, each run once."""
     rng = np.random.default_rng(0)
     for self_attn in (False, True):
-        config = TinyTimeMixerConfig(num_input_channels=2, context_length=16, patch_length=4, patch_stride=4,
+        options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2]) if self_attn else
+                   dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[1], fcm_context_length=1,
+                        fcm_use_mixer=True, prediction_channel_indices=[0, 2]))
+        config = TinyTimeMixerConfig(num_input_channels=3, context_length=16, patch_length=4, patch_stride=4,
                                      d_model=16, decoder_d_model=8, num_layers=1, decoder_num_layers=1,
                                      adaptive_patching_levels=2, resolution_prefix_tuning=True,
                                      decoder_raw_residual=True, self_attn=self_attn, self_attn_heads=2,
-                                     prediction_length=2, architectures=["TinyTimeMixerForPrediction"])
+                                     prediction_length=2, architectures=["TinyTimeMixerForPrediction"], **options)
         mapped = {name: np.abs(rng.normal(size=shape)) + 0.5
                   for name, shape in expected_shapes(config, "prediction").items()}
-        mapped["encoder.frequency_embedding"] = np.ones_like(mapped["encoder.frequency_embedding"])
         model = TinyTimeMixerForPrediction(
             config, load_tinytimemixer_weights(mapped, config, "prediction", model_dtype(dtype).type), dtype)
-        model(np.zeros((1, config.context_length, config.num_input_channels), dtype), freq_token=[0])
+        inputs = (dict(static_categorical_values=[[1]]) if self_attn else
+                  dict(future_values=np.zeros((1, config.prediction_length, config.num_input_channels), dtype)))
+        model(np.zeros((1, config.context_length, config.num_input_channels), dtype), freq_token=[0], **inputs)
