@@ -57,10 +57,8 @@ def scores(prediction: np.ndarray, future: np.ndarray) -> dict:
     return {"mse": float(np.mean(error**2)), "mae": float(np.mean(np.abs(error)))}
 
 
-def main() -> None:
-    torch.manual_seed(SEED)
-    np.random.seed(SEED)
-    frame = load_series()
+def split(frame: pd.DataFrame):
+    """Chronological 70/10/20 windows: (train, validation, test) (past, future) pairs and the split rows."""
     values = frame.to_numpy()
     n = len(values)
     train_end, val_end = int(n * 0.7), int(n * 0.8)
@@ -68,13 +66,13 @@ def main() -> None:
     val = windows(values, train_end, val_end, step=1)
     test = windows(values, val_end, n, step=HORIZON)
     print(f"windows: train {len(train[0])}, validation {len(val[0])}, test {len(test[0])}")
+    return train, val, test, train_end, val_end
 
-    config = transformers.PatchTSTConfig(
-        num_input_channels=2, context_length=CONTEXT, prediction_length=HORIZON, patch_length=24, patch_stride=12,
-        d_model=32, num_attention_heads=4, num_hidden_layers=2, ffn_dim=64, pooling_type=None, scaling="std", norm_type="batchnorm", share_embedding=True,
-    )
-    model = transformers.PatchTSTForPrediction(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+def fit(model, train, val, learning_rate: float = 1e-3):
+    """AdamW on the training windows (the model's own loss), the learning rate cut on validation plateaus,
+    early stopping after 8 epochs without gain; the model left at its best validation MSE, in eval mode."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=2)
     past, future = map(torch.from_numpy, train)
     best, best_state, patience = float("inf"), None, 0
@@ -93,7 +91,7 @@ def main() -> None:
             prediction = model(past_values=torch.from_numpy(val[0])).prediction_outputs.numpy()
         val_mse = scores(prediction, val[1])["mse"]
         schedule.step(val_mse)
-        print(f"epoch {epoch}: validation MSE {val_mse:.4f} ({time.time() - started:.0f} s)")
+        print(f"epoch {epoch}: validation MSE {val_mse:.4f} ({time.time() - started:.0f} s)", flush=True)
         if val_mse < best - 1e-4:
             best, best_state, patience = val_mse, {k: v.clone() for k, v in model.state_dict().items()}, 0
         else:
@@ -103,12 +101,17 @@ def main() -> None:
     model.load_state_dict(best_state)
     model.eval()
 
+
+def test_report(model, name: str, frame: pd.DataFrame, test, train_end: int, val_end: int) -> dict:
+    """The model's and the naive baselines' test MSE/MAE, with the split, as the metrics file holds them."""
     with torch.no_grad():
         prediction = model(past_values=torch.from_numpy(test[0])).prediction_outputs.numpy()
-    metrics = {"PatchTST (this model)": scores(prediction, test[1])}
-    for name, guess in baselines(*test).items():
-        metrics[name] = scores(guess, test[1])
-    report = {
+    metrics = {name: scores(prediction, test[1])}
+    for baseline, guess in baselines(*test).items():
+        metrics[baseline] = scores(guess, test[1])
+    for label, values_ in metrics.items():
+        print(f"test {label}: MSE {values_['mse']:.3f}, MAE {values_['mae']:.3f}")
+    return {
         "data": "vega_datasets seattle-temps.csv + sf-temps.csv, hourly 2010, °F",
         "split": {"train": [str(frame.index[0]), str(frame.index[train_end - 1])],
                   "validation": [str(frame.index[train_end]), str(frame.index[val_end - 1])],
@@ -116,13 +119,24 @@ def main() -> None:
         "context_length": CONTEXT, "prediction_length": HORIZON, "test_windows": int(len(test[0])),
         "test_metrics": metrics,
     }
-    for name, values_ in metrics.items():
-        print(f"test {name}: MSE {values_['mse']:.3f}, MAE {values_['mae']:.3f}")
 
+
+def main() -> None:
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+    frame = load_series()
+    train, val, test, train_end, val_end = split(frame)
+    config = transformers.PatchTSTConfig(
+        num_input_channels=2, context_length=CONTEXT, prediction_length=HORIZON, patch_length=24, patch_stride=12,
+        d_model=32, num_attention_heads=4, num_hidden_layers=2, ffn_dim=64, pooling_type=None, scaling="std", norm_type="batchnorm", share_embedding=True,
+    )
+    model = transformers.PatchTSTForPrediction(config)
+    fit(model, train, val)
+    report = test_report(model, "PatchTST (this model)", frame, test, train_end, val_end)
     model.save_pretrained(DATA / "demo_model")
     (DATA / "demo_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     # The last full test window: its context and the 24 hours that followed, for the CLI's default run.
-    frame.iloc[n - CONTEXT - HORIZON:].to_csv(DATA / "demo_test_slice.csv", float_format="%.1f")
+    frame.iloc[len(frame) - CONTEXT - HORIZON:].to_csv(DATA / "demo_test_slice.csv", float_format="%.1f")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ number of threads at once (``rustml_nb.threads``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -280,6 +281,24 @@ def head_parameters(array, single):
     return tuple(unbatch(np.ascontiguousarray(array[:, k]), single) for k in range(array.shape[1]))
 
 
+@dataclasses.dataclass
+class SampleOutput:
+    """``generate``'s output, as transformers' ``Sample...Output``."""
+
+    sequences: np.ndarray  # [batch, samples, horizon, channels]
+
+
+def quantile_levels(levels) -> np.ndarray:
+    """``levels`` as a float64 array of probabilities strictly between 0 and 1; InputError otherwise."""
+    try:
+        array = np.asarray(levels, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"quantiles must be numbers in (0, 1), got {levels!r}"[:200]) from None
+    if array.size == 0 or not np.all((array > 0) & (array < 1)):
+        raise InputError(f"quantiles must be numbers in (0, 1), got {levels!r}"[:200])
+    return array
+
+
 class Forecaster:
     """Point forecasts and DataFrames, for a family's prediction class (``output_channels``: the indices of
     the channels its forecasts hold; ``horizon``: the steps they hold; ``distribution``: its head's
@@ -321,7 +340,58 @@ class Forecaster:
         total_count, logits = params  # negative binomial: transformers adds log(scale) to the logits, ignores loc
         return total_count * np.exp(logits + np.log(scale))
 
-    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, **inputs):
+    def _require_distribution(self, what: str) -> None:
+        if self.distribution is None:
+            loss = getattr(self.config, "loss", None)
+            raise ConfigError(f"{what}: this checkpoint has a point head (loss {loss!r}), so there is no predicted "
+                              "distribution; a distribution head (distribution_output, loss 'nll') has one")
+
+    def quantiles(self, output, levels) -> np.ndarray:
+        """[len(levels), *forecast shape]: the predicted distribution's quantiles at ``levels`` (each in (0, 1)),
+        in data units, exactly: scipy.stats' inverse CDF on the head's parameters, shifted and scaled as
+        transformers builds the distribution (a negative binomial's logits take log(scale) instead). A point
+        head: ConfigError."""
+        self._require_distribution("quantiles")
+        levels = quantile_levels(levels)
+        from scipy import special, stats
+
+        params, loc, scale = output.prediction_outputs, output.loc, output.scale
+        q = levels.reshape((-1,) + (1,) * params[0].ndim)
+        if self.distribution == "student_t":
+            values = stats.t.ppf(q, params[0], params[1], params[2]) * scale + loc
+        elif self.distribution == "normal":
+            values = stats.norm.ppf(q, params[0], params[1]) * scale + loc
+        else:  # torch's NegativeBinomial(total_count, logits) counts successes of probability sigmoid(logits)
+            total_count, logits = params
+            values = stats.nbinom.ppf(q, total_count, special.expit(-(logits + np.log(scale))))
+        return values.astype(params[0].dtype)
+
+    def generate(self, past_values, past_observed_mask=None, num_samples: int | None = None, seed=None) -> SampleOutput:
+        """Sample forecasts, as transformers' ``generate``: ``sequences`` [batch, num_samples, horizon, channels]
+        ([num_samples, horizon, channels] for one series) drawn from the predicted distribution
+        (``num_samples`` defaults to the config's ``num_parallel_samples``), reproducible with ``seed`` (NumPy's
+        generator, so not torch's draws). A point head returns its forecast as the one sample, as transformers'
+        PatchTST does."""
+        output = self(past_values, past_observed_mask)
+        if self.distribution is None:
+            return SampleOutput(np.expand_dims(output.prediction_outputs, -3))
+        count = self.config.num_parallel_samples if num_samples is None else num_samples
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise InputError(f"num_samples must be a positive integer, got {num_samples!r}")
+        rng = np.random.default_rng(seed)
+        params, loc, scale = output.prediction_outputs, output.loc, output.scale
+        size = (int(count),) + params[0].shape
+        if self.distribution == "student_t":
+            draws = (rng.standard_t(params[0], size) * params[2] + params[1]) * scale + loc
+        elif self.distribution == "normal":
+            draws = (rng.standard_normal(size) * params[1] + params[0]) * scale + loc
+        else:
+            total_count, logits = params
+            draws = rng.negative_binomial(total_count, 1 / (1 + np.exp(logits + np.log(scale))), size)
+        draws = draws.astype(params[0].dtype)
+        return SampleOutput(np.moveaxis(draws, 0, 1) if params[0].ndim == 3 else draws)
+
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None, **inputs):
         """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
 
         A DataFrame gets a DataFrame back, indexed by the ``horizon`` steps after its last row, with
@@ -329,9 +399,17 @@ class Forecaster:
         (``freq``, e.g. ``"h"``, overrides it), and rows missing from that grid are inserted as missing values,
         with a warning. The last ``context_length`` rows are used; a shorter history is an error unless
         ``pad=True``, which fills the start with missing values. NaN marks a missing value, as does 0 in
-        ``past_observed_mask`` ([rows, channels]). An array gets ``point_forecast(self(array, past_observed_mask))``.
+        ``past_observed_mask`` ([rows, channels]). ``quantiles`` (e.g. ``[0.1, 0.9]``, a distribution head's
+        checkpoint): one more column per channel and level, ``{channel}_q{level}``, the predicted
+        distribution's exact quantiles (see ``quantiles``). An array gets
+        ``point_forecast(self(array, past_observed_mask))``; its quantiles are ``quantiles(self(array), levels)``.
         """
+        if quantiles is not None:
+            self._require_distribution("quantiles")
+            quantile_levels(quantiles)
         if not hasattr(history, "columns"):
+            if quantiles is not None:
+                raise InputError("quantiles= needs a DataFrame; for arrays, model.quantiles(model(values), levels)")
             return self.point_forecast(self(history, past_observed_mask, **inputs))
         import pandas as pd
 
@@ -340,6 +418,14 @@ class Forecaster:
         config = self.config
         values, times, step, columns = frame_to_values(history, config.context_length, self.input_channels,
                                                        freq, pad, past_observed_mask)
-        prediction = self.point_forecast(self._frame_forward(values, step, columns, **inputs))
-        return pd.DataFrame(prediction, index=future_index(times, step, self.horizon, len(history)),
-                            columns=[columns[c] for c in self.output_channels_for(len(columns))])
+        output = self._frame_forward(values, step, columns, **inputs)
+        names = [columns[c] for c in self.output_channels_for(len(columns))]
+        frame = pd.DataFrame(self.point_forecast(output), columns=names,
+                             index=future_index(times, step, self.horizon, len(history)))
+        if quantiles is not None:
+            levels = quantile_levels(quantiles)
+            values = self.quantiles(output, levels)  # [levels, horizon, channels]
+            frame = pd.concat([frame] + [pd.DataFrame({f"{name}_q{level:g}": values[i, :, c]
+                                                       for i, level in enumerate(levels)}, index=frame.index)
+                                         for c, name in enumerate(names)], axis=1)
+        return frame

@@ -299,15 +299,15 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
     def output_channels_for(self, channels: int) -> list[int]:
         return self.config.forecast_channels(channels)
 
-    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, future=None):
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None, future=None):
         """Point forecasts for a DataFrame or an array, as every family's ``forecast`` (see
         ``Forecaster.forecast``). A checkpoint trained with ``resolution_prefix_tuning`` gets the frequency token
         of the history's time step. ``future``: for a checkpoint that mixes its forecasts with exogenous channels,
         their known values over the horizon — a DataFrame with those columns (the history's names; its first
         ``horizon`` rows are read), or for an array history an array [horizon, channels]."""
-        if not hasattr(history, "columns"):
+        if not hasattr(history, "columns") and quantiles is None:
             return self.point_forecast(self(history, past_observed_mask, future_values=future))
-        return Forecaster.forecast(self, history, past_observed_mask, freq, pad, future=future)
+        return Forecaster.forecast(self, history, past_observed_mask, freq, pad, quantiles, future=future)
 
     def _frame_forward(self, values, step, columns, future=None):
         """A DataFrame's forward pass: with ``resolution_prefix_tuning``, the frequency token of its time step,
