@@ -55,7 +55,21 @@ def cmd_forecast(args) -> int:
         if not model.reads_future:
             raise RustmlError("--future: this checkpoint reads no future values (it has no exogenous channels)")
         extra["future"] = read_table(args.future)
+    if args.quantile:
+        extra["quantiles"] = args.quantile
+    if args.id_column:
+        if args.plot:
+            raise RustmlError("--plot draws one series; it does not go with --id-column")
+        extra.update(id_columns=args.id_column, timestamp_column=args.timestamp_column, target_columns=args.target)
+    elif args.timestamp_column or args.target:
+        raise RustmlError("--timestamp-column and --target describe a long table of many series: give --id-column too")
     forecast = model.forecast(history, freq=args.freq, pad=args.pad, **extra)
+    if args.id_column:
+        print(forecast.to_string(index=False, float_format=lambda v: f"{v:.2f}", max_rows=60))
+        if args.output:
+            write_table(forecast.set_index(list(forecast.columns[:len(args.id_column) + 1])), args.output)
+            print(f"wrote {args.output}", file=sys.stderr)
+        return 0
     table = forecast.add_suffix(" forecast")
     if actual is not None:
         table = pd.concat([table, actual.add_suffix(" actual").set_axis(forecast.index)], axis=1)
@@ -255,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "MS); default: inferred from the timestamps")
     forecast.add_argument("--pad", action="store_true", help="accept a history shorter than the model's "
                           "context_length, its start filled with missing values")
+    forecast.add_argument("--id-column", action="append", metavar="COLUMN", help="a column that tells series apart "
+                          "in a long table of many series (repeat for several); one forecast per series, written long")
+    forecast.add_argument("--timestamp-column", metavar="COLUMN", help="the long table's time column (default: one "
+                          "named time/date/datetime/timestamp/ds)")
+    forecast.add_argument("--target", action="append", metavar="COLUMN", help="a long table's channel column (repeat "
+                          "for several; default: every other numeric column)")
+    forecast.add_argument("--quantile", action="append", type=float, metavar="Q", help="add the predicted "
+                          "distribution's Q quantile per channel (repeat; a distribution head's checkpoint)")
     forecast.add_argument("--future", metavar="FILE", help="CSV or Parquet with the known future of a TinyTimeMixer's "
                           "exogenous channels (their columns, the horizon's rows), for checkpoints with forecast "
                           "channel mixing")

@@ -162,6 +162,58 @@ def frame_to_values(frame, context_length: int, num_channels: int | None, freq=N
     return values[-context_length:], times, step, list(regular.columns)
 
 
+def _column_list(name: str, value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) or not hasattr(value, "__iter__") else list(value)
+
+
+def panel_to_values(frame, id_columns, timestamp_column, target_columns, context_length: int,
+                    num_channels: int | None, freq=None, pad: bool = False):
+    """A long DataFrame of many series -> the model's input, series by series in the order their ids first
+    appear: (ids [tuples], values [series, context_length, targets] with NaN for missing, each series' grid
+    timestamps, each one's step, the target names, the id columns, the time column). ``id_columns`` name the series, ``timestamp_column`` its
+    time axis, ``target_columns`` the channels (default: every other numeric column). Each series is put on
+    its own grid and cut or padded as ``frame_to_values`` does; an error names the series. Gaps are reported
+    in one warning for all series."""
+    pd = _pandas()
+    ids, time_column = _column_list("id_columns", id_columns), timestamp_column
+    if not ids:
+        raise InputError("id_columns: name the column(s) that tell the series apart")
+    if time_column is None:
+        time_column = next((c for c in frame.columns if str(c).lower() in TIME_COLUMNS), None)
+        if time_column is None:
+            raise InputError(f"timestamp_column: name the time column; the data has {list(frame.columns)}"[:300])
+    targets = _column_list("target_columns", target_columns)
+    if not targets:
+        targets = [c for c in frame.columns if c not in ids and c != time_column
+                   and pd.api.types.is_numeric_dtype(frame[c])]
+    missing = [c for c in [*ids, time_column, *targets] if c not in frame.columns]
+    if missing:
+        raise InputError(f"column(s) {missing} not in the data; it has {list(frame.columns)}"[:400])
+    if len(frame) == 0:
+        raise InputError("the data has no rows")
+    keys, values, grids, steps, gaps = [], [], [], [], []
+    for key, group in frame.groupby(ids, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        series = group[targets].set_axis(_as_times(group[time_column], time_column))
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RustmlWarning)
+                rows, grid, step, _ = frame_to_values(series, context_length, num_channels, freq, pad)
+        except InputError as error:
+            raise InputError(f"series {dict(zip(ids, key))}: {error}") from None
+        gaps += [key for warning in caught if issubclass(warning.category, RustmlWarning)]
+        keys.append(key)
+        values.append(rows)
+        grids.append(grid)
+        steps.append(step)
+    if gaps:
+        warnings.warn(f"{len(gaps)} of {len(keys)} series have gaps in their time grid, inserted as missing values "
+                      f"(first: {dict(zip(ids, gaps[0]))})"[:400], RustmlWarning, stacklevel=4)
+    return keys, np.stack(values), grids, steps, targets, ids, time_column
+
+
 def future_index(times, step, length: int, history_rows: int):
     """The ``length`` steps after the history: timestamps at its step, else integers."""
     pd = _pandas()

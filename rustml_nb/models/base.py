@@ -25,6 +25,8 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 # Rows (series x tokens) per chunk: 16 MiB of rows at d_model 128 in float32, many blocks for every thread.
 CHUNK_ROWS = 32768
 NO_MASK = np.zeros((0, 0, 0), dtype=bool)
+# Series per forward pass when forecasting a long table of many series (each pass runs in chunks itself).
+PANEL_BATCH = 4096
 
 
 def model_dtype(dtype: str):
@@ -320,9 +322,9 @@ class Forecaster:
         any number of channels; else always ``output_channels``)."""
         return self.output_channels
 
-    def _frame_forward(self, values, step, columns):
-        """The forward pass ``forecast`` runs on a DataFrame's values [context_length, channels]; ``step``: the
-        history's time step (a pandas offset), or None when it has no timestamps; ``columns``: its channels'
+    def _frame_forward(self, values, steps, columns):
+        """The forward pass ``forecast`` runs on DataFrame values [series, context_length, channels]; ``steps``:
+        each series' time step (a pandas offset, or None without timestamps); ``columns``: the channels'
         names. A family whose ``forecast`` takes more inputs takes them here as keywords."""
         return self(values)
 
@@ -391,7 +393,8 @@ class Forecaster:
         draws = draws.astype(params[0].dtype)
         return SampleOutput(np.moveaxis(draws, 0, 1) if params[0].ndim == 3 else draws)
 
-    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None, **inputs):
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None,
+                 id_columns=None, timestamp_column=None, target_columns=None, **inputs):
         """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
 
         A DataFrame gets a DataFrame back, indexed by the ``horizon`` steps after its last row, with
@@ -403,10 +406,25 @@ class Forecaster:
         checkpoint): one more column per channel and level, ``{channel}_q{level}``, the predicted
         distribution's exact quantiles (see ``quantiles``). An array gets
         ``point_forecast(self(array, past_observed_mask))``; its quantiles are ``quantiles(self(array), levels)``.
+
+        Many series in one long DataFrame: ``id_columns`` name the columns that tell them apart,
+        ``timestamp_column`` the time (default: a column named like one), ``target_columns`` the channels
+        (default: every other numeric column). Each series follows the rules above on its own (its own grid,
+        step and padding); they run through the model in batches of ``PANEL_BATCH``. The result is long too:
+        the id columns, the future timestamps and one column per target (and quantile), series in the order
+        their ids first appear.
         """
         if quantiles is not None:
             self._require_distribution("quantiles")
             quantile_levels(quantiles)
+        if id_columns is not None:
+            if past_observed_mask is not None:
+                raise InputError("past_observed_mask with id_columns: mark missing values as NaN in the long table")
+            return self._forecast_panel(history, id_columns, timestamp_column, target_columns, freq, pad, quantiles,
+                                        **inputs)
+        if timestamp_column is not None or target_columns is not None:
+            raise InputError("timestamp_column and target_columns describe a long table of many series: give "
+                             "id_columns too")
         if not hasattr(history, "columns"):
             if quantiles is not None:
                 raise InputError("quantiles= needs a DataFrame; for arrays, model.quantiles(model(values), levels)")
@@ -415,17 +433,55 @@ class Forecaster:
 
         from ..frames import frame_to_values, future_index
 
-        config = self.config
-        values, times, step, columns = frame_to_values(history, config.context_length, self.input_channels,
+        values, times, step, columns = frame_to_values(history, self.config.context_length, self.input_channels,
                                                        freq, pad, past_observed_mask)
-        output = self._frame_forward(values, step, columns, **inputs)
+        points, bands = self._forecast_values(values[None], [step], columns, quantiles, **inputs)
         names = [columns[c] for c in self.output_channels_for(len(columns))]
-        frame = pd.DataFrame(self.point_forecast(output), columns=names,
-                             index=future_index(times, step, self.horizon, len(history)))
-        if quantiles is not None:
-            levels = quantile_levels(quantiles)
-            values = self.quantiles(output, levels)  # [levels, horizon, channels]
-            frame = pd.concat([frame] + [pd.DataFrame({f"{name}_q{level:g}": values[i, :, c]
-                                                       for i, level in enumerate(levels)}, index=frame.index)
-                                         for c, name in enumerate(names)], axis=1)
-        return frame
+        index = future_index(times, step, self.horizon, len(history))
+        frame = pd.DataFrame(points[0], columns=names, index=index)
+        if bands is None:
+            return frame
+        return pd.concat([frame, pd.DataFrame(self._quantile_columns(bands[:, 0], names, quantiles), index=index)],
+                         axis=1)
+
+    def _forecast_values(self, values, steps, columns, quantiles, **inputs):
+        """(point forecasts [series, horizon, channels], quantiles [levels, series, horizon, channels] or None)
+        for DataFrame values [series, context_length, channels], PANEL_BATCH series per forward pass."""
+        points, bands = [], []
+        for first in range(0, len(values), PANEL_BATCH):
+            last = min(first + PANEL_BATCH, len(values))
+            output = self._frame_forward(values[first:last], steps[first:last], columns, **inputs)
+            points.append(self.point_forecast(output))
+            if quantiles is not None:
+                bands.append(self.quantiles(output, quantiles))
+        return np.concatenate(points), None if quantiles is None else np.concatenate(bands, axis=1)
+
+    @staticmethod
+    def _quantile_columns(bands, names, quantiles) -> dict:
+        """{"{channel}_q{level}": values} from bands [levels, rows..., channels], channel by channel."""
+        levels = quantile_levels(quantiles)
+        return {f"{name}_q{level:g}": bands[i, ..., c].reshape(-1)
+                for c, name in enumerate(names) for i, level in enumerate(levels)}
+
+    def _forecast_panel(self, history, id_columns, timestamp_column, target_columns, freq, pad, quantiles, **inputs):
+        import pandas as pd
+
+        from ..frames import future_index, panel_to_values
+
+        if not hasattr(history, "columns"):
+            raise InputError("id_columns: expected a long DataFrame (ids, timestamps, targets), got "
+                             f"{type(history).__name__}")
+        keys, values, grids, steps, targets, ids, time_column = panel_to_values(
+            history, id_columns, timestamp_column, target_columns, self.config.context_length, self.input_channels,
+            freq, pad)
+        points, bands = self._forecast_values(values, steps, targets, quantiles, **inputs)
+        names = [targets[c] for c in self.output_channels_for(len(targets))]
+        horizon = self.horizon
+        columns = {column: pd.Series([key[j] for key in keys], dtype=history[column].dtype).repeat(horizon).to_numpy()
+                   for j, column in enumerate(ids)}
+        columns[time_column] = np.concatenate([future_index(grid, step, horizon, 0).to_numpy()
+                                               for grid, step in zip(grids, steps)])
+        columns.update({name: points[..., c].reshape(-1) for c, name in enumerate(names)})
+        if bands is not None:
+            columns.update(self._quantile_columns(bands, names, quantiles))
+        return pd.DataFrame(columns)

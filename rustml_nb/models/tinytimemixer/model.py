@@ -299,27 +299,34 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
     def output_channels_for(self, channels: int) -> list[int]:
         return self.config.forecast_channels(channels)
 
-    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None, future=None):
-        """Point forecasts for a DataFrame or an array, as every family's ``forecast`` (see
-        ``Forecaster.forecast``). A checkpoint trained with ``resolution_prefix_tuning`` gets the frequency token
-        of the history's time step. ``future``: for a checkpoint that mixes its forecasts with exogenous channels,
-        their known values over the horizon — a DataFrame with those columns (the history's names; its first
-        ``horizon`` rows are read), or for an array history an array [horizon, channels]."""
+    def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None,
+                 id_columns=None, timestamp_column=None, target_columns=None, future=None):
+        """Point forecasts for a DataFrame (one series, or many in a long table with ``id_columns``) or an
+        array, as every family's ``forecast`` (see ``Forecaster.forecast``). A checkpoint trained with
+        ``resolution_prefix_tuning`` gets the frequency token of each series' step. ``future``: for a checkpoint
+        that mixes its forecasts with exogenous channels, their known values over the horizon — a DataFrame with
+        those columns (the history's names; its first ``horizon`` rows are read), or for an array history an
+        array [horizon, channels]."""
         if not hasattr(history, "columns") and quantiles is None:
             return self.point_forecast(self(history, past_observed_mask, future_values=future))
-        return Forecaster.forecast(self, history, past_observed_mask, freq, pad, quantiles, future=future)
+        if future is not None and id_columns is not None:
+            raise InputError("future= with id_columns (the exogenous future of many series) is not supported yet")
+        return Forecaster.forecast(self, history, past_observed_mask, freq, pad, quantiles, id_columns,
+                                   timestamp_column, target_columns, future=future)
 
-    def _frame_forward(self, values, step, columns, future=None):
-        """A DataFrame's forward pass: with ``resolution_prefix_tuning``, the frequency token of its time step,
-        found as granite-tsfm's preprocessor finds it; the exogenous channels' future from ``future``'s columns."""
-        inputs = {"future_values": self._future_from_frame(future, columns)}
+    def _frame_forward(self, values, steps, columns, future=None):
+        """DataFrame values' forward pass: with ``resolution_prefix_tuning``, each series' frequency token from
+        its time step, found as granite-tsfm's preprocessor finds it; the exogenous channels' future from
+        ``future``'s columns (one series)."""
+        future_values = self._future_from_frame(future, columns)
+        inputs = {"future_values": None if future_values is None else np.asarray(future_values)[None]}
         if not self.config.resolution_prefix_tuning:
             return self(values, **inputs)
-        if step is None:
+        if any(step is None for step in steps):
             raise InputError("this checkpoint needs the data's frequency token (resolution_prefix_tuning): give the "
                              "history timestamps (a DatetimeIndex or a time column), or call the model on arrays "
                              "with freq_token=")
-        return self(values, freq_token=frequency_token(step), **inputs)
+        return self(values, freq_token=[frequency_token(step) for step in steps], **inputs)
 
     def _future_from_frame(self, future, columns):
         """[horizon, channels] with the exogenous columns of ``future`` (a DataFrame or array), or None."""
