@@ -48,4 +48,8 @@ def __getattr__(name):
         from . import hub
 
         return getattr(hub, name)
+    if name == "dask":  # rustml_nb.dask: forecasting on a Dask cluster (imports dask when first used)
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
     raise AttributeError(f"module 'rustml_nb' has no attribute {name!r}")

@@ -1,0 +1,65 @@
+"""rustml_nb.dask.forecast on a real distributed.LocalCluster (two worker processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rustml_nb
+from rustml_nb import demo
+from rustml_nb.errors import InputError, RustmlWarning
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def many_cities(count: int) -> pd.DataFrame:
+    """The demo slice's two cities, shifted and scaled into ``count`` series of one target each."""
+    history, _ = demo.test_slice()
+    long = history.reset_index().melt(id_vars="time", var_name="city", value_name="temperature")
+    rng = np.random.default_rng(0)
+    parts = []
+    for index in range(count):
+        part = long[long["city"] == history.columns[index % 2]].copy()
+        part["station"] = f"s{index:03d}"
+        part["temperature"] = part["temperature"] * rng.uniform(0.5, 2) + rng.uniform(-10, 10)
+        parts.append(part[["station", "time", "temperature"]])
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_forecasts_on_a_cluster_equal_the_in_process_ones(client):
+    table = many_cities(12)
+    ddf = dd.from_pandas(table.sample(frac=1, random_state=1), npartitions=4)  # every series spread out
+    result = rustml_nb.dask.forecast(ddf, str(demo.TTM_MODEL_PATH), id_columns="station", timestamp_column="time",
+                                     dtype="float64")
+    computed = result.compute().sort_values(["station", "time"]).reset_index(drop=True)
+    model = rustml_nb.from_pretrained(demo.TTM_MODEL_PATH, dtype="float64")
+    expected = model.forecast(table, id_columns="station", timestamp_column="time")
+    expected = expected.sort_values(["station", "time"]).reset_index(drop=True)
+    assert list(computed.columns) == ["station", "time", "temperature"] and len(computed) == 12 * 24
+    pd.testing.assert_frame_equal(computed[["station", "time"]], expected[["station", "time"]])
+    np.testing.assert_allclose(computed["temperature"], expected["temperature"], rtol=1e-12)
+    # the model was loaded once in each worker process, not once per task
+    loads = client.run(lambda: rustml_nb.dask._cached_model.cache_info().misses)
+    assert len(loads) == 2 and all(count <= 1 for count in loads.values()) and sum(loads.values()) >= 1
+
+
+def test_dask_inputs_are_checked(client):
+    table = many_cities(2)
+    with pytest.raises(InputError, match="expected a dask DataFrame"):
+        rustml_nb.dask.forecast(table, str(demo.TTM_MODEL_PATH), id_columns="station")
+    ddf = dd.from_pandas(table, npartitions=1)
+    with pytest.raises(InputError, match="checkpoint's folder or Hub repo id"):
+        rustml_nb.dask.forecast(ddf, rustml_nb.from_pretrained(demo.TTM_MODEL_PATH), id_columns="station")
+    with pytest.raises(InputError, match=r"id_columns \['site'\] not in the data"):
+        rustml_nb.dask.forecast(ddf, str(demo.TTM_MODEL_PATH), id_columns="site")
