@@ -171,11 +171,12 @@ def _column_list(name: str, value) -> list:
 def panel_to_values(frame, id_columns, timestamp_column, target_columns, context_length: int,
                     num_channels: int | None, freq=None, pad: bool = False):
     """A long DataFrame of many series -> the model's input, series by series in the order their ids first
-    appear: (ids [tuples], values [series, context_length, targets] with NaN for missing, each series' grid
-    timestamps, each one's step, the target names, the id columns, the time column). ``id_columns`` name the series, ``timestamp_column`` its
-    time axis, ``target_columns`` the channels (default: every other numeric column). Each series is put on
-    its own grid and cut or padded as ``frame_to_values`` does; an error names the series. Gaps are reported
-    in one warning for all series."""
+    appear: (ids [tuples], values [series, context_length, targets] with NaN for missing, each series' last
+    timestamp [DatetimeIndex], each one's step, the target names, the id columns, the time column).
+    ``id_columns`` name the series, ``timestamp_column`` its time axis, ``target_columns`` the channels
+    (default: every other numeric column). Each series is put on its own grid and cut or padded as
+    ``frame_to_values`` does; an error names the series. Gaps are reported in one warning for all series.
+    The common case (every series regular at one fixed step, long enough) runs without a loop over series."""
     pd = _pandas()
     ids, time_column = _column_list("id_columns", id_columns), timestamp_column
     if not ids:
@@ -193,10 +194,14 @@ def panel_to_values(frame, id_columns, timestamp_column, target_columns, context
         raise InputError(f"column(s) {missing} not in the data; it has {list(frame.columns)}"[:400])
     if len(frame) == 0:
         raise InputError("the data has no rows")
-    keys, values, grids, steps, gaps = [], [], [], [], []
-    for key, group in frame.groupby(ids, sort=False, dropna=False):
+    times = _as_times(frame[time_column], time_column)
+    regular = _regular_panel(frame, times, ids, targets, context_length, num_channels, freq)
+    if regular is not None:
+        return (*regular, targets, ids, time_column)
+    keys, values, lasts, steps, gaps = [], [], [], [], []
+    for key, group in frame.assign(**{time_column: times}).groupby(ids, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        series = group[targets].set_axis(_as_times(group[time_column], time_column))
+        series = group[targets].set_axis(pd.DatetimeIndex(group[time_column], name=time_column))
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", RustmlWarning)
@@ -206,12 +211,45 @@ def panel_to_values(frame, id_columns, timestamp_column, target_columns, context
         gaps += [key for warning in caught if issubclass(warning.category, RustmlWarning)]
         keys.append(key)
         values.append(rows)
-        grids.append(grid)
+        lasts.append(grid[-1:])
         steps.append(step)
     if gaps:
         warnings.warn(f"{len(gaps)} of {len(keys)} series have gaps in their time grid, inserted as missing values "
                       f"(first: {dict(zip(ids, gaps[0]))})"[:400], RustmlWarning, stacklevel=4)
-    return keys, np.stack(values), grids, steps, targets, ids, time_column
+    return keys, np.stack(values), lasts[0].append(lasts[1:]), steps, targets, ids, time_column
+
+
+def _regular_panel(frame, times, ids, targets, context_length: int, num_channels, freq):
+    """``panel_to_values``' result for the common case, without a loop over series: every series at least
+    ``context_length`` rows on one fixed step (hours, minutes, days that are not whole weeks: the step
+    ``pd.infer_freq`` names the same way) with no gap, timestamps increasing, no time zone, numeric targets.
+    None when anything else holds: the series-by-series path then decides (and explains)."""
+    pd = _pandas()
+    if times.tz is not None or times.hasnans or (num_channels is not None and len(targets) != num_channels):
+        return None
+    if not all(pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype.kind not in "bc" for c in targets):
+        return None
+    codes = frame.groupby(ids, sort=False, dropna=False).ngroup().to_numpy()
+    stamps = times.to_numpy()
+    order = np.lexsort((stamps, codes))  # by series (first appearance), then time
+    codes, stamps = codes[order], stamps[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    if (ends - starts).min() < context_length or len(stamps) < 2:
+        return None
+    steps = np.diff(stamps)[codes[1:] == codes[:-1]]
+    if len(steps) == 0 or steps[0] <= np.timedelta64(0) or np.any(steps != steps[0]):
+        return None
+    step = pd.tseries.frequencies.to_offset(pd.Timedelta(steps[0]))
+    if not isinstance(step, pd.tseries.offsets.Tick) or (step.nanos % (7 * 86400 * 10**9) == 0):
+        return None
+    if freq is not None and pd.tseries.frequencies.to_offset(freq) != step:
+        return None
+    rows = ends[:, None] - context_length + np.arange(context_length)  # each series' last context_length rows
+    values = frame[targets].to_numpy(dtype=np.float64)[order][rows]
+    keys = list(frame[ids].iloc[order[starts]].itertuples(index=False, name=None))
+    lasts = pd.DatetimeIndex(stamps[ends - 1], name=times.name)
+    return keys, values, lasts, [step] * len(keys)
 
 
 def future_index(times, step, length: int, history_rows: int):

@@ -147,3 +147,31 @@ def test_command_line_forecasts_a_long_table(model, tmp_path, capsys):
     assert main(["forecast", str(model_folder), "--input", str(tmp_path / "sales.csv"), "--id-column", "store",
                  "--id-column", "item", "--quantile", "0.1"]) == 1
     assert "point head" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("freq", ["h", "15min", "D"])
+def test_regular_tables_take_the_fast_path_and_agree_with_each_series_alone(model, monkeypatch, freq):
+    """Every series on one step with no gap (the common case) is converted without a loop over series; the
+    forecasts, ids, timestamps and their dtype are those of each series forecast alone."""
+    from rustml_nb import frames
+
+    rng = np.random.default_rng(1)
+    parts = []
+    for index, (start, rows) in enumerate((("2024-03-01", 30), ("2024-02-27 06:00", 24), ("2024-03-02", 41))):
+        values = realistic_series(rng, 1, rows, 2)[0]
+        parts.append(pd.DataFrame({"id": f"series {index}", "when": pd.date_range(start, periods=rows, freq=freq),
+                                   "a": values[:, 0], "b": values[:, 1]}))
+    table = pd.concat(parts, ignore_index=True).sample(frac=1, random_state=2)
+    table.loc[table.index[5], "a"] = np.nan
+    calls = []
+    fast = frames._regular_panel
+    monkeypatch.setattr(frames, "_regular_panel", lambda *args: calls.append(fast(*args)) or calls[-1])
+    forecast = model.forecast(table, id_columns="id", timestamp_column="when")
+    assert calls and calls[0] is not None  # the fast path answered
+    assert forecast["when"].dtype == table["when"].dtype
+    assert list(forecast["id"].unique()) == list(table["id"].unique())
+    for name, rows in forecast.groupby("id", sort=False):
+        alone = table[table["id"] == name].sort_values("when").set_index("when")[["a", "b"]]
+        expected = model.forecast(alone)
+        assert list(rows["when"]) == list(expected.index)
+        np.testing.assert_allclose(rows[["a", "b"]].to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12)

@@ -471,7 +471,7 @@ class Forecaster:
         if not hasattr(history, "columns"):
             raise InputError("id_columns: expected a long DataFrame (ids, timestamps, targets), got "
                              f"{type(history).__name__}")
-        keys, values, grids, steps, targets, ids, time_column = panel_to_values(
+        keys, values, lasts, steps, targets, ids, time_column = panel_to_values(
             history, id_columns, timestamp_column, target_columns, self.config.context_length, self.input_channels,
             freq, pad)
         points, bands = self._forecast_values(values, steps, targets, quantiles, **inputs)
@@ -479,8 +479,12 @@ class Forecaster:
         horizon = self.horizon
         columns = {column: pd.Series([key[j] for key in keys], dtype=history[column].dtype).repeat(horizon).to_numpy()
                    for j, column in enumerate(ids)}
-        columns[time_column] = np.concatenate([future_index(grid, step, horizon, 0).to_numpy()
-                                               for grid, step in zip(grids, steps)])
+        if all(step == steps[0] for step in steps) and isinstance(steps[0], pd.tseries.offsets.Tick):
+            ahead = np.arange(1, horizon + 1) * pd.Timedelta(steps[0]).to_timedelta64()
+            columns[time_column] = (lasts.to_numpy()[:, None] + ahead).reshape(-1)
+        else:
+            columns[time_column] = np.concatenate([future_index(lasts[i:i + 1], step, horizon, 0).to_numpy()
+                                                   for i, step in enumerate(steps)])
         columns.update({name: points[..., c].reshape(-1) for c, name in enumerate(names)})
         if bands is not None:
             columns.update(self._quantile_columns(bands, names, quantiles))
