@@ -14,6 +14,9 @@ TEST_SLICE = DATA / "demo_test_slice.csv"
 METRICS = DATA / "demo_metrics.json"
 TTM_MODEL_PATH = DATA / "ttm_demo_model"
 TTM_METRICS = DATA / "ttm_demo_metrics.json"
+# The PatchTST demo with a normal distribution head (``train_demo_model.py --distribution normal``): intervals.
+NORMAL_MODEL_PATH = DATA / "demo_normal_model"
+NORMAL_METRICS = DATA / "demo_normal_metrics.json"
 
 
 def test_slice():
@@ -26,6 +29,7 @@ def test_slice():
 
 
 def metrics(path=METRICS) -> dict:
-    """Test-set MSE/MAE of a demo model (``METRICS``: PatchTST's, ``TTM_METRICS``: TinyTimeMixer's) and of
+    """Test-set MSE/MAE of a demo model (``METRICS``: PatchTST's, ``TTM_METRICS``: TinyTimeMixer's,
+    ``NORMAL_METRICS``: the distribution head's mean) and of
     naive baselines, as its training script measured them."""
     return json.loads(path.read_text())

@@ -192,7 +192,80 @@ for axis, (family, result) in zip(axes[0], cold["families"].items()):
 fig.tight_layout()"""),
 ]
 
-for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED)):
+MANY_SERIES = [
+    new_markdown_cell("""# Many series, intervals, and a Dask cluster
+
+A long table of many series (an id, a timestamp, a target), forecast in one call with 10–90% bands, then
+the same table on a local Dask cluster, read from and written to Parquet. The model is the bundled PatchTST
+with a normal distribution head (`scripts/train_demo_model.py --distribution normal`: the demo's data, split
+and architecture, its head predicting a mean and a spread per step)."""),
+    new_code_cell("""import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+
+import rustml_nb
+from rustml_nb import demo
+
+model = rustml_nb.from_pretrained(demo.NORMAL_MODEL_PATH)
+history, actual = demo.test_slice()
+rng = np.random.default_rng(0)
+stations = []  # 40 stations: the two cities' histories, each shifted and scaled
+for index in range(40):
+    city = history.columns[index % 2]
+    station = history[[city]].rename(columns={city: "temperature"}) * rng.uniform(0.8, 1.2) + rng.uniform(-5, 5)
+    stations.append(station.reset_index().assign(station=f"station {index:02d}", city=city))
+table = pd.concat(stations, ignore_index=True)[["station", "city", "time", "temperature"]]
+table.head()"""),
+    new_markdown_cell("""The model takes two channels (Seattle, San Francisco), so a series here is a pair of stations, one in
+each city: 20 pairs, one column per city, forecast in one call with three quantiles."""),
+    new_code_cell("""pairs = table.assign(pair=table["station"].str[-2:].astype(int) // 2)
+wide = pairs.pivot_table(index=["pair", "time"], columns="city", values="temperature").reset_index()
+wide = wide[["pair", "time", "seattle", "san_francisco"]]
+forecast = model.forecast(wide, id_columns="pair", timestamp_column="time", quantiles=[0.1, 0.5, 0.9])
+forecast.head()"""),
+    new_code_cell("""fig, axes = plt.subplots(2, 2, figsize=(11, 5), sharex=True)
+for axis, (pair, city) in zip(axes.ravel(), [(0, "seattle"), (0, "san_francisco"), (7, "seattle"), (7, "san_francisco")]):
+    past = wide[wide["pair"] == pair].set_index("time")[city].iloc[-72:]
+    ahead = forecast[forecast["pair"] == pair].set_index("time")
+    past.plot(ax=axis, color="0.3", label="history")
+    ahead[city].plot(ax=axis, color="tab:red", label="forecast (mean)")
+    axis.fill_between(ahead.index, ahead[f"{city}_q0.1"], ahead[f"{city}_q0.9"], color="tab:red", alpha=0.2,
+                      label="10-90%")
+    axis.set_title(f"pair {pair}, {city}", loc="left", fontsize=9)
+axes[0, 0].legend(fontsize=8); fig.tight_layout()"""),
+    new_markdown_cell("""How well calibrated are the bands? Over the bundled test slice's 24 hours, the share of actual values
+inside the model's 10–90% band (0.8 if calibrated; one window of one day, so only a rough check: below 0.8
+means the bands were too narrow that day):"""),
+    new_code_cell("""alone = model.forecast(history, quantiles=[0.1, 0.9])
+inside = [(actual[c].to_numpy() >= alone[f"{c}_q0.1"].to_numpy()) & (actual[c].to_numpy() <= alone[f"{c}_q0.9"].to_numpy())
+          for c in history.columns]
+float(np.mean(inside))"""),
+    new_markdown_cell("""## The same on a Dask cluster
+
+A local cluster of two worker processes; the table goes to Parquet and is read back as a Dask DataFrame, as
+a large table would be. Each worker loads the model once, from its path."""),
+    new_code_cell("""import logging
+import tempfile
+import dask.dataframe as dd
+import distributed
+import rustml_nb.dask
+
+logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)  # its notes on starting a shuffle
+folder = tempfile.mkdtemp()
+wide.to_parquet(f"{folder}/history.parquet")
+with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+        distributed.Client(cluster):
+    history_ddf = dd.read_parquet(f"{folder}/history.parquet")
+    result = rustml_nb.dask.forecast(history_ddf, str(demo.NORMAL_MODEL_PATH), id_columns="pair",
+                                     timestamp_column="time", quantiles=[0.1, 0.5, 0.9])
+    result.to_parquet(f"{folder}/forecast")
+on_cluster = pd.read_parquet(f"{folder}/forecast").sort_values(["pair", "time"]).reset_index(drop=True)
+in_process = forecast.sort_values(["pair", "time"]).reset_index(drop=True)
+print(len(on_cluster), "rows; largest difference from the in-process forecast:",
+      float(np.abs(on_cluster.iloc[:, 2:].to_numpy() - in_process.iloc[:, 2:].to_numpy()).max()))"""),
+]
+
+for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED), ("many_series", MANY_SERIES)):
     notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                   "language": "python"}})
     NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(HERE)}}).execute()

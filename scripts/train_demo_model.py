@@ -4,13 +4,15 @@ Data: ``vega_datasets`` ships hourly 2010 temperatures (°F) for Seattle and San
 a chronological 70/10/20 train/validation/test split, 336 hours of context (two weeks) to forecast 24.
 Trained with transformers (PyTorch), saved with ``save_pretrained`` into ``rustml_nb/data/demo_model``;
 a slice of the test period goes to ``rustml_nb/data/demo_test_slice.csv``, and the test metrics against
-naive baselines to ``rustml_nb/data/demo_metrics.json``, whatever they turn out to be.
+naive baselines to ``rustml_nb/data/demo_metrics.json``, whatever they turn out to be. ``--distribution
+normal`` trains the same model with a normal distribution head instead (``demo_normal_model``, for intervals).
 
     pip install torch==2.13.0 transformers vega_datasets pandas && python scripts/train_demo_model.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -69,6 +71,15 @@ def split(frame: pd.DataFrame):
     return train, val, test, train_end, val_end
 
 
+def point_forecast(model, past: np.ndarray) -> np.ndarray:
+    """The model's point forecast: its output, or for a distribution head the predicted distribution's mean."""
+    output = model(past_values=torch.from_numpy(past))
+    if getattr(model.config, "loss", None) == "nll":
+        made = model.distribution_output.distribution(output.prediction_outputs, loc=output.loc, scale=output.scale)
+        return made.mean.numpy()
+    return output.prediction_outputs.numpy()
+
+
 def fit(model, train, val, learning_rate: float = 1e-3):
     """AdamW on the training windows (the model's own loss), the learning rate cut on validation plateaus,
     early stopping after 8 epochs without gain; the model left at its best validation MSE, in eval mode."""
@@ -88,7 +99,7 @@ def fit(model, train, val, learning_rate: float = 1e-3):
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            prediction = model(past_values=torch.from_numpy(val[0])).prediction_outputs.numpy()
+            prediction = point_forecast(model, val[0])
         val_mse = scores(prediction, val[1])["mse"]
         schedule.step(val_mse)
         print(f"epoch {epoch}: validation MSE {val_mse:.4f} ({time.time() - started:.0f} s)", flush=True)
@@ -105,7 +116,7 @@ def fit(model, train, val, learning_rate: float = 1e-3):
 def test_report(model, name: str, frame: pd.DataFrame, test, train_end: int, val_end: int) -> dict:
     """The model's and the naive baselines' test MSE/MAE, with the split, as the metrics file holds them."""
     with torch.no_grad():
-        prediction = model(past_values=torch.from_numpy(test[0])).prediction_outputs.numpy()
+        prediction = point_forecast(model, test[0])
     metrics = {name: scores(prediction, test[1])}
     for baseline, guess in baselines(*test).items():
         metrics[baseline] = scores(guess, test[1])
@@ -122,21 +133,30 @@ def test_report(model, name: str, frame: pd.DataFrame, test, train_end: int, val
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--distribution", choices=["normal", "student_t"], help="train a distribution head "
+                        "instead (saved as demo_<distribution>_model, for intervals; the test slice is kept)")
+    args = parser.parse_args()
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     frame = load_series()
     train, val, test, train_end, val_end = split(frame)
+    head = dict(loss="nll", distribution_output=args.distribution) if args.distribution else {}
     config = transformers.PatchTSTConfig(
         num_input_channels=2, context_length=CONTEXT, prediction_length=HORIZON, patch_length=24, patch_stride=12,
         d_model=32, num_attention_heads=4, num_hidden_layers=2, ffn_dim=64, pooling_type=None, scaling="std", norm_type="batchnorm", share_embedding=True,
+        **head,
     )
     model = transformers.PatchTSTForPrediction(config)
     fit(model, train, val)
-    report = test_report(model, "PatchTST (this model)", frame, test, train_end, val_end)
-    model.save_pretrained(DATA / "demo_model")
-    (DATA / "demo_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    # The last full test window: its context and the 24 hours that followed, for the CLI's default run.
-    frame.iloc[len(frame) - CONTEXT - HORIZON:].to_csv(DATA / "demo_test_slice.csv", float_format="%.1f")
+    name = f"PatchTST, {args.distribution} head (this model)" if args.distribution else "PatchTST (this model)"
+    report = test_report(model, name, frame, test, train_end, val_end)
+    stem = f"demo_{args.distribution}" if args.distribution else "demo"
+    model.save_pretrained(DATA / f"{stem}_model")
+    (DATA / f"{stem}_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not args.distribution:
+        # The last full test window: its context and the 24 hours that followed, for the CLI's default run.
+        frame.iloc[len(frame) - CONTEXT - HORIZON:].to_csv(DATA / "demo_test_slice.csv", float_format="%.1f")
 
 
 if __name__ == "__main__":

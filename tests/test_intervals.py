@@ -117,3 +117,24 @@ def test_point_heads_have_no_quantiles_and_one_sample(tmp_path):
     sequences = model.generate(values).sequences
     assert sequences.shape == (2, 1, 3, 2)
     np.testing.assert_array_equal(sequences[:, 0], model(values).prediction_outputs)
+
+
+def test_bundled_distribution_head_demo_matches_transformers_and_its_metrics():
+    """The demo PatchTST with a normal head runs at parity on the demo slice (its parameters, loc and scale),
+    its quantiles bracket its mean, and its metrics were measured on the PatchTST demo's test windows."""
+    import transformers
+    from rustml_nb import demo
+    from test_parity import compare_outputs
+
+    history, _ = demo.test_slice()
+    values = history.to_numpy(np.float64)[None]
+    reference = transformers.PatchTSTForPrediction.from_pretrained(demo.NORMAL_MODEL_PATH, dtype=torch.float64).eval()
+    model = rustml_nb.from_pretrained(demo.NORMAL_MODEL_PATH, dtype="float64")
+    output = model(values)
+    compare_outputs(output, run_reference(reference, values), "float64")
+    bands = model.quantiles(output, [0.1, 0.9])
+    assert np.all(bands[0] < model.point_forecast(output)) and np.all(model.point_forecast(output) < bands[1])
+    ours, patchtst = demo.metrics(demo.NORMAL_METRICS), demo.metrics()
+    assert ours["split"] == patchtst["split"] and ours["test_windows"] == patchtst["test_windows"]
+    for baseline in ("last value", "seasonal naive (24 h)"):
+        assert ours["test_metrics"][baseline] == patchtst["test_metrics"][baseline]
