@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -60,7 +61,8 @@ def cmd_forecast(args) -> int:
     if args.id_column:
         if args.plot:
             raise RustmlError("--plot draws one series; it does not go with --id-column")
-        extra.update(id_columns=args.id_column, timestamp_column=args.timestamp_column, target_columns=args.target)
+        extra.update(id_columns=args.id_column, timestamp_column=args.timestamp_column, target_columns=args.target,
+                     progress=sys.stderr.isatty() and not os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"))
     elif args.timestamp_column or args.target:
         raise RustmlError("--timestamp-column and --target describe a long table of many series: give --id-column too")
     forecast = model.forecast(history, freq=args.freq, pad=args.pad, **extra)

@@ -169,14 +169,15 @@ def _column_list(name: str, value) -> list:
 
 
 def panel_to_values(frame, id_columns, timestamp_column, target_columns, context_length: int,
-                    num_channels: int | None, freq=None, pad: bool = False):
+                    num_channels: int | None, freq=None, pad: bool = False, progress: bool = False):
     """A long DataFrame of many series -> the model's input, series by series in the order their ids first
     appear: (ids [tuples], values [series, context_length, targets] with NaN for missing, each series' last
     timestamp [DatetimeIndex], each one's step, the target names, the id columns, the time column).
     ``id_columns`` name the series, ``timestamp_column`` its time axis, ``target_columns`` the channels
     (default: every other numeric column). Each series is put on its own grid and cut or padded as
     ``frame_to_values`` does; an error names the series. Gaps are reported in one warning for all series.
-    The common case (every series regular at one fixed step, long enough) runs without a loop over series."""
+    The common case (every series regular at one fixed step, long enough) runs without a loop over series;
+    ``progress`` shows a progress bar over the others."""
     pd = _pandas()
     ids, time_column = _column_list("id_columns", id_columns), timestamp_column
     if not ids:
@@ -199,7 +200,12 @@ def panel_to_values(frame, id_columns, timestamp_column, target_columns, context
     if regular is not None:
         return (*regular, targets, ids, time_column)
     keys, values, lasts, steps, gaps = [], [], [], [], []
-    for key, group in frame.assign(**{time_column: times}).groupby(ids, sort=False, dropna=False):
+    groups = frame.assign(**{time_column: times}).groupby(ids, sort=False, dropna=False)
+    if progress:
+        from tqdm.auto import tqdm
+
+        groups = tqdm(groups, total=groups.ngroups, desc="reading series", unit="series")
+    for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
         series = group[targets].set_axis(pd.DatetimeIndex(group[time_column], name=time_column))
         try:

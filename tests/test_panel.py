@@ -175,3 +175,16 @@ def test_regular_tables_take_the_fast_path_and_agree_with_each_series_alone(mode
         expected = model.forecast(alone)
         assert list(rows["when"]) == list(expected.index)
         np.testing.assert_allclose(rows[["a", "b"]].to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_progress_bars_when_asked(model, capsys):
+    """progress=True: tqdm bars on stderr while reading irregular series and forecasting; none by default."""
+    table = long_table()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RustmlWarning)
+        quiet = model.forecast(table, id_columns=["store", "item"], timestamp_column="date")
+        assert capsys.readouterr().err == ""
+        loud = model.forecast(table, id_columns=["store", "item"], timestamp_column="date", progress=True)
+    err = capsys.readouterr().err
+    assert "reading series" in err and "forecasting 3 series" in err
+    pd.testing.assert_frame_equal(quiet, loud)

@@ -394,7 +394,7 @@ class Forecaster:
         return SampleOutput(np.moveaxis(draws, 0, 1) if params[0].ndim == 3 else draws)
 
     def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None,
-                 id_columns=None, timestamp_column=None, target_columns=None, **inputs):
+                 id_columns=None, timestamp_column=None, target_columns=None, progress: bool = False, **inputs):
         """Point forecasts for a DataFrame (columns = channels; a DatetimeIndex or a time column) or an array.
 
         A DataFrame gets a DataFrame back, indexed by the ``horizon`` steps after its last row, with
@@ -412,7 +412,7 @@ class Forecaster:
         (default: every other numeric column). Each series follows the rules above on its own (its own grid,
         step and padding); they run through the model in batches of ``PANEL_BATCH``. The result is long too:
         the id columns, the future timestamps and one column per target (and quantile), series in the order
-        their ids first appear.
+        their ids first appear. ``progress=True`` shows progress bars (tqdm) while reading and forecasting them.
         """
         if quantiles is not None:
             self._require_distribution("quantiles")
@@ -421,7 +421,7 @@ class Forecaster:
             if past_observed_mask is not None:
                 raise InputError("past_observed_mask with id_columns: mark missing values as NaN in the long table")
             return self._forecast_panel(history, id_columns, timestamp_column, target_columns, freq, pad, quantiles,
-                                        **inputs)
+                                        progress, **inputs)
         if timestamp_column is not None or target_columns is not None:
             raise InputError("timestamp_column and target_columns describe a long table of many series: give "
                              "id_columns too")
@@ -444,11 +444,16 @@ class Forecaster:
         return pd.concat([frame, pd.DataFrame(self._quantile_columns(bands[:, 0], names, quantiles), index=index)],
                          axis=1)
 
-    def _forecast_values(self, values, steps, columns, quantiles, **inputs):
+    def _forecast_values(self, values, steps, columns, quantiles, progress: bool = False, **inputs):
         """(point forecasts [series, horizon, channels], quantiles [levels, series, horizon, channels] or None)
         for DataFrame values [series, context_length, channels], PANEL_BATCH series per forward pass."""
         points, bands = [], []
-        for first in range(0, len(values), PANEL_BATCH):
+        firsts = range(0, len(values), PANEL_BATCH)
+        if progress:
+            from tqdm.auto import tqdm
+
+            firsts = tqdm(firsts, desc=f"forecasting {len(values)} series", unit="batch")
+        for first in firsts:
             last = min(first + PANEL_BATCH, len(values))
             output = self._frame_forward(values[first:last], steps[first:last], columns, **inputs)
             points.append(self.point_forecast(output))
@@ -463,7 +468,8 @@ class Forecaster:
         return {f"{name}_q{level:g}": bands[i, ..., c].reshape(-1)
                 for c, name in enumerate(names) for i, level in enumerate(levels)}
 
-    def _forecast_panel(self, history, id_columns, timestamp_column, target_columns, freq, pad, quantiles, **inputs):
+    def _forecast_panel(self, history, id_columns, timestamp_column, target_columns, freq, pad, quantiles, progress,
+                        **inputs):
         import pandas as pd
 
         from ..frames import future_index, panel_to_values
@@ -473,8 +479,8 @@ class Forecaster:
                              f"{type(history).__name__}")
         keys, values, lasts, steps, targets, ids, time_column = panel_to_values(
             history, id_columns, timestamp_column, target_columns, self.config.context_length, self.input_channels,
-            freq, pad)
-        points, bands = self._forecast_values(values, steps, targets, quantiles, **inputs)
+            freq, pad, progress)
+        points, bands = self._forecast_values(values, steps, targets, quantiles, progress, **inputs)
         names = [targets[c] for c in self.output_channels_for(len(targets))]
         horizon = self.horizon
         columns = {column: pd.Series([key[j] for key in keys], dtype=history[column].dtype).repeat(horizon).to_numpy()

@@ -300,7 +300,7 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         return self.config.forecast_channels(channels)
 
     def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None,
-                 id_columns=None, timestamp_column=None, target_columns=None, future=None):
+                 id_columns=None, timestamp_column=None, target_columns=None, progress: bool = False, future=None):
         """Point forecasts for a DataFrame (one series, or many in a long table with ``id_columns``) or an
         array, as every family's ``forecast`` (see ``Forecaster.forecast``). A checkpoint trained with
         ``resolution_prefix_tuning`` gets the frequency token of each series' step. ``future``: for a checkpoint
@@ -312,7 +312,7 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         if future is not None and id_columns is not None:
             raise InputError("future= with id_columns (the exogenous future of many series) is not supported yet")
         return Forecaster.forecast(self, history, past_observed_mask, freq, pad, quantiles, id_columns,
-                                   timestamp_column, target_columns, future=future)
+                                   timestamp_column, target_columns, progress, future=future)
 
     def _frame_forward(self, values, steps, columns, future=None):
         """DataFrame values' forward pass: with ``resolution_prefix_tuning``, each series' frequency token from
