@@ -162,7 +162,7 @@ def frame_to_values(frame, context_length: int, num_channels: int | None, freq=N
     return values[-context_length:], times, step, list(regular.columns)
 
 
-def _column_list(name: str, value) -> list:
+def _column_list(value) -> list:
     if value is None:
         return []
     return [value] if isinstance(value, str) or not hasattr(value, "__iter__") else list(value)
@@ -179,14 +179,14 @@ def panel_to_values(frame, id_columns, timestamp_column, target_columns, context
     The common case (every series regular at one fixed step, long enough) runs without a loop over series;
     ``progress`` shows a progress bar over the others."""
     pd = _pandas()
-    ids, time_column = _column_list("id_columns", id_columns), timestamp_column
+    ids, time_column = _column_list(id_columns), timestamp_column
     if not ids:
         raise InputError("id_columns: name the column(s) that tell the series apart")
     if time_column is None:
         time_column = next((c for c in frame.columns if str(c).lower() in TIME_COLUMNS), None)
         if time_column is None:
             raise InputError(f"timestamp_column: name the time column; the data has {list(frame.columns)}"[:300])
-    targets = _column_list("target_columns", target_columns)
+    targets = _column_list(target_columns)
     if not targets:
         targets = [c for c in frame.columns if c not in ids and c != time_column
                    and pd.api.types.is_numeric_dtype(frame[c])]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
 
 import rustml_nb
 from rustml_nb import demo
-from rustml_nb.errors import InputError, RustmlWarning
+from rustml_nb.errors import InputError
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -63,3 +61,22 @@ def test_dask_inputs_are_checked(client):
         rustml_nb.dask.forecast(ddf, rustml_nb.from_pretrained(demo.TTM_MODEL_PATH), id_columns="station")
     with pytest.raises(InputError, match=r"id_columns \['site'\] not in the data"):
         rustml_nb.dask.forecast(ddf, str(demo.TTM_MODEL_PATH), id_columns="site")
+
+
+def test_quantiles_and_partitions_already_by_id(client):
+    """A distribution head's quantile columns come through Dask as in process; a table already partitioned
+    by id (set_index on it) is not shuffled."""
+    history, _ = demo.test_slice()
+    rng = np.random.default_rng(2)
+    table = pd.concat([history.reset_index().assign(pair=index, seattle=history["seattle"].to_numpy() + rng.normal())
+                       for index in range(6)], ignore_index=True)
+    ddf = dd.from_pandas(table.set_index("pair"), npartitions=3, sort=True).reset_index()
+    result = rustml_nb.dask.forecast(ddf, str(demo.NORMAL_MODEL_PATH), id_columns="pair", timestamp_column="time",
+                                     quantiles=[0.1, 0.9], dtype="float64", partitioned_by_id=True)
+    assert "shuffle" not in str(result.dask.keys())
+    computed = result.compute().sort_values(["pair", "time"]).reset_index(drop=True)
+    expected = rustml_nb.from_pretrained(demo.NORMAL_MODEL_PATH, dtype="float64").forecast(
+        table, id_columns="pair", timestamp_column="time", quantiles=[0.1, 0.9])
+    expected = expected.sort_values(["pair", "time"]).reset_index(drop=True)
+    assert list(computed.columns) == list(expected.columns)
+    np.testing.assert_allclose(computed.iloc[:, 2:].to_numpy(), expected.iloc[:, 2:].to_numpy(), rtol=1e-12)

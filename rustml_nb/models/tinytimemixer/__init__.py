@@ -39,7 +39,7 @@ def describe(config: TinyTimeMixerConfig, model_class, check) -> list[str]:
         f"d_model {config.d_model}, expansion {config.expansion_factor}, "
         f"{'BatchNorm' if config.batch_norm else 'LayerNorm'}, gated attention {config.gated_attn}, "
         f"self-attention {f'{config.self_attn_heads} heads' if config.self_attn else 'off'}",
-        f"decoder      " + (f"{config.decoder_num_layers} layers x {max(config.decoder_adaptive_patching_levels, 1)} "
+        "decoder      " + (f"{config.decoder_num_layers} layers x {max(config.decoder_adaptive_patching_levels, 1)} "
                             f"level(s), {config.decoder_mode}, d_model {config.decoder_d_model}, raw residual "
                             f"{config.decoder_raw_residual}"
                             + (f", static categorical variables {config.categorical_vocab_size_list}"

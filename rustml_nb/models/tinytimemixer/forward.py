@@ -49,7 +49,7 @@ def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, 
     [(s1 - s0) * tokens, d_model]: each series' tokens are the prefix row of its batch element (when prefix
     [batch, d_model] has rows), then its patches through the patcher Linear; then the positions."""
     channels = values.shape[2]
-    num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
+    num_patches = patch_input.shape[1]
     d_model = block.shape[1]
     lead = 1 if prefix.shape[0] else 0
     tokens = num_patches + lead
@@ -97,7 +97,7 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, fi
             for d in range(width):
                 decoded[r, d] = encoded[r, d]
     if weights.raw_weight.shape[0]:
-        num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
+        num_patches = patch_input.shape[1]
         lead = tokens - num_patches
         raw = np.empty((num_patches, width), dtype=decoded.dtype)
         for s in range(rows // tokens):
