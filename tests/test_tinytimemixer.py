@@ -552,3 +552,27 @@ def test_bundled_ttm_demo_matches_granite_tsfm_and_its_reported_metrics():
     assert ours["split"] == patchtst["split"] and ours["test_windows"] == patchtst["test_windows"]
     for baseline in ("last value", "seasonal naive (24 h)"):
         assert ours["test_metrics"][baseline] == patchtst["test_metrics"][baseline]
+
+
+def with_categorical(kwargs):
+    return {**kwargs, "use_decoder": True, "decoder_mode": "mix_channel", "categorical_vocab_size_list": [3, 2]}
+
+
+@given(st.one_of(fcm_kwargs(), ttm_kwargs().map(with_categorical)))
+def test_mapping_and_detection_cover_channel_mixing_and_categorical_inputs(kwargs):
+    """Forecast channel mixing's and the categorical embeddings' tensors map both ways, the weights alone tell
+    that a checkpoint has them, and a config.json that denies them is reported."""
+    state = {key: value.numpy() for key, value in build_reference(**kwargs).state_dict().items()}
+    result = map_tinytimemixer_weights(state)
+    assert result.unmapped == [] and all(hf_name(ours) == key for ours, key in result.sources.items())
+    config = TinyTimeMixerConfig(**kwargs)
+    assert {name: tuple(array.shape) for name, array in result.mapped.items()} == expected_shapes(config, "prediction")
+    report = rustml_nb.detect_tinytimemixer(result.mapped)
+    fcm = kwargs.get("enable_forecast_channel_mixing", False)
+    assert report.enable_forecast_channel_mixing == fcm
+    assert report.categorical_variables == len(kwargs.get("categorical_vocab_size_list") or [])
+    denied = dict(kwargs, enable_forecast_channel_mixing=False) if fcm else \
+        dict(kwargs, categorical_vocab_size_list=None)
+    fields = {field for field, _, _ in
+              rustml_nb.check_tinytimemixer_compatibility(result.mapped, TinyTimeMixerConfig(**denied)).mismatches}
+    assert ("enable_forecast_channel_mixing" if fcm else "categorical_vocab_size_list (variables)") in fields
