@@ -136,7 +136,7 @@ def plot_forecast(history, forecast, actual, path, context_length: int, freq=Non
 
 def cmd_inspect(args) -> int:
     from .bundle import load_bundle
-    from .registry import family_of_config
+    from .registry import family_of_config, model_class_for
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
     config = bundle.config
@@ -144,7 +144,7 @@ def cmd_inspect(args) -> int:
     family = family_of_config(config)
     mapping = family.map_weights(tensors)
     check = family.check_compatibility(mapping.mapped, config)
-    cls = family.model_class_for(config, tensors)
+    cls = model_class_for(config, tensors, check)
     print(f"checkpoint   {bundle.root}")
     print(f"class        {cls.__name__} (architectures: {config.architectures})")
     for line in family.describe(config, cls, check):
@@ -178,12 +178,12 @@ def cmd_parity(args) -> int:
 
     from .bundle import load_bundle
     from .parity import REFERENCE_PACKAGES, TOLERANCE, field_differences, load_reference, reference_module, reference_outputs
-    from .registry import family_of_config
+    from .registry import family_of_config, model_class_for
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
     tensors = bundle.load_tensors()
     family = family_of_config(bundle.config)
-    cls = family.model_class_for(bundle.config, tensors)
+    cls = model_class_for(bundle.config, tensors)
     distribution, install = REFERENCE_PACKAGES[family.REFERENCE.split(".")[0]]
     try:
         import torch

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import ConfigError
+from .errors import ArchitectureMismatchError, ConfigError
 
 FAMILIES = {
     "patchtst": "rustml_nb.models.patchtst",
@@ -16,7 +16,7 @@ FAMILIES = {
 
 
 def family(model_type, source: str = "config.json"):
-    """The family package for a ``model_type`` (its CONFIG, MODEL_CLASSES, model_class_for, map_weights,
+    """The family package for a ``model_type`` (its CONFIG, MODEL_CLASSES, ARCHITECTURE_HEADS, map_weights,
     check_compatibility, compile_kernels)."""
     if model_type not in FAMILIES:
         raise ConfigError(f"{source}: model_type {model_type!r} is not one rustml_nb runs; it runs "
@@ -31,6 +31,24 @@ def config_from_dict(values: dict, source: str = "config.json"):
 
 def family_of_config(config):
     return family(config.MODEL_TYPE)
+
+
+def model_class_for(config, tensors: dict, check=None):
+    """The class of the config's family that config.json's ``architectures`` names; without one, the head the
+    weights show (``check``: their compatibility check, when the caller has made it already)."""
+    from .models.config import head_named
+
+    module = family_of_config(config)
+    head = head_named(config, module.ARCHITECTURE_HEADS)
+    if head is None:
+        check = check or module.check_compatibility(module.map_weights(tensors).mapped, config)
+        head = check.report.head
+    for cls in module.MODEL_CLASSES:
+        if cls.head == head:
+            return cls
+    raise ArchitectureMismatchError(
+        f"cannot tell which {module.NAME} class this checkpoint is: architectures={config.architectures}, weights "
+        f"suggest {head!r}; expected one of {sorted(module.ARCHITECTURE_HEADS)}")
 
 
 def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cache_dir=None, token=None,
@@ -50,7 +68,7 @@ def from_pretrained(repo_id_or_path, revision=None, dtype: str = "float32", cach
     bundle = load_bundle(repo_id_or_path, revision, cache_dir, token, local_files_only)
     config = override_fields(bundle.config, config_overrides)
     tensors = bundle.load_tensors()
-    model_class = family_of_config(config).model_class_for(config, tensors)
+    model_class = model_class_for(config, tensors)
     return model_class.from_hub_weights(config, tensors, dtype)
 
 

@@ -259,17 +259,6 @@ def check_agreement(check) -> None:
         raise ArchitectureMismatchError(f"config.json and the weights disagree: {details}")
 
 
-def class_for_head(family: str, head, classes, architectures, config):
-    """The class of ``classes`` whose ``head`` is ``head`` (from config.json's ``architectures``, else what
-    the weights show); ArchitectureMismatchError when none is."""
-    for cls in classes:
-        if cls.head == head:
-            return cls
-    raise ArchitectureMismatchError(
-        f"cannot tell which {family} class this checkpoint is: architectures={config.architectures}, weights "
-        f"suggest {head!r}; expected one of {sorted(architectures)}")
-
-
 def _part(mask, first, last):
     return None if mask is None else mask[first:last]
 

@@ -2,10 +2,11 @@
 
 from ..mapping import WeightMappingResult  # noqa: F401
 from .config import PatchTSMixerConfig
-from .detection import ArchitectureCheck, DetectionReport, check_patchtsmixer_compatibility, detect_patchtsmixer
+from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, DetectionReport, check_patchtsmixer_compatibility,
+                        detect_patchtsmixer)
 from .mapping import map_patchtsmixer_weights
 from .model import (MODEL_CLASSES, PatchTSMixerForPrediction, PatchTSMixerForPretraining, PatchTSMixerForRegression,
-                    PatchTSMixerForTimeSeriesClassification, PatchTSMixerModel, compile_kernels, model_class_for)
+                    PatchTSMixerForTimeSeriesClassification, PatchTSMixerModel, compile_kernels)
 
 CONFIG = PatchTSMixerConfig
 NAME = "PatchTSMixer"

@@ -10,11 +10,11 @@ import numpy as np
 
 from ...errors import ArchitectureMismatchError
 from ...kernels import attention, heads, mixer, rows, series
-from ..base import FamilyModel, Forecaster, check_agreement, class_for_head, head_parameters, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, head_parameters, model_dtype, unbatch
 from ..config import DISTRIBUTION_PARAMETERS
 from . import forward
 from .config import PatchTSMixerConfig
-from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtsmixer_compatibility, expected_shapes, head_of_config
+from .detection import ArchitectureCheck, check_patchtsmixer_compatibility, expected_shapes, head_of_config
 from .mapping import map_patchtsmixer_weights
 from .weights import PatchTSMixerWeights, load_patchtsmixer_weights
 
@@ -266,14 +266,6 @@ class PatchTSMixerForRegression(_LinearHead):
 
 MODEL_CLASSES = (PatchTSMixerModel, PatchTSMixerForPrediction, PatchTSMixerForPretraining,
                  PatchTSMixerForTimeSeriesClassification, PatchTSMixerForRegression)
-
-
-def model_class_for(config, hf_weights: dict):
-    """The class config.json's ``architectures`` names; without one, the head the weights show."""
-    head = head_of_config(config)
-    if head is None:
-        head = check_patchtsmixer_compatibility(map_patchtsmixer_weights(hf_weights).mapped, config).report.head
-    return class_for_head("PatchTSMixer", head, MODEL_CLASSES, ARCHITECTURE_HEADS, config)
 
 
 def compile_kernels(dtype: str = "float32") -> None:

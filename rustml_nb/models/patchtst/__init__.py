@@ -1,11 +1,12 @@
 """PatchTST (transformers' ``models/patchtst``): every class and switch transformers can write."""
 
 from .config import PatchTSTConfig
-from .detection import ArchitectureCheck, DetectionReport, check_patchtst_compatibility, detect_patchtst
+from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, DetectionReport, check_patchtst_compatibility,
+                        detect_patchtst)
 from ..mapping import WeightMappingResult
 from .mapping import map_patchtst_weights
 from .model import (MODEL_CLASSES, PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
-                    PatchTSTForRegression, PatchTSTModel, compile_kernels, model_class_for)
+                    PatchTSTForRegression, PatchTSTModel, compile_kernels)
 
 CONFIG = PatchTSTConfig
 NAME = "PatchTST"

@@ -10,11 +10,10 @@ import numpy as np
 
 from ...errors import ArchitectureMismatchError, ConfigError, UnsupportedArchitectureError
 from ...kernels import attention, heads, rows, series
-from ..base import FamilyModel, Forecaster, check_agreement, class_for_head, head_parameters, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, head_parameters, model_dtype, unbatch
 from . import forward
 from .config import DISTRIBUTION_PARAMETERS, PatchTSTConfig
-from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, check_patchtst_compatibility, expected_shapes,
-                        head_of_config)
+from .detection import ArchitectureCheck, check_patchtst_compatibility, expected_shapes, head_of_config
 from .mapping import map_patchtst_weights
 from .weights import PatchTSTWeights, load_patchtst_weights
 
@@ -287,14 +286,6 @@ class PatchTSTForRegression(_PooledHead):
 MODEL_CLASSES = (PatchTSTModel, PatchTSTForPrediction, PatchTSTForPretraining, PatchTSTForClassification,
                  PatchTSTForRegression)
 _CLASS_OF_HEAD = {cls.head: cls.__name__ for cls in MODEL_CLASSES}
-
-
-def model_class_for(config, hf_weights: dict):
-    """The class config.json's ``architectures`` names; without one, the head the weights show."""
-    head = head_of_config(config)
-    if head is None:
-        head = check_patchtst_compatibility(map_patchtst_weights(hf_weights).mapped, config).report.head
-    return class_for_head("PatchTST", head, MODEL_CLASSES, ARCHITECTURE_HEADS, config)
 
 
 def compile_kernels(dtype: str = "float32") -> None:

@@ -3,10 +3,11 @@ checkpoints (r1, r2, r2.1) and any config granite-tsfm writes, but for the r3 op
 
 from ..mapping import WeightMappingResult  # noqa: F401
 from .config import TinyTimeMixerConfig
-from .detection import ArchitectureCheck, DetectionReport, check_tinytimemixer_compatibility, detect_tinytimemixer
+from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, DetectionReport, check_tinytimemixer_compatibility,
+                        detect_tinytimemixer)
 from .mapping import map_tinytimemixer_weights
 from .releases import choose_release, frequency_token, get_model
-from .model import MODEL_CLASSES, TinyTimeMixerForPrediction, TinyTimeMixerModel, compile_kernels, model_class_for
+from .model import MODEL_CLASSES, TinyTimeMixerForPrediction, TinyTimeMixerModel, compile_kernels
 
 CONFIG = TinyTimeMixerConfig
 NAME = "TinyTimeMixer"

@@ -12,10 +12,10 @@ import numpy as np
 from ...errors import ArchitectureMismatchError, InputError
 from ...inputs import as_array, check_series
 from ...kernels import attention, heads, mixer, rows, series
-from ..base import FamilyModel, Forecaster, check_agreement, class_for_head, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, model_dtype, unbatch
 from . import forward
 from .config import TinyTimeMixerConfig
-from .detection import ARCHITECTURE_HEADS, ArchitectureCheck, check_tinytimemixer_compatibility, expected_shapes, head_of_config
+from .detection import ArchitectureCheck, check_tinytimemixer_compatibility, expected_shapes, head_of_config
 from .mapping import map_tinytimemixer_weights
 from .releases import frequency_token
 from .weights import TinyTimeMixerWeights, load_tinytimemixer_weights
@@ -450,14 +450,6 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
 
 
 MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)
-
-
-def model_class_for(config, hf_weights: dict):
-    """The class config.json's ``architectures`` names; without one, the head the weights show."""
-    head = head_of_config(config)
-    if head is None:
-        head = check_tinytimemixer_compatibility(map_tinytimemixer_weights(hf_weights).mapped, config).report.head
-    return class_for_head("TinyTimeMixer", head, MODEL_CLASSES, ARCHITECTURE_HEADS, config)
 
 
 def compile_kernels(dtype: str = "float32") -> None:
