@@ -337,25 +337,30 @@ class Forecaster:
             raise ConfigError(f"{what}: this checkpoint has a point head (loss {loss!r}), so there is no predicted "
                               "distribution; a distribution head (distribution_output, loss 'nll') has one")
 
-    def quantiles(self, output, levels) -> np.ndarray:
-        """[len(levels), *forecast shape]: the predicted distribution's quantiles at ``levels`` (each in (0, 1)),
-        in data units, exactly: scipy.stats' inverse CDF on the head's parameters, shifted and scaled as
-        transformers builds the distribution (a negative binomial's logits take log(scale) instead). A point
-        head: ConfigError."""
-        self._require_distribution("quantiles")
-        levels = quantile_levels(levels)
+    def _predicted_distribution(self, output):
+        """The predicted distribution in data units, as a scipy.stats distribution over the forecast's shape,
+        built as transformers builds it: a Student t or normal shifted by ``loc`` and scaled by ``scale``; a
+        negative binomial (torch's counts successes of probability sigmoid(logits)) whose logits take
+        log(scale) instead. A point head: ConfigError."""
+        self._require_distribution("quantiles and samples")
         from scipy import special, stats
 
         params, loc, scale = output.prediction_outputs, output.loc, output.scale
-        q = levels.reshape((-1,) + (1,) * params[0].ndim)
         if self.distribution == "student_t":
-            values = stats.t.ppf(q, params[0], params[1], params[2]) * scale + loc
-        elif self.distribution == "normal":
-            values = stats.norm.ppf(q, params[0], params[1]) * scale + loc
-        else:  # torch's NegativeBinomial(total_count, logits) counts successes of probability sigmoid(logits)
-            total_count, logits = params
-            values = stats.nbinom.ppf(q, total_count, special.expit(-(logits + np.log(scale))))
-        return values.astype(params[0].dtype)
+            return stats.t(params[0], params[1] * scale + loc, params[2] * scale)
+        if self.distribution == "normal":
+            return stats.norm(params[0] * scale + loc, params[1] * scale)
+        total_count, logits = params
+        return stats.nbinom(total_count, special.expit(-(logits + np.log(scale))))
+
+    def quantiles(self, output, levels) -> np.ndarray:
+        """[len(levels), *forecast shape]: the predicted distribution's quantiles at ``levels`` (each in (0, 1)),
+        in data units, exactly: scipy.stats' inverse CDF of the distribution the head's parameters describe
+        (see ``_predicted_distribution``). A point head: ConfigError."""
+        distribution = self._predicted_distribution(output)
+        levels = quantile_levels(levels)
+        dtype = output.prediction_outputs[0].dtype
+        return distribution.ppf(levels.reshape((-1,) + (1,) * output.prediction_outputs[0].ndim)).astype(dtype)
 
     def generate(self, past_values, past_observed_mask=None, num_samples: int | None = None, seed=None) -> SampleOutput:
         """Sample forecasts, as transformers' ``generate``: ``sequences`` [batch, num_samples, horizon, channels]
@@ -369,18 +374,11 @@ class Forecaster:
         count = self.config.num_parallel_samples if num_samples is None else num_samples
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
             raise InputError(f"num_samples must be a positive integer, got {num_samples!r}")
+        shape = output.prediction_outputs[0].shape
         rng = np.random.default_rng(seed)
-        params, loc, scale = output.prediction_outputs, output.loc, output.scale
-        size = (int(count),) + params[0].shape
-        if self.distribution == "student_t":
-            draws = (rng.standard_t(params[0], size) * params[2] + params[1]) * scale + loc
-        elif self.distribution == "normal":
-            draws = (rng.standard_normal(size) * params[1] + params[0]) * scale + loc
-        else:
-            total_count, logits = params
-            draws = rng.negative_binomial(total_count, 1 / (1 + np.exp(logits + np.log(scale))), size)
-        draws = draws.astype(params[0].dtype)
-        return SampleOutput(np.moveaxis(draws, 0, 1) if params[0].ndim == 3 else draws)
+        draws = self._predicted_distribution(output).rvs(size=(int(count),) + shape, random_state=rng)
+        draws = draws.astype(output.prediction_outputs[0].dtype)
+        return SampleOutput(np.moveaxis(draws, 0, 1) if len(shape) == 3 else draws)
 
     def forecast(self, history, past_observed_mask=None, freq=None, pad: bool = False, quantiles=None,
                  id_columns=None, timestamp_column=None, target_columns=None, progress: bool = False, **inputs):
@@ -405,7 +403,7 @@ class Forecaster:
         """
         if quantiles is not None:
             self._require_distribution("quantiles")
-            quantile_levels(quantiles)
+            quantiles = quantile_levels(quantiles)
         if id_columns is not None:
             if past_observed_mask is not None:
                 raise InputError("past_observed_mask with id_columns: mark missing values as NaN in the long table")
@@ -451,9 +449,8 @@ class Forecaster:
         return np.concatenate(points), None if quantiles is None else np.concatenate(bands, axis=1)
 
     @staticmethod
-    def _quantile_columns(bands, names, quantiles) -> dict:
+    def _quantile_columns(bands, names, levels) -> dict:
         """{"{channel}_q{level}": values} from bands [levels, rows..., channels], channel by channel."""
-        levels = quantile_levels(quantiles)
         return {f"{name}_q{level:g}": bands[i, ..., c].reshape(-1)
                 for c, name in enumerate(names) for i, level in enumerate(levels)}
 
