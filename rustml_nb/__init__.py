@@ -6,23 +6,28 @@ from .errors import (ArchitectureMismatchError, CheckpointError, ConfigError, In
                      RustmlError, ShapeMismatchError, UnreadableFileError, UnsupportedArchitectureError,
                      UnsupportedDtypeError, WeightMappingError)
 from .formats import load_safetensors
-from .models.patchtst import (ArchitectureCheck, DetectionReport, PatchTSTConfig, PatchTSTForClassification,
-                              PatchTSTForPrediction, PatchTSTForPretraining, PatchTSTForRegression, PatchTSTModel,
-                              WeightMappingResult, check_patchtst_compatibility, detect_patchtst,
-                              map_patchtst_weights)
-from .models.patchtsmixer import (PatchTSMixerConfig, PatchTSMixerForPrediction, PatchTSMixerForPretraining,
-                                  PatchTSMixerForRegression, PatchTSMixerForTimeSeriesClassification,
-                                  PatchTSMixerModel, check_patchtsmixer_compatibility, detect_patchtsmixer,
-                                  map_patchtsmixer_weights)
-from .models.tinytimemixer import (TinyTimeMixerConfig, TinyTimeMixerForPrediction, TinyTimeMixerModel,
-                                    check_tinytimemixer_compatibility, detect_tinytimemixer, get_model,
-                                    map_tinytimemixer_weights)
+from .models.mapping import WeightMappingResult
 from .registry import compile_kernels, from_pretrained
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-# The Hub layer imports huggingface_hub (~75 ms); loaded on first use so local loading starts faster.
+# Each family's module is imported when one of its names is first used (a PatchTST user does not pay for
+# the mixer families' imports), as the Hub layer is (huggingface_hub takes ~75 ms).
+_FAMILY_NAMES = {
+    "rustml_nb.models.patchtst": (
+        "ArchitectureCheck", "DetectionReport", "PatchTSTConfig", "PatchTSTForClassification", "PatchTSTForPrediction",
+        "PatchTSTForPretraining", "PatchTSTForRegression", "PatchTSTModel", "check_patchtst_compatibility",
+        "detect_patchtst", "map_patchtst_weights"),
+    "rustml_nb.models.patchtsmixer": (
+        "PatchTSMixerConfig", "PatchTSMixerForPrediction", "PatchTSMixerForPretraining", "PatchTSMixerForRegression",
+        "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerModel", "check_patchtsmixer_compatibility",
+        "detect_patchtsmixer", "map_patchtsmixer_weights"),
+    "rustml_nb.models.tinytimemixer": (
+        "TinyTimeMixerConfig", "TinyTimeMixerForPrediction", "TinyTimeMixerModel", "check_tinytimemixer_compatibility",
+        "detect_tinytimemixer", "get_model", "map_tinytimemixer_weights"),
+}
+_FAMILY_OF_NAME = {name: module for module, names in _FAMILY_NAMES.items() for name in names}
 _HUB_NAMES = ("HubApi", "HubError", "HubConnectionError", "HubFileNotFoundError", "NotCachedError",
               "RepoNotFoundError", "RevisionNotFoundError")
 
@@ -44,12 +49,20 @@ __all__ = [
 
 
 def __getattr__(name):
+    import importlib
+
+    if name in _FAMILY_OF_NAME:
+        value = getattr(importlib.import_module(_FAMILY_OF_NAME[name]), name)
+        globals()[name] = value  # found directly from now on
+        return value
     if name in _HUB_NAMES:
         from . import hub
 
         return getattr(hub, name)
     if name == "dask":  # rustml_nb.dask: forecasting on a Dask cluster (imports dask when first used)
-        import importlib
-
         return importlib.import_module(".dask", __name__)
     raise AttributeError(f"module 'rustml_nb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -143,7 +143,7 @@ def peak_rss_growth_mib(code: str) -> tuple[float, str]:
             for line in open("/proc/self/status"):
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
-        import numpy as np, rustml_nb
+        import numpy as np, rustml_nb, rustml_nb.models.patchtst  # the code loading needs, in the baseline
         before = peak()
     """) + textwrap.dedent(code) + "\nprint('GROWTH', peak() - before)\n", timeout=600)
     assert "GROWTH" in result.stdout, result.stderr[-3000:]
