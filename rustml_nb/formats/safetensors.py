@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .errors import CheckpointError, MissingFileError, UnsupportedDtypeError
-from .files import INDEX_MAX_BYTES, open_regular, parse_json, read_json
+from ..errors import CheckpointError, MissingFileError, UnsupportedDtypeError
+from ..files import INDEX_MAX_BYTES, open_regular, parse_json, read_json
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
