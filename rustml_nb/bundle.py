@@ -1,4 +1,6 @@
-"""``ModelBundle``: a checkpoint folder (``config.json`` + safetensors) as a parsed config and weight files."""
+"""``ModelBundle``: a checkpoint folder (``config.json`` + safetensors) as a parsed config and weight files; or
+an exported ONNX model (a ``.onnx`` file, or a folder holding ``model.onnx``), its weights named from its graph
+and its config read from a ``config.json`` beside it or recovered from the graph."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 from .errors import ConfigError, MissingFileError
 from .files import CONFIG_MAX_BYTES, read_json
 from .formats import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, load_weight_files
+from .formats.onnx import ONNX_SINGLE
 
 CONFIG_NAME = "config.json"
 PYTORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -51,18 +54,45 @@ class ModelBundle:
     config: object
     weight_files: list[Path]
     root: Path
+    onnx: object = None  # the family's OnnxLoad when the weights come out of an ONNX file
+
+    @classmethod
+    def from_onnx(cls, path) -> "ModelBundle":
+        """An exported ONNX model: weights named from the graph, the config from ``config.json`` beside the
+        file or, without one, recovered from the graph (never running it). Warns about files whose graph is
+        known to be wrong."""
+        import warnings
+
+        from .errors import RustmlWarning
+        from .formats.onnx import OnnxGraph
+        from .registry import family_of_onnx
+
+        path = Path(path)
+        graph = OnnxGraph(path)
+        config_path = path.parent / CONFIG_NAME
+        config = read_config(config_path) if config_path.exists() else None
+        loaded = family_of_onnx(graph, config).load_onnx(graph, config)
+        for message in loaded.warnings:
+            warnings.warn(message, RustmlWarning, stacklevel=3)
+        files = [path] + [path.parent / name for name in graph.external_files]
+        return cls(config=loaded.config, weight_files=files, root=path.parent, onnx=loaded)
 
     @classmethod
     def from_dir(cls, path) -> "ModelBundle":
         root = Path(path)
         if not root.is_dir():
             raise MissingFileError(f"checkpoint folder not found: {root}")
+        if not any((root / name).exists() for name in (SAFETENSORS_SINGLE, SAFETENSORS_INDEX)) \
+                and (root / ONNX_SINGLE).exists():
+            return cls.from_onnx(root / ONNX_SINGLE)
         if not (root / CONFIG_NAME).exists():
             raise MissingFileError(f"{root} is not a checkpoint folder: it has no {CONFIG_NAME}")
         return cls(config=read_config(root / CONFIG_NAME), weight_files=find_weight_files(root), root=root)
 
     def load_tensors(self) -> dict[str, np.ndarray]:
         """All tensors under the checkpoint's own names (BF16 widened to float32)."""
+        if self.onnx is not None:
+            return dict(self.onnx.tensors)
         return load_weight_files(self.weight_files)
 
 
@@ -85,6 +115,8 @@ def load_bundle(repo_id_or_path, revision=None, cache_dir=None, token=None, loca
         raise MissingFileError(f"{text!r} is neither an existing folder nor a valid Hub repo id ({error})"[:300]) from None
     if is_folder:
         return ModelBundle.from_dir(path)
+    if path.suffix.lower() == ".onnx":
+        return ModelBundle.from_onnx(path)
     if exists or text.startswith((".", "/", "~")) or "\\" in text:
         raise MissingFileError(f"{text}: not a checkpoint folder")
     from huggingface_hub.errors import HFValidationError

@@ -145,7 +145,17 @@ def cmd_inspect(args) -> int:
     mapping = family.map_weights(tensors)
     check = family.check_compatibility(mapping.mapped, config)
     cls = model_class_for(config, tensors, check)
-    print(f"checkpoint   {bundle.root}")
+    print(f"checkpoint   {bundle.weight_files[0] if bundle.onnx is not None else bundle.root}")
+    if bundle.onnx is not None:
+        inferred = bundle.onnx.inferred
+        print("source       ONNX: weights named from the graph (never run); config " +
+              (f"recovered from the graph ({', '.join(inferred)}; every other field transformers' default)"
+               if inferred else "from config.json beside the file"))
+        hows = {}
+        for key, how in bundle.onnx.named_by.items():
+            hows.setdefault(how, []).append(key)
+        print("  tensors      " + "; ".join(f"{len(keys)} named by the {how}" if how in ("graph", "structure") else
+                                          f"{len(keys)} {how}: {', '.join(sorted(keys))}" for how, keys in sorted(hows.items())))
     print(f"class        {cls.__name__} (architectures: {config.architectures})")
     for line in family.describe(config, cls, check):
         print(line)

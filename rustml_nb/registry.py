@@ -24,6 +24,28 @@ def family(model_type, source: str = "config.json"):
     return importlib.import_module(FAMILIES[model_type])
 
 
+ONNX_FAMILIES = ("patchtst",)  # the families whose ONNX exports rustml_nb reads (their module's load_onnx)
+
+
+def family_of_onnx(graph, config=None):
+    """The family that reads an ONNX graph: its config's, else the one whose exports it looks like."""
+    if config is not None:
+        module = family_of_config(config)
+        if config.MODEL_TYPE not in ONNX_FAMILIES:
+            raise ConfigError(f"{graph.path}: reading {module.NAME} weights out of ONNX files is not supported; "
+                              f"ONNX files are read for {', '.join(ONNX_FAMILIES)}")
+        return module
+    for model_type in ONNX_FAMILIES:
+        module = family(model_type)
+        if module.looks_like_onnx(graph):
+            return module
+    from .errors import UnsupportedArchitectureError
+
+    raise UnsupportedArchitectureError(
+        f"{graph.path} does not look like an export of a model rustml_nb reads from ONNX ({', '.join(ONNX_FAMILIES)}) "
+        f"and has no config.json beside it: found {graph.describe()}")
+
+
 def config_from_dict(values: dict, source: str = "config.json"):
     """The family's config dataclass for a ``config.json`` dict."""
     return family(values.get("model_type"), source).CONFIG.from_dict(values, source=source)

@@ -7,6 +7,7 @@ from ..mapping import WeightMappingResult
 from .mapping import map_patchtst_weights
 from .model import (MODEL_CLASSES, PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
                     PatchTSTForRegression, PatchTSTModel, compile_kernels)
+from .onnx import load_onnx, looks_like_patchtst as looks_like_onnx
 
 CONFIG = PatchTSTConfig
 NAME = "PatchTST"

@@ -1,0 +1,299 @@
+"""ONNX as a source format: transformers PatchTST models exported by every route users take, loaded with
+rustml_nb (weights named from the graph, never run), against the same model's safetensors checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as st
+
+import rustml_nb
+from rustml_nb.errors import CheckpointError, MissingFileError, RustmlWarning, UnsupportedArchitectureError
+from rustml_nb.formats import load_safetensors
+from onnx_exports import MAIN_OUTPUT, ROUTES, export
+from reference import CLASS_NAMES, build_reference, run_reference
+from strategies import patchtst_kwargs
+
+onnx = pytest.importorskip("onnx")
+# Each example exports a model (about a second): few examples per route, and no shrinking, which would export
+# hundreds more; a failure is reported as drawn. HYPOTHESIS_PROFILE=long draws more.
+EXAMPLES = settings(deadline=None, suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate],
+                    max_examples=40 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 6)
+NOT_TENSORS = ("num_batches_tracked",)
+OUTPUT_FIELDS = {"prediction_outputs", "prediction_output", "prediction_logits", "regression_outputs",
+                 "last_hidden_state", "loc", "scale", "patch_input", "mask"}
+
+
+def exported(reference, route, folder, with_config: bool):
+    """The reference exported by ``route`` into ``folder``, its config.json beside it or not; None when the
+    exporter or onnxruntime itself refuses the model (see onnx_exports)."""
+    folder.mkdir()
+    try:
+        path = export(reference, route, folder / "model.onnx")
+    except Exception as error:  # noqa: BLE001 - torch's exporters and onnxruntime, not rustml_nb
+        if "onnxruntime" in type(error).__module__.lower() or "ONNXRuntimeError" in str(error) \
+                or "INTERNAL ASSERT FAILED" in str(error):
+            return None
+        raise
+    if with_config:
+        reference.config.to_json_file(folder / "config.json")
+    return path
+
+
+def load(path, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RustmlWarning)  # the TorchScript exporter's warning: tested below
+        return rustml_nb.from_pretrained(path, **kwargs)
+
+
+def output_arrays(output) -> dict[str, np.ndarray]:
+    return {name: value for name, value in vars(output).items()
+            if name in OUTPUT_FIELDS and isinstance(value, np.ndarray)}
+
+
+def draw_series(data, config):
+    rng = np.random.default_rng(data.draw(st.integers(0, 100), label="series seed"))
+    return rng.normal(size=(2, config.context_length, config.num_input_channels)) * 5 + 3
+
+
+def draw_export(data, route, tmp_path_factory, with_config: bool):
+    """A drawn class and config, its random reference saved as safetensors (root / "safetensors") and exported
+    by ``route`` (skipped when torch's exporter or onnxruntime refuses it)."""
+    class_name = data.draw(st.sampled_from(CLASS_NAMES), label="class")
+    kwargs = data.draw(patchtst_kwargs(class_name), label="config")
+    reference = build_reference(class_name, seed=data.draw(st.integers(0, 100), label="seed"), **kwargs)
+    root = tmp_path_factory.mktemp("onnx")
+    reference.save_pretrained(root / "safetensors")
+    path = exported(reference, route, root / "export", with_config=with_config)
+    assume(path is not None)
+    return class_name, kwargs, root, path
+
+
+def unnamed_distribution_head(route, class_name, kwargs) -> bool:
+    """A distribution head in a graph without names: its parameters' projections cannot be told apart."""
+    return route in ("ort", "stripped") and kwargs["loss"] == "nll" and class_name in (
+        "PatchTSTForPrediction", "PatchTSTForRegression")
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@EXAMPLES
+@given(data=st.data())
+def test_every_export_loads_bit_exact_beside_its_config(route, data, tmp_path_factory):
+    """With config.json beside the file: the weights are the checkpoint's bit for bit (what the graph holds of
+    them), and every output field equals the safetensors model's, in float32 and float64."""
+    class_name, kwargs, root, path = draw_export(data, route, tmp_path_factory, with_config=True)
+    if unnamed_distribution_head(route, class_name, kwargs):
+        with pytest.raises(CheckpointError, match="distribution head.*cannot be named from the structure"):
+            load(path)
+        return
+    dtype = data.draw(st.sampled_from(["float32", "float64"]), label="dtype")
+    ours, theirs = load(path, dtype=dtype), rustml_nb.from_pretrained(root / "safetensors", dtype=dtype)
+    assert type(ours) is type(theirs)
+
+    # Compared under our names: a bare PatchTSTModel's keys have no "model." prefix, the export's wrapper one.
+    checkpoint = rustml_nb.map_patchtst_weights(rustml_nb.bundle.load_bundle(root / "safetensors").load_tensors())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RustmlWarning)
+        bundle = rustml_nb.bundle.load_bundle(path)
+    tensors = rustml_nb.map_patchtst_weights(bundle.load_tensors())
+    named_by = {ours: bundle.onnx.named_by[key] for ours, key in tensors.sources.items()}
+    for name, array in checkpoint.mapped.items():
+        if name.endswith(NOT_TENSORS) or named_by.get(name, "").startswith("folded"):
+            continue  # a training counter; cls_token + position_enc[0], added together by the exporter
+        assert name in tensors.mapped, f"{route}: {name} not recovered"
+        np.testing.assert_array_equal(tensors.mapped[name], array, err_msg=f"{route}: {name} ({named_by[name]})")
+
+    values = draw_series(data, ours.config)
+    mine, expected = output_arrays(ours(values)), output_arrays(theirs(values))
+    assert mine.keys() == expected.keys()
+    folded = any(how.startswith("folded") for how in named_by.values())
+    for name in expected:
+        if folded and dtype == "float64":  # the file holds cls_token + position_enc[0] rounded to float32
+            np.testing.assert_allclose(mine[name], expected[name], rtol=1e-5, atol=1e-5, err_msg=f"{route}: {name}")
+        else:
+            np.testing.assert_array_equal(mine[name], expected[name], err_msg=f"{route}: {name}")
+
+
+def config_needed(route, class_name, kwargs) -> bool:
+    """Where a file without config.json cannot be read, by design (the loader says so): a point regression
+    head's output range (constants with no name; transformers applies it to point heads only)."""
+    return class_name == "PatchTSTForRegression" and kwargs["output_range"] is not None and kwargs["loss"] == "mse"
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@EXAMPLES
+@given(data=st.data())
+def test_the_config_is_recovered_from_the_graph(route, data, tmp_path_factory):
+    """Without config.json: the config is read off the graph and the model computes exactly what the
+    safetensors one does (classification and an output-range-free regression head compute the same; a
+    graph without names or metadata is loaded as the former)."""
+    class_name, kwargs, root, path = draw_export(data, route, tmp_path_factory, with_config=False)
+    assume(not unnamed_distribution_head(route, class_name, kwargs))  # refused as above
+    if config_needed(route, class_name, kwargs):
+        with pytest.raises(CheckpointError, match="config.json"):
+            load(path)
+        return
+    ours, theirs = load(path), rustml_nb.from_pretrained(root / "safetensors")
+    for field in ("context_length", "num_input_channels", "patch_length", "d_model", "num_hidden_layers",
+                  "use_cls_token", "share_embedding"):
+        assert getattr(ours.config, field) == getattr(theirs.config, field), field
+    assert ours.config.num_patches == theirs.config.num_patches
+    values = draw_series(data, ours.config)
+    mine, expected = ours(values), theirs(values)
+    main = MAIN_OUTPUT[class_name]
+    mine_main = getattr(mine, MAIN_OUTPUT[type(ours).__name__])
+    np.testing.assert_array_equal(mine_main, getattr(expected, main))
+
+
+def test_an_export_matches_transformers_within_the_parity_bounds(tmp_path):
+    """The ONNX route end to end against transformers itself (the float64 parity bound of test_parity)."""
+    kwargs = dict(num_input_channels=3, context_length=32, patch_length=8, patch_stride=4, d_model=16,
+                  num_attention_heads=4, ffn_dim=32, num_hidden_layers=2, prediction_length=6)
+    reference = build_reference("PatchTSTForPrediction", seed=3, **kwargs)
+    path = exported(reference, "dynamo", tmp_path / "export", with_config=False)
+    model = load(path, dtype="float64")
+    values = np.random.default_rng(1).normal(size=(4, 32, 3))
+    expected = run_reference(reference.double(), values, None, None).prediction_outputs
+    np.testing.assert_allclose(model(values).prediction_outputs, expected, rtol=1e-9, atol=1e-9)
+
+
+SMALL = dict(num_input_channels=2, context_length=16, patch_length=4, patch_stride=4, d_model=8,
+             num_attention_heads=2, ffn_dim=8, num_hidden_layers=1, prediction_length=3)
+
+
+def small_reference(class_name="PatchTSTForPrediction", **changes):
+    return build_reference(class_name, seed=0, **{**SMALL, **changes})
+
+
+def test_the_torchscript_exporter_is_warned_about(tmp_path):
+    reference = small_reference()
+    legacy = exported(reference, "legacy", tmp_path / "legacy", with_config=True)
+    with pytest.warns(RustmlWarning, match="TorchScript exporter.*swaps two axes"):
+        rustml_nb.from_pretrained(legacy)
+    dynamo = exported(reference, "dynamo", tmp_path / "dynamo", with_config=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RustmlWarning)
+        rustml_nb.from_pretrained(dynamo)
+
+
+def test_a_folder_holding_model_onnx_loads_like_the_file(tmp_path):
+    reference = small_reference("PatchTSTForClassification", num_targets=3)
+    path = exported(reference, "dynamo", tmp_path / "export", with_config=True)
+    values = np.random.default_rng(0).normal(size=(2, 16, 2))
+    by_folder, by_file = rustml_nb.from_pretrained(path.parent), rustml_nb.from_pretrained(path)
+    np.testing.assert_array_equal(by_folder(values).prediction_logits, by_file(values).prediction_logits)
+
+
+def test_inspect_says_where_the_config_and_names_came_from(tmp_path):
+    reference = small_reference(use_cls_token=True)
+    stripped = exported(reference, "ort", tmp_path / "ort", with_config=False)
+    result = subprocess.run([sys.executable, "-m", "rustml_nb", "inspect", str(stripped)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "config recovered from the graph (" in result.stdout and "patch_stride" in result.stdout
+    assert "named by the structure" in result.stdout
+    assert "folded by the exporter (cls_token + position_enc[0] into one)" in result.stdout
+    dynamo = exported(reference, "dynamo", tmp_path / "dynamo", with_config=True)
+    result = subprocess.run([sys.executable, "-m", "rustml_nb", "inspect", str(dynamo)], capture_output=True,
+                            text=True, timeout=300)
+    assert "config from config.json beside the file" in result.stdout and "named by the graph" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Files that are not what they should be
+# --------------------------------------------------------------------------------------------------
+def tiny_graph(path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+                              "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])], [weight])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_a_graph_that_is_not_patchtst_is_refused_by_what_it_holds(tmp_path):
+    with pytest.raises(UnsupportedArchitectureError, match="does not look like.*MatMul, Relu"):
+        rustml_nb.from_pretrained(tiny_graph(tmp_path / "mlp.onnx"))
+
+
+def test_a_file_that_is_not_onnx_is_refused(tmp_path):
+    junk = tmp_path / "model.onnx"
+    junk.write_bytes(b"\x00\xffnot a protobuf" * 10)
+    with pytest.raises(CheckpointError, match="is not an ONNX model"):
+        rustml_nb.from_pretrained(junk)
+
+
+def test_missing_and_escaping_external_data_are_refused(tmp_path):
+    reference = small_reference(num_input_channels=1, d_model=64, ffn_dim=128)  # big enough to go external
+    path = exported(reference, "dynamo", tmp_path / "export", with_config=True)
+    data = path.with_name(path.name + ".data")
+    # torch.onnx.export(dynamo=True) writes weights beside the graph by default (all but the smallest)
+    assert data.stat().st_size > 0
+    np.testing.assert_array_equal(rustml_nb.from_pretrained(path)(np.ones((1, 16, 1))).prediction_outputs,
+                                  rustml_nb.from_pretrained(path.parent)(np.ones((1, 16, 1))).prediction_outputs)
+    shutil.move(data, tmp_path / "elsewhere.data")
+    with pytest.raises(MissingFileError, match="model.onnx.data, which is not beside the model"):
+        rustml_nb.from_pretrained(path)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../elsewhere.data"
+    onnx.save(model, str(path))
+    with pytest.raises(CheckpointError, match="points outside the model's folder"):
+        rustml_nb.from_pretrained(path)
+
+
+def test_without_the_onnx_package_the_error_names_the_extra(tmp_path):
+    path = tiny_graph(tmp_path / "mlp.onnx")
+    code = (f"import sys; sys.modules['onnx'] = None\nimport rustml_nb\ntry:\n    rustml_nb.from_pretrained({str(path)!r})\n"
+            "except rustml_nb.MissingFileError as error:\n    print('REFUSED', error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "REFUSED" in result.stdout and "pip install 'rustml-nb[onnx]'" in result.stdout, result.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face optimum's exports (fixtures written by scripts/make_optimum_fixtures.py in an environment of
+# their own: optimum-onnx pins an older transformers)
+# --------------------------------------------------------------------------------------------------
+OPTIMUM = sorted((Path(__file__).parent / "fixtures" / "optimum").iterdir())
+
+
+@pytest.mark.parametrize("fixture", OPTIMUM, ids=[path.name for path in OPTIMUM])
+def test_optimum_exports_load_bit_exact_and_at_parity(fixture):
+    # optimum exports through the TorchScript exporter, but transformers 4.57's patchify unfolds a positive axis,
+    # which that exporter gets right: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RustmlWarning)
+        bundle = rustml_nb.bundle.load_bundle(fixture / "model.onnx")
+    mine = rustml_nb.map_patchtst_weights(bundle.load_tensors())
+    checkpoint = rustml_nb.map_patchtst_weights(load_safetensors(fixture / "model.safetensors")).mapped
+    folded = {ours for ours, key in mine.sources.items() if bundle.onnx.named_by[key].startswith("folded")}
+    for name, array in checkpoint.items():
+        if not name.endswith(NOT_TENSORS) and name not in folded:
+            np.testing.assert_array_equal(mine.mapped[name], array, err_msg=name)
+
+    reference = np.load(fixture / "reference.npz")
+    values = reference["past_values"]
+    expected = [reference[key] for key in sorted(reference.files) if key.startswith("output_")]
+    for dtype in ("float32", "float64"):
+        ours = load(fixture / "model.onnx", dtype=dtype)
+        theirs = rustml_nb.from_pretrained(fixture, dtype=dtype)  # the folder's safetensors
+        field = MAIN_OUTPUT[type(ours).__name__]
+        got, same_model = getattr(ours(values), field), getattr(theirs(values), field)
+        got = list(got) if isinstance(got, tuple) else [got]
+        same_model = list(same_model) if isinstance(same_model, tuple) else [same_model]
+        for index, (array, want) in enumerate(zip(got, expected)):
+            if dtype == "float32" or not folded:
+                np.testing.assert_array_equal(array, same_model[index])
+            tolerance = 1e-9 if dtype == "float64" and not folded else 1e-4
+            np.testing.assert_allclose(array, want, rtol=tolerance, atol=tolerance, err_msg=f"{dtype} output {index}")
