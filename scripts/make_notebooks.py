@@ -265,7 +265,54 @@ print(len(on_cluster), "rows; largest difference from the in-process forecast:",
       float(np.abs(on_cluster.iloc[:, 2:].to_numpy() - in_process.iloc[:, 2:].to_numpy()).max()))"""),
 ]
 
-for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED), ("many_series", MANY_SERIES)):
+FROM_ONNX = [
+    new_markdown_cell("""# From ONNX
+
+Many deployed models exist only as `.onnx` files. rustml_nb reads a PatchTST export's weights out of the file
+(never running its graph) and runs them in its own kernels. Here the bundled demo model is exported with
+`torch.onnx.export`, as a user would, and loaded back without a `config.json`: the config is recovered from
+the graph. (Reading `.onnx` files needs `pip install "rustml-nb[onnx]"`; exporting needs torch.)"""),
+    new_code_cell("""import logging, tempfile, subprocess, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm outside Jupyter's widgets
+import torch, transformers
+transformers.logging.disable_progress_bar()
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)              # "torchvision is not installed"
+
+import rustml_nb
+from rustml_nb import demo
+
+reference = transformers.PatchTSTForPrediction.from_pretrained(demo.MODEL_PATH).eval()
+
+class Forecast(torch.nn.Module):               # what gets exported: past values in, the forecast out
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+    def forward(self, past_values):
+        return self.model(past_values=past_values).prediction_outputs
+
+folder = Path(tempfile.mkdtemp())
+example = torch.zeros(1, reference.config.context_length, reference.config.num_input_channels)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.onnx.export(Forecast(reference), (example,), folder / "model.onnx", dynamo=True, verbose=False)
+sorted(path.name for path in folder.iterdir())"""),
+    new_markdown_cell("""Load the file. No `config.json` lies beside it, so the config comes from the graph; `inspect`
+says which fields were recovered and how each tensor was named."""),
+    new_code_cell("""from_onnx = rustml_nb.from_pretrained(folder / "model.onnx")
+print(subprocess.run(["rustml-nb", "inspect", str(folder / "model.onnx")], capture_output=True, text=True)
+      .stdout.split("class")[0])"""),
+    new_markdown_cell("""The weights are the checkpoint's bit for bit, so the forecast is the one the safetensors checkpoint
+gives, to the last bit."""),
+    new_code_cell("""history, actual = demo.test_slice()
+from_checkpoint = rustml_nb.from_pretrained(demo.MODEL_PATH)
+a, b = from_onnx.forecast(history), from_checkpoint.forecast(history)
+print("identical:", a.equals(b))
+a.head()"""),
+]
+
+for name, cells in (("quickstart", QUICKSTART), ("parity", PARITY), ("speed", SPEED), ("many_series", MANY_SERIES),
+                    ("from_onnx", FROM_ONNX)):
     notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                   "language": "python"}})
     NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(HERE)}}).execute()
