@@ -53,6 +53,12 @@ def load(path, **kwargs):
         return rustml_nb.from_pretrained(path, **kwargs)
 
 
+def bundle_of(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RustmlWarning)
+        return rustml_nb.bundle.load_bundle(path)
+
+
 def output_arrays(output) -> dict[str, np.ndarray]:
     return {name: value for name, value in vars(output).items()
             if name in OUTPUT_FIELDS and isinstance(value, np.ndarray)}
@@ -99,9 +105,7 @@ def test_every_export_loads_bit_exact_beside_its_config(route, data, tmp_path_fa
 
     # Compared under our names: a bare PatchTSTModel's keys have no "model." prefix, the export's wrapper one.
     checkpoint = rustml_nb.map_patchtst_weights(rustml_nb.bundle.load_bundle(root / "safetensors").load_tensors())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RustmlWarning)
-        bundle = rustml_nb.bundle.load_bundle(path)
+    bundle = bundle_of(path)
     tensors = rustml_nb.map_patchtst_weights(bundle.load_tensors())
     named_by = {ours: bundle.onnx.named_by[key] for ours, key in tensors.sources.items()}
     for name, array in checkpoint.mapped.items():
@@ -181,6 +185,30 @@ def test_the_torchscript_exporter_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RustmlWarning)
         rustml_nb.from_pretrained(dynamo)
+
+
+@pytest.mark.parametrize("route", ["dynamo", "legacy", "ort", "stripped"])
+def test_initializers_merged_by_the_exporter_are_named_per_use(route, tmp_path):
+    """transformers' own initialisation (zero biases and BatchNorm means, unit norm weights and variances):
+    exporters keep one initializer for all equal tensors, under one of their names. Each use gets its own
+    name, and every tensor comes back equal to the checkpoint's."""
+    import transformers
+
+    config = transformers.PatchTSTConfig(**{**SMALL, "num_hidden_layers": 2})
+    reference = transformers.PatchTSTForPrediction(config).eval()
+    reference.save_pretrained(tmp_path / "safetensors")
+    path = exported(reference, route, tmp_path / "export", with_config=True)
+    graph = rustml_nb.formats.onnx.OnnxGraph(path)
+
+    def uses(value):  # nodes reading an initializer, directly or through the Identity nodes the exporter adds
+        return sum(uses(node.output[0]) if node.op_type == "Identity" else 1 for node, _ in graph.consumers.get(value, []))
+
+    assert max(uses(name) for name in graph.initializers) >= 4  # e.g. every zero bias is one initializer
+    mine = rustml_nb.map_patchtst_weights(bundle_of(path).load_tensors())
+    checkpoint = rustml_nb.map_patchtst_weights(load_safetensors(tmp_path / "safetensors" / "model.safetensors"))
+    for name, array in checkpoint.mapped.items():
+        if not name.endswith(NOT_TENSORS):
+            np.testing.assert_array_equal(mine.mapped[name], array, err_msg=name)
 
 
 def test_a_folder_holding_model_onnx_loads_like_the_file(tmp_path):
