@@ -63,7 +63,8 @@ def checkpoint_from_graph(graph: OnnxGraph, head: str, config=None) -> OnnxCheck
         names = " ".join(tensors)
         shared = (config.share_embedding if config is not None else not re.search(r"input_embedding\.\d+\.", names),
                   config.share_projection if config is not None else not re.search(r"head\.projections\.\d+\.", names))
-        distribution = config is not None and config.has_distribution_head and head in ("prediction", "regression")
+        distribution = (config.distribution_output if config is not None and config.has_distribution_head
+                        and head in ("prediction", "regression") else None)
         for ours, array in name_by_structure(graph, uses, head, *shared, distribution=distribution).items():
             key = RULES.hf_name(ours)
             if key in tensors:
@@ -225,11 +226,11 @@ def _per_channel(graph: OnnxGraph, group: list[_Linear]) -> list[_Linear]:
 
 
 def name_by_structure(graph: OnnxGraph, uses: list[WeightUse], head: str, share_embedding: bool = True,
-                      share_projection: bool = True, distribution: bool = False) -> dict[str, np.ndarray]:
+                      share_projection: bool = True, distribution: str | None = None) -> dict[str, np.ndarray]:
     """Our names for the weights of a PatchTST graph, from its structure alone (``head``: the head the
     caller knows the model has, see ``detection.HEADS``; ``share_*``: whether a lone embedding or
-    projection is the shared kind or one channel's; ``distribution``: whether the head is known to be a
-    distribution head, whose parameters' projections the structure cannot tell apart)."""
+    projection is the shared kind or one channel's; ``distribution``: the distribution of a head known to be
+    a distribution head, whose parameters are told apart by the maps that follow their projections)."""
     linears = _linears(graph, uses)
     groups = _by_depth(linears)
     if not groups:
@@ -270,16 +271,43 @@ def name_by_structure(graph: OnnxGraph, uses: list[WeightUse], head: str, share_
     group = heads[0]
     stacked = len(group) > 1 and all(_forward_to(graph, linear.output, lambda n, i: n.op_type == "Concat")
                                      for linear in group)
-    if distribution or (len(group) > 1 and not (head == "prediction" and stacked)):
+    if distribution is not None and share_projection:
+        for index, linear in enumerate(_distribution_parameters(graph, group, distribution)):
+            _assign(named, f"head.distribution.{index}", linear)
+    elif distribution or (len(group) > 1 and not (head == "prediction" and stacked)):
         raise CheckpointError(f"{graph.path}: a {head} head of {len(group)} Linear layers (a distribution head) "
-                              "cannot be named from the structure: export with node names or metadata kept, or "
-                              "from the safetensors checkpoint")
-    if head == "prediction" and (len(group) > 1 or not share_projection):
+                              "cannot be named from the structure without config.json saying which distribution "
+                              "it is (a per-channel one not at all): export with node names or metadata kept")
+    elif head == "prediction" and (len(group) > 1 or not share_projection):
         for channel, linear in enumerate(_per_channel(graph, group)):  # stacked in channel order
             _assign(named, f"head.channel_projection.{channel}", linear)
     else:
         _assign(named, "head.linear" if head in ("pretraining", "classification") else "head.projection", group[0])
     return named
+
+
+def _distribution_parameters(graph: OnnxGraph, group: list[_Linear], distribution: str) -> list[_Linear]:
+    """A distribution head's projections in transformers' parameter order, told apart by what follows each:
+    squareplus, (x + sqrt(x² + 4)) / 2, maps a parameter to the positive numbers (student_t's df and scale,
+    normal's scale, negative_binomial's total count); student_t's scale is then clamped, its df is not."""
+    def reaches(linear, ops, limit):
+        return _forward_to(graph, linear.output, lambda n, i: n.op_type in ops, limit=limit,
+                           passing=_PASS_THROUGH + ("Pow", "Sqrt")) is not None
+
+    positive = [linear for linear in group if reaches(linear, ("Sqrt",), 6)]
+    other = [linear for linear in group if linear not in positive]
+    order = None
+    if distribution == "student_t" and len(positive) == 2 and len(other) == 1:
+        clamped = [linear for linear in positive if reaches(linear, ("Clip", "Max"), 10)]
+        if len(clamped) == 1:
+            df = next(linear for linear in positive if linear is not clamped[0])
+            order = [df, other[0], clamped[0]]
+    elif len(positive) == 1 and len(other) == 1:
+        order = {"normal": [other[0], positive[0]], "negative_binomial": [positive[0], other[0]]}.get(distribution)
+    if order is None:
+        raise CheckpointError(f"{graph.path}: cannot tell the {distribution} head's parameters apart by the maps "
+                              f"after them ({len(positive)} positive of {len(group)})")
+    return order
 
 
 def _name_norms(graph: OnnxGraph, uses, linear_nodes, layers: int, named: dict) -> None:
@@ -609,7 +637,11 @@ def load_onnx(graph: OnnxGraph, config=None) -> OnnxLoad:
     from ...formats.onnx import has_legacy_unfold
     from .detection import head_of_config
 
-    head = (head_of_config(config) if config is not None else None) or head_of_graph(graph)
+    head = head_of_config(config) if config is not None else None
+    if head is None:
+        head = head_of_graph(graph)
+        if head == "classification" and config is not None and (config.has_distribution_head or config.output_range):
+            head = "regression"  # a config.json without architectures: only a regression head uses these
     if config is None and head == "classification" and any(
             ".head.projection." in f".{name}" for name in named_weights(graph.weight_uses())[0]):
         head = "regression"  # transformers names the regression head's Linear "projection", not "linear"
