@@ -586,7 +586,9 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
         values["pooling_type"] = _pooling(graph, linears) if pooled and not report.use_cls_token else (
             "mean" if pooled else None)
     elif head in ("classification", "regression"):
-        if any(node.op_type == "Sigmoid" for node in graph.graph.node):  # only a regression head has one
+        if any(node.op_type == "Sigmoid" or (node.op_type == "FusedGemm"  # onnxruntime folds it into the Gemm
+                                             and _text(graph.attribute(node, "activation", b"")) == "Sigmoid")
+               for node in graph.graph.node):  # only a regression head has one
             need("output_range", None, "a regression head's output range is folded into unnamed constants")
         values["num_targets"] = head_weight.shape[0]
         values["pooling_type"] = "mean" if report.use_cls_token else _pooling(graph, linears)
