@@ -204,6 +204,32 @@ def test_initializers_merged_by_the_exporter_are_named_per_use(route, tmp_path):
             np.testing.assert_array_equal(mine.mapped[name], array, err_msg=name)
 
 
+@pytest.mark.parametrize("dynamo", [True, False])
+def test_a_dynamic_batch_dimension_loads_without_config(dynamo, tmp_path):
+    """The usual export for serving: any batch size. Channels and context stay static, so the config is still
+    read off the graph."""
+    import torch
+
+    reference = small_reference(num_hidden_layers=2, patch_stride=3, context_length=20)
+    module = torch.nn.Module()
+    module.model = reference
+    module.forward = lambda past_values: reference(past_values=past_values).prediction_outputs
+    example, path = torch.randn(2, 20, 2), tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["past_values"],
+                              dynamic_shapes={"past_values": {0: torch.export.Dim("batch")}})
+        else:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["past_values"],
+                              dynamic_axes={"past_values": {0: "batch"}})
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic, not 2
+    reference.save_pretrained(tmp_path / "safetensors")
+    values = np.random.default_rng(0).normal(size=(5, 20, 2))
+    np.testing.assert_array_equal(load(path)(values).prediction_outputs,
+                                  rustml_nb.from_pretrained(tmp_path / "safetensors")(values).prediction_outputs)
+
+
 def test_a_folder_holding_model_onnx_loads_like_the_file(tmp_path):
     reference = small_reference("PatchTSTForClassification", num_targets=3)
     path = exported(reference, "dynamo", tmp_path / "export", with_config=True)
