@@ -187,7 +187,8 @@ def cmd_parity(args) -> int:
     from importlib.metadata import version
 
     from .bundle import load_bundle
-    from .parity import REFERENCE_PACKAGES, TOLERANCE, field_differences, load_reference, reference_module, reference_outputs
+    from .parity import (REFERENCE_PACKAGES, TOLERANCE, field_differences, load_reference, reference_from_weights,
+                         reference_module, reference_outputs)
     from .registry import family_of_config, model_class_for
 
     bundle = load_bundle(args.model or demo.MODEL_PATH, revision=args.revision)
@@ -202,7 +203,11 @@ def cmd_parity(args) -> int:
         print(f"rustml-nb parity needs torch and {distribution} as the reference: {install}", file=sys.stderr)
         return 2
     ours = cls.from_hub_weights(bundle.config, tensors, args.dtype)
-    theirs = load_reference(module, cls.__name__, bundle.root, torch.float64 if args.dtype == "float64" else torch.float32)
+    torch_dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    if bundle.onnx is not None:  # the reference gets the weights read out of the file
+        theirs = reference_from_weights(module, cls.__name__, bundle.config.to_dict(), tensors, torch_dtype)
+    else:
+        theirs = load_reference(module, cls.__name__, bundle.root, torch_dtype)
     config = bundle.config
     rng = np.random.default_rng(args.seed)
     if args.input:

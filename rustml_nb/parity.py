@@ -103,10 +103,26 @@ def load_reference(module, class_name: str, folder, torch_dtype):
     from .bundle import find_weight_files
 
     model_class = getattr(module, class_name)
-    model = model_class(model_class.config_class.from_pretrained(folder))
     state = {}
     for path in find_weight_files(folder):
         state.update(load_file(path))
+    return _reference(model_class, model_class.config_class.from_pretrained(folder), state, torch_dtype)
+
+
+def reference_from_weights(module, class_name: str, config: dict, tensors: dict, torch_dtype):
+    """The reference class's model for a config dict and checkpoint-named arrays (a checkpoint read from an
+    ONNX file, which transformers cannot load), in eval mode."""
+    import torch
+
+    model_class = getattr(module, class_name)
+    state = {name: torch.from_numpy(np.array(array)) for name, array in tensors.items()}
+    return _reference(model_class, model_class.config_class(**config), state, torch_dtype)
+
+
+def _reference(model_class, config, state, torch_dtype):
+    import torch
+
+    model = model_class(config)
     model.load_state_dict(state)
     return model.to(torch_dtype or torch.float32).eval()
 

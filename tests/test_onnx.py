@@ -253,6 +253,27 @@ def test_inspect_says_where_the_config_and_names_came_from(tmp_path):
     assert "config from config.json beside the file" in result.stdout and "named by the graph" in result.stdout
 
 
+def test_the_command_line_forecasts_and_checks_parity_from_an_onnx_file(tmp_path, capsys):
+    """`rustml-nb forecast` and `rustml-nb parity` on an export of the bundled model (no config.json): the
+    forecast is the checkpoint's; parity builds transformers' model from the weights read out of the file."""
+    import transformers
+
+    from rustml_nb import demo
+    from rustml_nb.cli import main
+
+    reference = transformers.PatchTSTForPrediction.from_pretrained(demo.MODEL_PATH).eval()
+    path = exported(reference, "dynamo", tmp_path / "export", with_config=False)
+    history, _ = demo.test_slice()
+    history.to_csv(tmp_path / "history.csv")
+    for model, output in ((path, "from_onnx.csv"), (demo.MODEL_PATH, "from_checkpoint.csv")):
+        assert main(["forecast", str(model), "--input", str(tmp_path / "history.csv"),
+                     "--output", str(tmp_path / output)]) == 0
+    assert (tmp_path / "from_onnx.csv").read_text() == (tmp_path / "from_checkpoint.csv").read_text()
+    capsys.readouterr()
+    assert main(["parity", str(path), "--dtype", "float64"]) == 0
+    assert "all within tolerance" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------------------------
 # Files that are not what they should be
 # --------------------------------------------------------------------------------------------------
