@@ -18,6 +18,7 @@ from huggingface_hub.utils import tqdm as hub_tqdm
 from .bundle import CONFIG_NAME, PYTORCH_WEIGHTS, ModelBundle
 from .errors import MissingFileError, RustmlError
 from .formats import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, read_weight_map
+from .formats.onnx import ONNX_SINGLE
 
 
 class HubError(RustmlError):
@@ -63,7 +64,9 @@ def is_offline() -> bool:
 
 
 class HubApi:
-    """Download PatchTST checkpoints from the Hub (or any server speaking its API, via ``endpoint``).
+    """Download checkpoints from the Hub (or any server speaking its API, via ``endpoint``): safetensors
+    weights with their config.json, or, in a repo holding only an ONNX export, model.onnx, the files its
+    weights live in and config.json when there is one.
 
     ``progress``: True shows huggingface_hub's progress bars, False hides them; None (default) shows them
     only when stderr is a terminal. ``HF_HUB_DISABLE_PROGRESS_BARS=1`` hides them in every case.
@@ -93,8 +96,10 @@ class HubApi:
             info = self._api.model_info(repo_id, revision=revision)
         files = {sibling.rfilename for sibling in info.siblings or ()}
         commit = info.sha or revision
-        if CONFIG_NAME not in files:
+        onnx_only = ONNX_SINGLE in files and not files & {SAFETENSORS_INDEX, SAFETENSORS_SINGLE}
+        if CONFIG_NAME not in files and not onnx_only:  # an ONNX export's config can come from its graph
             raise HubFileNotFoundError(f"{where}: the repo has no {CONFIG_NAME}")
+        fetched = None
         if SAFETENSORS_INDEX in files:
             index_path = self._fetch(repo_id, SAFETENSORS_INDEX, commit, where)
             shards = sorted(set(read_weight_map(index_path).values()))
@@ -104,6 +109,14 @@ class HubApi:
             weights = shards
         elif SAFETENSORS_SINGLE in files:
             weights = [SAFETENSORS_SINGLE]
+        elif onnx_only:  # an exported model: the graph, then the files its weights live in
+            from .formats.onnx import OnnxGraph
+
+            fetched = self._fetch(repo_id, ONNX_SINGLE, commit, where, force_download)
+            weights = OnnxGraph(fetched).external_files
+            absent = [name for name in weights if name not in files]
+            if absent:
+                raise HubFileNotFoundError(f"{where}: {ONNX_SINGLE} keeps weights in files the repo lacks: {absent}")
         elif files & set(PYTORCH_WEIGHTS):
             raise HubFileNotFoundError(
                 f"{where} has only PyTorch pickle weights (pytorch_model.bin), which rustml_nb never loads: "
@@ -113,10 +126,11 @@ class HubApi:
             )
         else:
             raise HubFileNotFoundError(f"{where}: no {SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX} in the repo")
-        config_path = self._fetch(repo_id, CONFIG_NAME, commit, where, force_download)
+        if CONFIG_NAME in files:
+            fetched = self._fetch(repo_id, CONFIG_NAME, commit, where, force_download)
         for name in weights:
             self._fetch(repo_id, name, commit, where, force_download)
-        snapshot = Path(config_path).parent
+        snapshot = Path(fetched).parent
         if revision != commit:  # files were fetched by commit; record what the branch or tag points to
             ref = snapshot.parents[1] / "refs" / revision
             ref.parent.mkdir(parents=True, exist_ok=True)
@@ -125,10 +139,13 @@ class HubApi:
 
     def cached_snapshot(self, repo_id: str, revision: str) -> Path | None:
         """The cache folder holding a complete checkpoint for this revision, without any request."""
-        config_path = huggingface_hub.try_to_load_from_cache(repo_id, CONFIG_NAME, self.cache_dir, revision)
-        if not isinstance(config_path, str):
+        for name in (CONFIG_NAME, ONNX_SINGLE):  # an ONNX export may come without config.json
+            found = huggingface_hub.try_to_load_from_cache(repo_id, name, self.cache_dir, revision)
+            if isinstance(found, str):
+                break
+        else:
             return None
-        folder = Path(config_path).parent
+        folder = Path(found).parent
         index = folder / SAFETENSORS_INDEX
         if index.is_file():
             try:
@@ -136,7 +153,17 @@ class HubApi:
             except RustmlError:
                 return None
             return folder if all((folder / shard).is_file() for shard in shards) else None
-        return folder if (folder / SAFETENSORS_SINGLE).is_file() else None
+        if (folder / SAFETENSORS_SINGLE).is_file():
+            return folder
+        if (folder / ONNX_SINGLE).is_file():
+            from .formats.onnx import OnnxGraph
+
+            try:
+                needed = OnnxGraph(folder / ONNX_SINGLE).external_files
+            except RustmlError:
+                return None
+            return folder if all((folder / name).is_file() for name in needed) else None
+        return None
 
     def _fetch(self, repo_id: str, filename: str, commit: str, where: str, force_download: bool = False) -> str:
         with _translated_errors(where, filename):

@@ -274,6 +274,46 @@ def test_the_command_line_forecasts_and_checks_parity_from_an_onnx_file(tmp_path
     assert "all within tolerance" in capsys.readouterr().out
 
 
+def test_a_hub_repo_holding_an_onnx_export_downloads_what_it_needs_then_the_cache_serves(tmp_path):
+    """A repo with model.onnx, the file its weights live in and (or not) config.json, from a Hub stand-in on
+    127.0.0.1: only those files are fetched, a second load makes no request, and a repo whose graph names a
+    weights file it lacks is refused by name."""
+    from hub_server import HubStandIn
+
+    from rustml_nb.hub import HubApi, HubFileNotFoundError
+
+    reference = small_reference(d_model=64, ffn_dim=128)  # big enough for weights outside the graph file
+    reference.save_pretrained(tmp_path / "safetensors")
+    path = exported(reference, "dynamo", tmp_path / "export", with_config=True)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.onnx", "model.onnx.data"):
+        shutil.copy(path.parent / name, bare / name)
+    values = np.random.default_rng(0).normal(size=(2, 16, 2))
+    expected = rustml_nb.from_pretrained(tmp_path / "safetensors")(values).prediction_outputs
+    server = HubStandIn().start()
+    try:
+        server.add_commit("org/onnx", path.parent, extra_files={"README.md": b"# exported"})
+        server.add_commit("org/onnx-bare", bare)
+        for repo, files in (("org/onnx", {"config.json", "model.onnx", "model.onnx.data"}),
+                            ("org/onnx-bare", {"model.onnx", "model.onnx.data"})):
+            hub = HubApi(cache_dir=tmp_path / "cache", endpoint=server.url, progress=False)
+            bundle = hub.download_model(repo)
+            fetched = {p.rsplit("/", 1)[1] for method, p in server.requests if method == "GET" and f"{repo}/resolve/" in p}
+            assert fetched == files and bundle.onnx is not None
+            model = rustml_nb.registry.model_class_for(bundle.config, bundle.load_tensors())
+            ours = model.from_hub_weights(bundle.config, bundle.load_tensors(), "float32")
+            np.testing.assert_array_equal(ours(values).prediction_outputs, expected)
+            before = len(server.requests)
+            assert hub.download_model(repo).root == bundle.root and len(server.requests) == before
+        (bare / "model.onnx.data").unlink()
+        server.add_commit("org/onnx-broken", bare)
+        with pytest.raises(HubFileNotFoundError, match="keeps weights in files the repo lacks.*model.onnx.data"):
+            HubApi(cache_dir=tmp_path / "cache", endpoint=server.url, progress=False).download_model("org/onnx-broken")
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------------------------------
 # Files that are not what they should be
 # --------------------------------------------------------------------------------------------------
@@ -300,7 +340,7 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path):
         rustml_nb.from_pretrained(junk)
 
 
-def test_missing_and_escaping_external_data_are_refused(tmp_path):
+def test_missing_truncated_and_escaping_external_data_are_refused(tmp_path):
     reference = small_reference(num_input_channels=1, d_model=64, ffn_dim=128)  # big enough to go external
     path = exported(reference, "dynamo", tmp_path / "export", with_config=True)
     data = path.with_name(path.name + ".data")
@@ -308,6 +348,11 @@ def test_missing_and_escaping_external_data_are_refused(tmp_path):
     assert data.stat().st_size > 0
     np.testing.assert_array_equal(rustml_nb.from_pretrained(path)(np.ones((1, 16, 1))).prediction_outputs,
                                   rustml_nb.from_pretrained(path.parent)(np.ones((1, 16, 1))).prediction_outputs)
+    whole = data.read_bytes()
+    data.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match=r"needs \d+ bytes at \d+ of model.onnx.data, the file holds"):
+        rustml_nb.from_pretrained(path)
+    data.write_bytes(whole)
     shutil.move(data, tmp_path / "elsewhere.data")
     with pytest.raises(MissingFileError, match="model.onnx.data, which is not beside the model"):
         rustml_nb.from_pretrained(path)

@@ -116,22 +116,43 @@ class OnnxGraph:
     def initializer(self, name: str) -> np.ndarray:
         if name not in self._arrays:
             tensor = self.initializers[name]
-            folder = self.path.parent
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    location = (folder / entry.value).resolve()
-                    if folder.resolve() not in location.parents:
-                        raise CheckpointError(f"{self.path}: tensor {name!r} points outside the model's folder "
-                                              f"({entry.value!r})")
-                    if not location.is_file():
-                        raise MissingFileError(f"{self.path}: tensor {name!r} is stored in {entry.value}, which is "
-                                               f"not beside the model ({location})")
+            if tensor.external_data:
+                tensor = self._with_external_data(name, tensor)
             try:
-                array = self.onnx.numpy_helper.to_array(tensor, base_dir=os.fspath(folder))
+                array = self.onnx.numpy_helper.to_array(tensor)
             except (ValueError, OSError, TypeError) as error:
                 raise CheckpointError(f"{self.path}: tensor {name!r} cannot be read ({error})"[:400]) from None
             self._arrays[name] = array
         return self._arrays[name]
+
+    def _with_external_data(self, name: str, tensor):
+        """The tensor with its bytes read from the file beside the model that holds them. Read here rather
+        than by onnx, which refuses symbolic links, and the Hub's cache links every file of a snapshot."""
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location, folder = entries.get("location", ""), Path(os.path.normpath(self.path.parent))
+        path = Path(os.path.normpath(folder / location))
+        if not location or os.path.isabs(location) or folder not in path.parents:  # checked by name, not target
+            raise CheckpointError(f"{self.path}: tensor {name!r} points outside the model's folder ({location!r})")
+        if not path.is_file():
+            raise MissingFileError(f"{self.path}: tensor {name!r} is stored in {location}, which is not beside "
+                                   f"the model ({path})")
+        try:
+            offset, length = int(entries.get("offset", 0)), int(entries["length"]) if "length" in entries else -1
+            with open(path, "rb") as file:
+                file.seek(offset)
+                data = file.read(length)
+        except (ValueError, OSError) as error:
+            raise CheckpointError(f"{self.path}: tensor {name!r} cannot be read from {location} ({error})"[:400]) \
+                from None
+        if length >= 0 and len(data) != length:
+            raise CheckpointError(f"{self.path}: tensor {name!r} needs {length} bytes at {offset} of {location}, "
+                                  f"the file holds {len(data)} there")
+        inline = self.onnx.TensorProto()
+        inline.CopyFrom(tensor)
+        del inline.external_data[:]
+        inline.data_location = self.onnx.TensorProto.DEFAULT
+        inline.raw_data = data
+        return inline
 
     def constant(self, value: str):
         """(array, source name) when ``value`` is a constant: an initializer, a Constant node's output, either
