@@ -7,8 +7,9 @@ one (every all-zero bias becomes the same tensor), and a wrapper module adds its
 named where it is used: by the module that uses it, read from the node (the dynamo exporter's
 ``pkg.torch.onnx.name_scopes`` metadata, or a TorchScript-style node name such as
 ``/model/encoder/layers.0/ff/ff.0/MatMul``), and by the input it feeds (``MatMul`` / ``Gemm`` B: weight, with
-``transB`` telling the layout; the ``Add`` or ``Gemm`` C after one: bias; ``BatchNormalization`` /
-``LayerNormalization`` inputs: weight, bias, running mean and variance). A use the graph does not name
+``transB`` telling the layout, as in onnxruntime's ``FusedMatMul`` / ``FusedGemm``; the ``Add`` or ``Gemm`` C
+after one: bias; ``BatchNormalization`` / ``LayerNormalization`` / onnxruntime's ``SkipLayerNormalization``
+inputs: weight, bias, running mean and variance). A use the graph does not name
 (metadata stripped, node names rewritten by an optimiser) is left for the model family to name from the
 graph's structure (``WeightUse``). Values are returned bit for bit: a transposed weight is transposed back.
 """
