@@ -12,8 +12,7 @@ import numpy as np
 
 from .errors import ConfigError, MissingFileError
 from .files import CONFIG_MAX_BYTES, read_json
-from .formats import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, load_weight_files
-from .formats.onnx import ONNX_SINGLE
+from .formats import ONNX_SINGLE, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, load_weight_files
 
 CONFIG_NAME = "config.json"
 PYTORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -17,8 +17,7 @@ from huggingface_hub.utils import tqdm as hub_tqdm
 
 from .bundle import CONFIG_NAME, PYTORCH_WEIGHTS, ModelBundle
 from .errors import MissingFileError, RustmlError
-from .formats import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, read_weight_map
-from .formats.onnx import ONNX_SINGLE
+from .formats import ONNX_SINGLE, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, read_weight_map
 
 
 class HubError(RustmlError):

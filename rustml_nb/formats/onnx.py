@@ -26,7 +26,6 @@ import numpy as np
 
 from ..errors import CheckpointError, MissingFileError, UnreadableFileError
 
-ONNX_SINGLE = "model.onnx"
 ONNX_EXTRA = "rustml-nb[onnx]"
 _MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 _NORM_INPUTS = {

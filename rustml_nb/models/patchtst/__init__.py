@@ -7,7 +7,6 @@ from ..mapping import WeightMappingResult
 from .mapping import map_patchtst_weights
 from .model import (MODEL_CLASSES, PatchTSTForClassification, PatchTSTForPrediction, PatchTSTForPretraining,
                     PatchTSTForRegression, PatchTSTModel, compile_kernels)
-from .onnx import load_onnx, looks_like_patchtst as looks_like_onnx
 
 CONFIG = PatchTSTConfig
 NAME = "PatchTST"
@@ -39,3 +38,16 @@ def describe(config: PatchTSTConfig, model_class, check) -> list[str]:
     ]
     lines += [f"  {field:<31}{value}" for field, value in vars(check.report).items()]
     return lines
+
+
+def load_onnx(graph, config=None):
+    """A checkpoint out of an exported ONNX graph (see ``models.patchtst.onnx``, imported only for ONNX files)."""
+    from .onnx import load_onnx as load
+
+    return load(graph, config)
+
+
+def looks_like_onnx(graph) -> bool:
+    from .onnx import looks_like_patchtst
+
+    return looks_like_patchtst(graph)
