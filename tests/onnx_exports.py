@@ -15,6 +15,8 @@ MAIN_OUTPUT = {"PatchTSTModel": "last_hidden_state", "PatchTSTForPrediction": "p
 # optimize=False; legacy: the TorchScript exporter (dynamo=False), *_nofold without constant folding;
 # ort: a dynamo export rewritten by onnxruntime's offline optimiser; stripped: a dynamo export with node
 # names and metadata removed.
+# (ort_bias_gelu, not drawn: onnxruntime's optimiser with its MatMul + Add fusion off, so that the bias of the
+# feed-forward's first Linear goes into a BiasGelu.)
 ROUTES = ("dynamo", "dynamo_inline", "dynamo_noopt", "legacy", "legacy_nofold", "ort", "stripped")
 
 
@@ -41,14 +43,15 @@ def export(reference, route: str, path: Path, batch: int = 2) -> Path:
                               do_constant_folding=route == "legacy")
             return path
         torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["past_values"],
-                          optimize=route != "dynamo_noopt", external_data=route not in ("dynamo_inline", "ort"))
-    if route == "ort":
+                          optimize=route != "dynamo_noopt", external_data=route not in ("dynamo_inline", "ort", "ort_bias_gelu"))
+    if route in ("ort", "ort_bias_gelu"):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(path.with_name("optimized.onnx"))
-        onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                     disabled_optimizers=["MatMulAddFusion"] if route == "ort_bias_gelu" else None)
         for old in path.parent.glob(path.name + "*"):
             old.unlink()
         path.with_name("optimized.onnx").rename(path)

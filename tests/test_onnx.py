@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, strategies a
 import rustml_nb
 from rustml_nb.errors import CheckpointError, MissingFileError, RustmlWarning, UnsupportedArchitectureError
 from rustml_nb.formats import load_safetensors
+from rustml_nb.formats.onnx import OnnxGraph
 from onnx_exports import MAIN_OUTPUT, ROUTES, export
 from reference import CLASS_NAMES, build_reference, run_reference
 from strategies import patchtst_kwargs
@@ -180,7 +181,7 @@ def test_the_torchscript_exporter_is_warned_about(tmp_path):
         rustml_nb.from_pretrained(dynamo)
 
 
-@pytest.mark.parametrize("route", ["dynamo", "legacy", "ort", "stripped"])
+@pytest.mark.parametrize("route", ["dynamo", "legacy", "ort", "ort_bias_gelu", "stripped"])
 def test_initializers_merged_by_the_exporter_are_named_per_use(route, tmp_path):
     """transformers' own initialisation (zero biases and BatchNorm means, unit norm weights and variances):
     exporters keep one initializer for all equal tensors, under one of their names. Each use gets its own
@@ -191,12 +192,14 @@ def test_initializers_merged_by_the_exporter_are_named_per_use(route, tmp_path):
     reference = transformers.PatchTSTForPrediction(config).eval()
     reference.save_pretrained(tmp_path / "safetensors")
     path = exported(reference, route, tmp_path / "export", with_config=True)
-    graph = rustml_nb.formats.onnx.OnnxGraph(path)
+    graph = OnnxGraph(path)
 
     def uses(value):  # nodes reading an initializer, directly or through the Identity nodes the exporter adds
         return sum(uses(node.output[0]) if node.op_type == "Identity" else 1 for node, _ in graph.consumers.get(value, []))
 
     assert max(uses(name) for name in graph.initializers) >= 4  # e.g. every zero bias is one initializer
+    if route == "ort_bias_gelu":  # the first feed-forward Linear's bias is an input of onnxruntime's BiasGelu
+        assert any(node.op_type == "BiasGelu" for node in graph.graph.node)
     mine = rustml_nb.map_patchtst_weights(bundle_of(path).load_tensors())
     checkpoint = rustml_nb.map_patchtst_weights(load_safetensors(tmp_path / "safetensors" / "model.safetensors"))
     for name, array in checkpoint.mapped.items():

@@ -28,11 +28,13 @@ from ..errors import CheckpointError, MissingFileError, UnreadableFileError
 
 ONNX_EXTRA = "rustml-nb[onnx]"
 _MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
-_NORM_INPUTS = {
+_FIXED_INPUTS = {  # ops whose inputs say what they are
     "BatchNormalization": {1: "weight", 2: "bias", 3: "running_mean", 4: "running_var"},
     "LayerNormalization": {1: "weight", 2: "bias"},
     # onnxruntime's residual add + LayerNorm, with the bias of the Linear before it moved in as input 4
     "SkipLayerNormalization": {2: "weight", 3: "bias", 4: "linear_bias"},
+    # onnxruntime's bias add + GELU after a MatMul: the bias is the Linear's
+    "BiasGelu": {1: "linear_bias"},
 }
 _ANONYMOUS = re.compile(r"(onnx::|val_|_val_|/)|^[^.]*$")  # names no state dict holds
 
@@ -237,8 +239,8 @@ class OnnxGraph:
     def role_of(self, node, index) -> tuple[str, bool] | None:
         """(what a constant at this input is, whether it is stored ``[in, out]``), or None."""
         op = node.op_type
-        if op in _NORM_INPUTS:
-            role = _NORM_INPUTS[op].get(index)
+        if op in _FIXED_INPUTS:
+            role = _FIXED_INPUTS[op].get(index)
             return (role, False) if role else None
         if op == "MatMul" and index == 1:
             return "weight", True

@@ -119,8 +119,8 @@ def _linears(graph: OnnxGraph, uses: list[WeightUse]) -> list[_Linear]:
             for consumer, _ in graph.consumers.get(output, []):
                 if consumer.op_type == "Add" and id(consumer) in biases:
                     bias, output = biases[id(consumer)], consumer.output[0]
-                elif consumer.op_type == "SkipLayerNormalization" and id(consumer) in linear_biases:
-                    bias = linear_biases[id(consumer)]  # onnxruntime moved the bias into the norm after the Linear
+                elif id(consumer) in linear_biases:  # onnxruntime moved the bias into the op after the Linear
+                    bias = linear_biases[id(consumer)]
         found.append(_Linear(node, use, bias, output))
     depth = _depths(graph, {id(linear.node) for linear in found})
     for linear in found:
