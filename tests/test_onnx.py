@@ -343,6 +343,18 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path):
         rustml_nb.from_pretrained(junk)
 
 
+def test_a_fifo_in_place_of_the_graph_or_its_data_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(CheckpointError, match="pipe.onnx is a FIFO, not a regular file"):
+        rustml_nb.from_pretrained(tmp_path / "pipe.onnx")
+    path = exported(small_reference(d_model=64, ffn_dim=128), "dynamo", tmp_path / "export", with_config=True)
+    data = path.with_name(path.name + ".data")
+    data.unlink()
+    os.mkfifo(data)
+    with pytest.raises(CheckpointError, match="model.onnx.data is a FIFO, not a regular file"):
+        rustml_nb.from_pretrained(path)
+
+
 def test_missing_truncated_and_escaping_external_data_are_refused(tmp_path):
     reference = small_reference(num_input_channels=1, d_model=64, ffn_dim=128)  # big enough to go external
     path = exported(reference, "dynamo", tmp_path / "export", with_config=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, MissingFileError, UnreadableFileError
+from ..errors import CheckpointError, MissingFileError
+from ..files import open_regular
 
 ONNX_EXTRA = "rustml-nb[onnx]"
 _MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
@@ -71,12 +72,10 @@ class OnnxGraph:
         onnx = import_onnx()
         from google.protobuf.message import DecodeError
 
+        with os.fdopen(open_regular(self.path, "ONNX file"), "rb") as file:  # a FIFO or device is refused
+            data = file.read()
         try:
-            model = onnx.load(os.fspath(self.path), load_external_data=False)
-        except FileNotFoundError:
-            raise MissingFileError(f"ONNX file not found: {self.path}") from None
-        except PermissionError as error:
-            raise UnreadableFileError(f"{self.path}: {error.strerror}") from None
+            model = onnx.load_model_from_string(data)  # external data is read by initializer(), never here
         except (DecodeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{self.path} is not an ONNX model ({type(error).__name__}: {error})"[:400]) from None
         if not model.graph.node:
@@ -135,15 +134,18 @@ class OnnxGraph:
         path = Path(os.path.normpath(folder / location))
         if not location or os.path.isabs(location) or folder not in path.parents:  # checked by name, not target
             raise CheckpointError(f"{self.path}: tensor {name!r} points outside the model's folder ({location!r})")
-        if not path.is_file():
+        if not path.exists():
             raise MissingFileError(f"{self.path}: tensor {name!r} is stored in {location}, which is not beside "
                                    f"the model ({path})")
         try:
             offset, length = int(entries.get("offset", 0)), int(entries["length"]) if "length" in entries else -1
-            with open(path, "rb") as file:
+        except ValueError:
+            raise CheckpointError(f"{self.path}: tensor {name!r} has an unreadable byte range {entries}"[:400]) from None
+        try:
+            with os.fdopen(open_regular(path, f"the data of tensor {name!r}"), "rb") as file:
                 file.seek(offset)
                 data = file.read(length)
-        except (ValueError, OSError) as error:
+        except OSError as error:
             raise CheckpointError(f"{self.path}: tensor {name!r} cannot be read from {location} ({error})"[:400]) \
                 from None
         if length >= 0 and len(data) != length:
