@@ -84,6 +84,7 @@ class OnnxGraph:
         self.external_files = sorted({entry.value for tensor in self.graph.initializer for entry in tensor.external_data
                                       if entry.key == "location"})
         self._arrays: dict[str, np.ndarray] = {}
+        self._uses: list[WeightUse] | None = None
         self.initializers = {tensor.name: tensor for tensor in self.graph.initializer}
         self.producer = {}
         self.consumers: dict[str, list] = {}
@@ -264,7 +265,13 @@ class OnnxGraph:
         return None
 
     def weight_uses(self) -> list[WeightUse]:
-        """Every floating-point constant feeding a node, with what the graph says about it."""
+        """Every floating-point constant feeding a node, with what the graph says about it (worked out once:
+        naming, structure and config recovery all read it)."""
+        if self._uses is None:
+            self._uses = self._find_weight_uses()
+        return self._uses
+
+    def _find_weight_uses(self) -> list[WeightUse]:
         uses = []
         for node in self.graph.node:
             if node.op_type in ("Identity", "Transpose", "Constant"):
