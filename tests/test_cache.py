@@ -167,3 +167,38 @@ def test_a_local_checkpoint_loads_without_importing_the_hub_client():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.stdout.split() == ["HUB", "False", "HUB", "True"], result.stderr[-2000:]
+
+
+def test_every_family_runs_from_a_warm_cache_as_it_runs_compiled(tmp_path):
+    """A kernel loaded from the cache runs what it ran when it was compiled, in a new process, for every family
+    (a cached kernel links against Numba's runtime, which a warm start sets up itself: see jit.py)."""
+    from reference import build_reference
+
+    from rustml_nb import demo
+
+    mixer = tmp_path / "mixer"
+    build_reference("PatchTSMixerForPrediction", seed=0, num_input_channels=2, context_length=32, patch_length=8,
+                    patch_stride=8, d_model=8, num_layers=1, prediction_length=4).save_pretrained(mixer)
+    folders = [str(demo.MODEL_PATH), str(demo.NORMAL_MODEL_PATH), str(demo.TTM_MODEL_PATH), str(mixer)]
+    code = FORECAST.split("import rustml_nb")[0] + textwrap.dedent(f"""
+        import hashlib, rustml_nb
+        for folder in {folders!r}:
+            model = rustml_nb.from_pretrained(folder)
+            history = np.random.default_rng(0).normal(
+                size=(3, model.config.context_length, model.config.num_input_channels)).astype(np.float32)
+            output = model(history)
+            digest = hashlib.sha256(b"".join(np.ascontiguousarray(value).tobytes()
+                                             for value in output.__dict__.values() if isinstance(value, np.ndarray)))
+            print("OUTPUT", type(model).__name__, digest.hexdigest())
+        print("COMPILED", len(compiled), sorted(set(compiled)))
+    """)
+    home = tmp_path / "home"
+    home.mkdir()
+    site = Path(__file__).resolve().parent  # reference.py's folder; rustml_nb comes from the test's own install
+    cache = str(tmp_path / "cache")
+    cold = run(code, site, home, NUMBA_CACHE_DIR=cache)
+    assert compiled_count(cold) > 0, cold.stderr[-3000:]
+    warm = run(code, site, home, NUMBA_CACHE_DIR=cache)
+    assert warm.returncode == 0 and compiled_count(warm) == 0, warm.stdout + warm.stderr[-3000:]
+    outputs = [line for line in cold.stdout.splitlines() if line.startswith("OUTPUT")]
+    assert len(outputs) == 4 and [line for line in warm.stdout.splitlines() if line.startswith("OUTPUT")] == outputs
