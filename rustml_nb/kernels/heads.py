@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit
 
 from ..jit import kernel
+from .rows import project
 
 DIST_NONE, DIST_STUDENT_T, DIST_NORMAL, DIST_NEGATIVE_BINOMIAL = 0, 1, 2, 3
 
@@ -54,7 +55,7 @@ def prediction_head(features, first_series, loc, scale, weight, bias, distributi
                     n += 1
             rows = gathered[:n]
         for k in range(num_params):
-            np.dot(rows, weight[h, k], projected[:rows.shape[0]])
+            project(rows, weight[h, k], projected[:rows.shape[0]])
             m = 0
             for r in range(count):
                 series = first_series + r
@@ -94,7 +95,7 @@ def pooled_head(features, weight, bias, distribution, dtype_eps, has_output_rang
     projected = np.empty((batch, targets), dtype=features.dtype)
     span = output_high - output_low
     for k in range(num_params):
-        np.dot(features, weight[k], projected)
+        project(features, weight[k], projected)
         for b in range(batch):
             for t in range(targets):
                 value = projected[b, t] + bias[k, t]
