@@ -11,7 +11,7 @@ import numpy as np
 from ...jit import kernel
 from ...kernels.attention import attend
 from ...kernels.rows import (POOL_MEAN, add_bias_activate, add_bias_residual, copy_rows, normalize, pool_tokens,
-                             project, swap_blocks)
+                             swap_blocks)
 from ...kernels.series import mask_patches, scale_and_patchify
 
 # Which of a layer's three norms: attention over time, attention over channels, feed-forward.
@@ -191,7 +191,7 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
                 pool_tokens(hidden, tokens, switches.pooling, switches.use_cls_token, hidden_means)
                 pool_tokens(block, tokens, switches.pooling, switches.use_cls_token, means)
                 mean_projected = np.empty((s1 - s0, d_model), dtype=stream.dtype)
-                project(hidden_means, weights.ff2_weight[layer], mean_projected)  # a row per series
+                np.dot(hidden_means, weights.ff2_weight[layer], mean_projected)
                 add_bias_residual(means, mean_projected, weights.ff2_bias[layer])
                 if not pre_norm:  # a BatchNorm: see Switches
                     normalize(means, gamma, beta, mean, variance, eps, norm_type, means)
