@@ -142,6 +142,19 @@ def test_unmapped_and_missing_keys_are_listed(prediction):
     assert "model.encoder.extra.weight" in str(error.value) and "head.projection.bias" in str(error.value)
 
 
+@pytest.mark.parametrize("dropped", ["model.encoder.layers.0.ff.0.bias", "model.encoder.layers.0.ff.3.bias"])
+def test_one_missing_feed_forward_bias_is_named(prediction, dropped):
+    """A checkpoint whose feed-forward Linears have biases but lacks one of them: the load names that tensor,
+    rather than reporting the config's `bias` as disagreeing with the weights."""
+    config, state = prediction
+    assert config.bias
+    state = {key: value for key, value in state.items() if key != dropped}
+    with pytest.raises(WeightMappingError) as error:
+        rustml_nb.PatchTSTForPrediction.from_hub_weights(config, state)
+    ours = "encoder_layers.0.ff.linear1.bias" if ".ff.0." in dropped else "encoder_layers.0.ff.linear2.bias"
+    assert error.value.missing == [ours] and ours in str(error.value)
+
+
 def test_two_keys_for_one_name_are_refused(prediction):
     config, state = prediction
     state = dict(state, **{"encoder.positional_encoder.position_enc": state["model.encoder.positional_encoder.position_enc"]})

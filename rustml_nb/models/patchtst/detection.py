@@ -231,7 +231,10 @@ def detect_patchtst(mapped: dict[str, np.ndarray], hint: str | None = None,
         use_cls_token=use_cls_token,
         num_positions=num_positions,
         positional_encoding_type=positional_type,
-        bias=None if not layers else "encoder_layers.0.ff.linear1.bias" in mapped,
+        # config.bias switches the feed-forward Linears' biases: one present in any layer says True, so that a
+        # missing one is then reported by name (the load's missing tensors), not as a config disagreement
+        bias=None if not layers else any(re.fullmatch(r"encoder_layers\.\d+\.ff\.linear[12]\.bias", name)
+                                         for name in mapped),
         share_projection=(not channel_projections) if head == "prediction" else None,
         distribution_parameter_count=distribution_count,
     )
