@@ -73,6 +73,7 @@ def ttm_kwargs(draw):
         decoder_num_layers=draw(st.integers(1, 2)), decoder_adaptive_patching_levels=draw(st.integers(0, 2)),
         decoder_mode=draw(st.sampled_from(["common_channel", "mix_channel"])),
         decoder_raw_residual=draw(st.booleans()), frequency_token_vocab_size=draw(st.integers(2, 6)),
+        enable_base_norm_always=draw(st.booleans()),
     )
     if draw(st.booleans()):
         kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
@@ -120,13 +121,14 @@ def test_prediction_matches_granite_tsfm(tmp_path_factory, kwargs, dtype, batch,
 @pytest.mark.parametrize("norm_mlp", ["LayerNorm", "BatchNorm"])
 def test_every_switch_at_once(tmp_path, dtype, norm_mlp):
     """The frequency token in front, the raw-patch residual (which gives the token's row its bias alone),
-    positions, self-attention, channel mixing and adaptive levels in encoder and decoder, together."""
+    positions, the base norm over each series' tokens (r3's enable_base_norm_always), self-attention, channel
+    mixing and adaptive levels in encoder and decoder, together."""
     kwargs = dict(context_length=48, patch_length=8, patch_stride=8, d_model=32, num_layers=2, num_input_channels=3,
                   adaptive_patching_levels=3, decoder_d_model=16, decoder_num_layers=2,
                   decoder_adaptive_patching_levels=2, mode="mix_channel", decoder_mode="mix_channel",
                   resolution_prefix_tuning=True, decoder_raw_residual=True, use_positional_encoding=True,
                   self_attn=True, self_attn_heads=2, norm_mlp=norm_mlp, prediction_length=7,
-                  prediction_channel_indices=[2, 0], prediction_filter_length=5)
+                  prediction_channel_indices=[2, 0], prediction_filter_length=5, enable_base_norm_always=True)
     reference = build_reference(seed=5, **kwargs)
     folder = save(reference, tmp_path)
     values, tokens = inputs(kwargs, np.random.default_rng(5), 4)
@@ -151,6 +153,22 @@ def test_other_lengths_are_cut_or_padded_as_granite_tsfm_does(tmp_path, length):
     ours, theirs = run_both(folder, reference, values, tokens, "float64", mask)
     compare_outputs(ours, theirs, "float64")
     assert ours.input_data.shape == (3, 64, 2)
+
+
+@pytest.mark.parametrize("in_weights", [True, False])
+def test_a_base_norm_the_config_does_not_describe_is_reported(tmp_path, in_weights):
+    """enable_base_norm_always is read off the weights (encoder.base_norm) and compared with config.json."""
+    import json
+
+    kwargs = dict(num_input_channels=2, context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1,
+                  prediction_length=4, enable_base_norm_always=in_weights)
+    folder = save(build_reference(seed=2, **kwargs), tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["enable_base_norm_always"] = not in_weights
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(rustml_nb.ArchitectureMismatchError,
+                       match=f"enable_base_norm_always: config says {not in_weights}, weights say {in_weights}"):
+        rustml_nb.from_pretrained(folder)
 
 
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
@@ -576,3 +594,49 @@ def test_mapping_and_detection_cover_channel_mixing_and_categorical_inputs(kwarg
     fields = {field for field, _, _ in
               rustml_nb.check_tinytimemixer_compatibility(result.mapped, TinyTimeMixerConfig(**denied)).mismatches}
     assert ("enable_forecast_channel_mixing" if fcm else "categorical_vocab_size_list (variables)") in fields
+
+
+def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
+    """`rustml-nb compile --family tinytimemixer` compiles what a TinyTimeMixer checkpoint runs: afterwards a
+    plain one, one with the frequency token and the base norm, and one with forecast channel mixing forecast
+    without compiling."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    result = subprocess.run([sys.executable, "-m", "rustml_nb", "compile", "--family", "tinytimemixer"],
+                            capture_output=True, text=True, timeout=600, env=environment)
+    assert result.returncode == 0 and "compiled the kernels of tinytimemixer for float32" in result.stdout, result.stderr
+    small = dict(num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1,
+                 prediction_length=4, decoder_d_model=8, decoder_num_layers=1)
+    folders = []
+    for index, extra in enumerate([{}, dict(resolution_prefix_tuning=True, enable_base_norm_always=True,
+                                            adaptive_patching_levels=1),
+                                   dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[2],
+                                        fcm_context_length=1, prediction_channel_indices=[0, 1])]):
+        folders.append(str(save(build_reference(seed=index, **small, **extra), tmp_path / f"model{index}")))
+    script = f"""
+import numpy as np, numba.core.event as event, rustml_nb
+compiled = []
+class Count(event.Listener):
+    def on_start(self, ev):
+        if getattr(ev.data["dispatcher"].py_func, "__module__", "").startswith("rustml_nb"):
+            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+for folder in {folders!r}:
+    model = rustml_nb.from_pretrained(folder)
+    c = model.config
+    extra = {{}}
+    if c.resolution_prefix_tuning:
+        extra["freq_token"] = [0, 1]
+    if c.enable_forecast_channel_mixing:
+        extra["future_values"] = np.ones((2, c.prediction_length, c.num_input_channels), np.float32)
+    model(np.ones((2, c.context_length, c.num_input_channels), np.float32), **extra)
+print("COMPILED", compiled)
+"""
+    warm = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=environment)
+    assert "COMPILED []" in warm.stdout, warm.stdout + warm.stderr[-3000:]

@@ -17,7 +17,6 @@ NOT_YET = (
     ("multi_scale", True, "multi-scale patching (r3)"),
     ("multi_quantile_head", True, "the multi-quantile head (r3)"),
     ("decompose", True, "decomposed prediction (r3)"),
-    ("enable_base_norm_always", True, "the base norm over all patches (r3)"),
 )
 
 

@@ -61,6 +61,8 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
         shapes["encoder.frequency_embedding"] = (config.frequency_token_vocab_size, p)
         linear("encoder.frequency_fc1", p, middle)
         linear("encoder.frequency_fc2", middle, d)
+    if config.enable_base_norm_always:
+        shapes["encoder.base_norm.weight"] = shapes["encoder.base_norm.bias"] = (config.num_tokens * d,)
     for prefix, _, shape in stacks(config, "encoder"):
         shapes.update(stack_shapes(shape, prefix))
     if head == "none":
@@ -108,6 +110,7 @@ class DetectionReport:
     self_attn: bool | None
     norm: str | None
     resolution_prefix_tuning: bool
+    base_norm: bool
     use_decoder: bool
     decoder_d_model: int | None
     decoder_adaptive_patching_levels: int
@@ -168,6 +171,7 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         self_attn=has(r"\.attention\.q_proj\.") if layers else None,
         norm=("BatchNorm" if has(r"\.batchnorm\.") else "LayerNorm") if layers else None,
         resolution_prefix_tuning="encoder.frequency_embedding" in mapped,
+        base_norm="encoder.base_norm.weight" in mapped,
         use_decoder=use_decoder, decoder_d_model=width("decoder") if use_decoder else None,
         decoder_adaptive_patching_levels=decoder_levels, decoder_num_layers=decoder_layers,
         decoder_mode=("mix_channel" if has(r"^decoder\..*channel_mixer") else "common_channel") if use_decoder else None,
@@ -197,6 +201,7 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
     compare("self_attn", config.self_attn, report.self_attn)
     compare("norm_mlp", "BatchNorm" if config.batch_norm else "LayerNorm", report.norm)
     compare("resolution_prefix_tuning", config.resolution_prefix_tuning, report.resolution_prefix_tuning)
+    compare("enable_base_norm_always", config.enable_base_norm_always, report.base_norm)
     if report.head == "prediction" and head != "none":
         compare("use_decoder", config.use_decoder, report.use_decoder)
         compare("prediction_length", config.prediction_length, report.prediction_length)

@@ -6,7 +6,7 @@ granite-tsfm orders them); within a layer, see ``models.mixer.layer_rules``."""
 
 from __future__ import annotations
 
-from ..mapping import LINEAR, RuleTable, WeightMappingResult
+from ..mapping import LAYERNORM, LINEAR, RuleTable, WeightMappingResult
 from ..mixer import layer_rules
 
 ENCODER_MIXERS = "encoder.mlp_mixer_encoder.mixers"
@@ -19,6 +19,8 @@ ENCODER_RULES: tuple[tuple[str, str], ...] = (
     ("encoder.frequency_embedding", "encoder.freq_mod.0.weight"),
     *((f"encoder.frequency_fc1.{p}", f"encoder.freq_mod.1.{p}") for p in LINEAR),
     *((f"encoder.frequency_fc2.{p}", f"encoder.freq_mod.3.{p}") for p in LINEAR),
+    # enable_base_norm_always: a LayerNorm over each series' tokens x d_model as one row, before the mixers
+    *((f"encoder.base_norm.{p}", f"encoder.base_norm.{p}") for p in LAYERNORM),
     *layer_rules("encoder.levels.{level}.layers.{layer}", ENCODER_MIXERS + ".{level}.mixer_layers.{layer}"),
     *layer_rules("encoder.layers.{layer}", ENCODER_MIXERS + ".{layer}"),
 )

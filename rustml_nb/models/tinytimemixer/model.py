@@ -143,6 +143,10 @@ class _TinyTimeMixerBase(FamilyModel):
             forward.embed_block(part.values, part.observed, part.default_scale, s0, s1, self.scaling,
                                 config.patch_stride, weights.embedding, part.prefix, part.loc, part.scale,
                                 part.patch_input, block)
+            if weights.base_norm is not None:  # granite-tsfm's base_norm: each series' tokens x d_model as one row
+                series_rows = block.reshape(s1 - s0, tokens * block.shape[1])
+                gamma, beta = weights.base_norm
+                rows.normalize(series_rows, gamma, beta, gamma, beta, config.norm_eps, rows.NORM_LAYER, series_rows)
             self._mix(block, s1 - s0, weights.encoder, self._encoder_switches, self._encoder_heads, work,
                       part.hidden_states, 0, r0, config.adaptive_patching_levels > 0)
             if not self.decoder_width:
@@ -455,7 +459,7 @@ MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)
 def compile_kernels(dtype: str = "float32") -> None:
     """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with adaptive
     levels, the frequency token and a decoder, one with forecast channel mixing (its mixer and gate), one
-    with self-attention and static categorical inputs, each run once."""
+    with self-attention, the base norm and static categorical inputs, each run once."""
     rng = np.random.default_rng(0)
     for self_attn in (False, True):
         options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2]) if self_attn else
@@ -464,6 +468,7 @@ def compile_kernels(dtype: str = "float32") -> None:
         config = TinyTimeMixerConfig(num_input_channels=3, context_length=16, patch_length=4, patch_stride=4,
                                      d_model=16, decoder_d_model=8, num_layers=1, decoder_num_layers=1,
                                      adaptive_patching_levels=2, resolution_prefix_tuning=True,
+                                     enable_base_norm_always=self_attn,
                                      decoder_raw_residual=True, self_attn=self_attn, self_attn_heads=2,
                                      prediction_length=2, architectures=["TinyTimeMixerForPrediction"], **options)
         mapped = {name: np.abs(rng.normal(size=shape)) + 0.5

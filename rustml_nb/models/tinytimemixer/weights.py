@@ -25,6 +25,7 @@ class Level(NamedTuple):
 class TinyTimeMixerWeights(NamedTuple):
     embedding: Embedding
     frequency: Frequency | None  # resolution_prefix_tuning's token MLP
+    base_norm: tuple[np.ndarray, np.ndarray] | None  # enable_base_norm_always: LayerNorm [tokens * d_model]
     encoder: tuple[Level, ...]
     decoder_input: DecoderInput | None  # None without a decoder (or for the backbone alone)
     decoder: tuple[Level, ...]
@@ -54,6 +55,11 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
         fc2 = Linear.from_state_dict(mapped, "encoder.frequency_fc2", dtype)
         frequency = Frequency(weight_array(mapped["encoder.frequency_embedding"], dtype), *fc1, *fc2)
 
+    base_norm = None
+    if config.enable_base_norm_always:
+        base_norm = (weight_array(mapped["encoder.base_norm.weight"], dtype),
+                     weight_array(mapped["encoder.base_norm.bias"], dtype))
+
     def levels(part):
         return tuple(Level(factor, load_stack(mapped, shape, dtype, prefix)) for prefix, factor, shape in stacks(config, part))
 
@@ -74,5 +80,5 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
                                            *Linear.from_state_dict(mapped, "head.fcm.mlp", dtype))
     categorical = tuple(weight_array(mapped[f"decoder.categorical.{index}"], dtype)
                         for index in range(config.num_categorical)) if head == "prediction" else ()
-    return TinyTimeMixerWeights(embedding, frequency, levels("encoder"), decoder_input, decoder, head_weight, head_bias,
-                                channel_mixing, categorical)
+    return TinyTimeMixerWeights(embedding, frequency, base_norm, levels("encoder"), decoder_input, decoder, head_weight,
+                                head_bias, channel_mixing, categorical)
