@@ -11,6 +11,21 @@ CLASS_NAMES = ("PatchTSTModel", "PatchTSTForPrediction", "PatchTSTForPretraining
                "PatchTSTForRegression")
 
 
+# Python source for a new process: `compiled` then lists the rustml_nb kernels that compile (cache misses).
+COMPILE_COUNTER = """
+import numba.core.event as event
+compiled = []
+class Count(event.Listener):
+    def on_start(self, ev):
+        function = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if (getattr(function, "__module__", None) or "").startswith("rustml_nb"):
+            compiled.append(function.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+"""
+
+
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
 

@@ -13,23 +13,13 @@ from pathlib import Path
 import pytest
 
 import rustml_nb
+from reference import COMPILE_COUNTER
 
 PACKAGE = Path(rustml_nb.__file__).resolve().parent
 
-# Counts the rustml_nb kernels that compile (cache misses) while it forecasts, with the bundled model and a
-# model whose attention heads are not 8 wide (the other attention kernel).
-FORECAST = textwrap.dedent("""
+# Counts the rustml_nb kernels that compile (cache misses) while it forecasts with the bundled model.
+FORECAST = COMPILE_COUNTER + textwrap.dedent("""
     import numpy as np
-    import numba.core.event as event
-    compiled = []
-    class Count(event.Listener):
-        def on_start(self, ev):
-            module = getattr(getattr(ev.data.get("dispatcher"), "py_func", None), "__module__", "")
-            if module.startswith("rustml_nb"):
-                compiled.append(ev.data["dispatcher"].py_func.__name__)
-        def on_end(self, ev):
-            pass
-    event.register("numba:compile", Count())
     import rustml_nb
     from rustml_nb import demo
     history, _ = demo.test_slice()
@@ -180,8 +170,10 @@ def test_every_family_runs_from_a_warm_cache_as_it_runs_compiled(tmp_path):
     build_reference("PatchTSMixerForPrediction", seed=0, num_input_channels=2, context_length=32, patch_length=8,
                     patch_stride=8, d_model=8, num_layers=1, prediction_length=4).save_pretrained(mixer)
     folders = [str(demo.MODEL_PATH), str(demo.NORMAL_MODEL_PATH), str(demo.TTM_MODEL_PATH), str(mixer)]
-    code = FORECAST.split("import rustml_nb")[0] + textwrap.dedent(f"""
-        import hashlib, rustml_nb
+    code = COMPILE_COUNTER + textwrap.dedent(f"""
+        import hashlib
+        import numpy as np
+        import rustml_nb
         for folder in {folders!r}:
             model = rustml_nb.from_pretrained(folder)
             history = np.random.default_rng(0).normal(

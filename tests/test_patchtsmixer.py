@@ -18,7 +18,7 @@ from rustml_nb.cli import main
 from rustml_nb.errors import ArchitectureMismatchError, ConfigError
 from rustml_nb.models.patchtsmixer.detection import expected_shapes
 from rustml_nb.models.patchtsmixer.mapping import hf_name
-from reference import build_reference, realistic_series, run_reference, state_dict_numpy
+from reference import COMPILE_COUNTER, build_reference, realistic_series, run_reference, state_dict_numpy
 from strategies import patchtsmixer_kwargs
 from test_parity import TORCH_DTYPES, compare_outputs, draw_inputs
 
@@ -297,16 +297,8 @@ def test_compile_kernels_of_one_family(tmp_path):
                      prediction_length=4)
         build_reference("PatchTSMixerForPrediction", seed=index, **{**small, **extra}).save_pretrained(folder)
         folders.append(str(folder))
-    script = f"""
-import numpy as np, numba.core.event as event, rustml_nb
-compiled = []
-class Count(event.Listener):
-    def on_start(self, ev):
-        if getattr(ev.data["dispatcher"].py_func, "__module__", "").startswith("rustml_nb"):
-            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, ev):
-        pass
-event.register("numba:compile", Count())
+    script = COMPILE_COUNTER + f"""
+import numpy as np, rustml_nb
 for folder in {folders!r}:
     model = rustml_nb.from_pretrained(folder)
     model(np.ones((2, model.config.context_length, model.config.num_input_channels), np.float32))

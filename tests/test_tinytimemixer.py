@@ -16,6 +16,7 @@ from rustml_nb.models.tinytimemixer import TinyTimeMixerConfig, map_tinytimemixe
 from rustml_nb.models.tinytimemixer.detection import expected_shapes
 from rustml_nb.models.tinytimemixer.mapping import hf_name
 from rustml_nb.parity import reference_module
+from reference import COMPILE_COUNTER
 from test_parity import TORCH_DTYPES, compare_outputs
 
 
@@ -617,16 +618,8 @@ def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
                                    dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[2],
                                         fcm_context_length=1, prediction_channel_indices=[0, 1])]):
         folders.append(str(save(build_reference(seed=index, **small, **extra), tmp_path / f"model{index}")))
-    script = f"""
-import numpy as np, numba.core.event as event, rustml_nb
-compiled = []
-class Count(event.Listener):
-    def on_start(self, ev):
-        if getattr(ev.data["dispatcher"].py_func, "__module__", "").startswith("rustml_nb"):
-            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, ev):
-        pass
-event.register("numba:compile", Count())
+    script = COMPILE_COUNTER + f"""
+import numpy as np, rustml_nb
 for folder in {folders!r}:
     model = rustml_nb.from_pretrained(folder)
     c = model.config
