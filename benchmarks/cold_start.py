@@ -12,7 +12,8 @@ granite-tsfm's TinyTimeMixerForPrediction.from_pretrained). "Empty cache" points
 kernel compiles; "warm cache" at one that an earlier process filled. Reported: the median time from the
 first line of the script to the forecast, the process's wall time (interpreter start included), its peak
 RSS (VmHWM) and, from the empty-cache runs, the compile time of every kernel (Numba's compile events) and
-the module it comes from, so a family that compiles another family's kernels shows. Writes
+the module it comes from, so a family that compiles another family's kernels shows. Every process has
+Python's bytecode cache, as an installed package does. Writes
 benchmarks/results/cold_start.{json,md}; the .md's kernel tables are the compile profiles to compare when
 kernels are added.
 """
@@ -134,7 +135,11 @@ def family_inputs(family: str, folder: Path) -> tuple[str, str]:
 
 def run_case(script: str, inputs: tuple[str, str], cache_dir: str | None, profile: bool) -> dict:
     code = script.format(profiler=PROFILER if profile else "", model=inputs[0], history=inputs[1])
-    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    # Python's bytecode cache as any install has it (pip compiles it at install time, an editable install
+    # writes it on first import): a PYTHONDONTWRITEBYTECODE inherited from the shell would recompile
+    # rustml_nb's own modules in every process, while the reference's installed packages keep theirs.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("NUMBA_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
     if cache_dir:
         env["NUMBA_CACHE_DIR"] = cache_dir
