@@ -28,7 +28,7 @@ from ..errors import CheckpointError, MissingFileError
 from ..files import open_regular
 
 ONNX_EXTRA = "rustml-nb[onnx]"
-_MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
+MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")  # the ops a Linear becomes
 _FIXED_INPUTS = {  # ops whose inputs say what they are
     "BatchNormalization": {1: "weight", 2: "bias", 3: "running_mean", 4: "running_var"},
     "LayerNormalization": {1: "weight", 2: "bias"},
@@ -170,7 +170,7 @@ class OnnxGraph:
                 return None
             if node.op_type == "Identity":
                 value = node.input[0]
-            elif node.op_type == "Transpose" and self._perm(node) == [1, 0]:
+            elif node.op_type == "Transpose" and list(self.attribute(node, "perm", [])) == [1, 0]:
                 value, transposed = node.input[0], not transposed
             elif node.op_type == "Concat" and not transposed:  # a shape assembled from constants
                 parts = [self.constant(part) for part in node.input]
@@ -208,10 +208,6 @@ class OnnxGraph:
             if attribute.name in ("value_float", "value_floats"):
                 return np.array(self.onnx.helper.get_attribute_value(attribute), np.float32)
         return None
-
-    def _perm(self, node):
-        attribute = next((a for a in node.attribute if a.name == "perm"), None)
-        return list(attribute.ints) if attribute is not None else None
 
     def attribute(self, node, name, default=None):
         attribute = next((a for a in node.attribute if a.name == name), None)
@@ -260,7 +256,7 @@ class OnnxGraph:
                 return "bias", False
         if op == "Add" and len(node.input) == 2:
             other = self.producer.get(node.input[1 - index])
-            if other is not None and other.op_type in _MATMULS:
+            if other is not None and other.op_type in MATMULS:
                 return "bias", False
         return None
 

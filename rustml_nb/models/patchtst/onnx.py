@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from ...errors import CheckpointError
-from ...formats.onnx import OnnxGraph, WeightUse, named_weights, unfold_slices
+from ...formats.onnx import MATMULS, OnnxGraph, WeightUse, named_weights, unfold_slices
 from .mapping import RULES
 
 
@@ -109,7 +109,7 @@ def _linears(graph: OnnxGraph, uses: list[WeightUse]) -> list[_Linear]:
             linear_biases[id(use.node)] = use
     found = []
     for use in uses:
-        if use.role != "weight" or use.node.op_type not in ("MatMul", "Gemm", "FusedMatMul", "FusedGemm"):
+        if use.role != "weight" or use.node.op_type not in MATMULS:
             continue
         node = use.node
         bias, output = None, node.output[0]
@@ -533,6 +533,7 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
         values["positional_encoding_type"] = report.positional_encoding_type
     linears = _linears(graph, graph.weight_uses())
     groups = _by_depth(linears)
+    depth = _depths(graph, {id(linear.node) for linear in linears})  # every node's, for what follows
     if not report.num_hidden_layers:
         values["num_attention_heads"] = 1  # no attention: any divisor of d_model computes the same
     else:
@@ -546,7 +547,6 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
             raise CheckpointError(f"{graph.path}: an encoder without BatchNormalization or LayerNormalization nodes "
                                   f"(found {graph.describe()}); put the model's config.json beside the file")
         values["norm_eps"] = _decimal(graph.attribute(norm, "epsilon", 1e-5))
-        depth = _depths(graph, {id(linear.node) for linear in linears})
         values["pre_norm"] = depth[id(norm)] <= groups[1][0].depth
         activations = {node.op_type for node in graph.graph.node
                        if groups[1][0].depth < depth[id(node)] and node.op_type in ("Gelu", "Relu", "Erf")}
@@ -557,7 +557,7 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
         if any(node.op_type == "Gelu" and graph.attribute(node, "approximate", b"none") not in (b"none", "none")
                for node in graph.graph.node):
             raise CheckpointError(f"{graph.path}: a tanh-approximated GELU, which PatchTST does not use")
-    depth, data = _depths(graph, {id(linear.node) for linear in linears}), graph.from_input()
+    data = graph.from_input()
     before = [node for node in graph.graph.node if node.op_type in ("Sqrt", "Abs") and depth[id(node)] == 0
               and node.input[0] in data]
     kinds = {node.op_type for node in before}
@@ -566,7 +566,7 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
         sqrt = next(node for node in before if node.op_type == "Sqrt")
         add = graph.producer.get(sqrt.input[0])
         found = add is not None and add.op_type == "Add" and next(
-            (graph.constant(value) for value in add.input if graph.constant(value) is not None), None)
+            (constant for constant in map(graph.constant, add.input) if constant is not None), None)
         if found:
             values["minimum_scale"] = _decimal(found[0].reshape(-1)[0])
     params = report.distribution_parameter_count
@@ -583,7 +583,7 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
         values["prediction_length"] = head_weight.shape[0]
         values["share_projection"] = report.share_projection
         pooled = head_weight.shape[1] == report.d_model
-        values["pooling_type"] = _pooling(graph, linears) if pooled and not report.use_cls_token else (
+        values["pooling_type"] = _pooling(graph, linears, depth) if pooled and not report.use_cls_token else (
             "mean" if pooled else None)
     elif head in ("classification", "regression"):
         if any(node.op_type == "Sigmoid" or (node.op_type == "FusedGemm"  # onnxruntime folds it into the Gemm
@@ -591,7 +591,7 @@ def infer_config(graph: OnnxGraph, tensors: dict[str, np.ndarray], head: str):
                for node in graph.graph.node):  # only a regression head has one
             need("output_range", None, "a regression head's output range is folded into unnamed constants")
         values["num_targets"] = head_weight.shape[0]
-        values["pooling_type"] = "mean" if report.use_cls_token else _pooling(graph, linears)
+        values["pooling_type"] = "mean" if report.use_cls_token else _pooling(graph, linears, depth)
     inferred = sorted(values)
     try:
         config = PatchTSTConfig.from_dict(values, source=f"{graph.path} (config recovered from the graph)")
@@ -610,9 +610,9 @@ def _decimal(value) -> float:
     return float(repr(np.float32(value)).removeprefix("np.float32(").removesuffix(")"))
 
 
-def _pooling(graph: OnnxGraph, linears: list[_Linear]) -> str | None:
-    """How the head pools the patches: the reduction between the encoder's last Linear and the head's."""
-    depth = _depths(graph, {id(linear.node) for linear in linears})
+def _pooling(graph: OnnxGraph, linears: list[_Linear], depth: dict[int, int]) -> str | None:
+    """How the head pools the patches: the reduction between the encoder's last Linear and the head's
+    (``depth``: every node's Linear depth, ``_depths``)."""
     ops = {node.op_type for node in graph.graph.node if depth[id(node)] == linears[-1].depth}
     if "ReduceMax" in ops:
         return "max"
