@@ -145,8 +145,7 @@ class _TinyTimeMixerBase(FamilyModel):
                                 part.patch_input, block)
             if weights.base_norm is not None:  # granite-tsfm's base_norm: each series' tokens x d_model as one row
                 series_rows = block.reshape(s1 - s0, tokens * block.shape[1])
-                gamma, beta = weights.base_norm
-                rows.normalize(series_rows, gamma, beta, gamma, beta, config.norm_eps, rows.NORM_LAYER, series_rows)
+                rows.normalize(series_rows, *weights.base_norm, config.norm_eps, rows.NORM_LAYER, series_rows)
             self._mix(block, s1 - s0, weights.encoder, self._encoder_switches, self._encoder_heads, work,
                       part.hidden_states, 0, r0, config.adaptive_patching_levels > 0)
             if not self.decoder_width:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ...kernels.mixer import MixerStack
-from ..layers import Linear, validate_state, weight_array
+from ..layers import Linear, Norm, validate_state, weight_array
 from ..mixer import load_stack
 from .config import TinyTimeMixerConfig
 from .detection import expected_shapes, fcm_stack, stacks
@@ -25,7 +25,7 @@ class Level(NamedTuple):
 class TinyTimeMixerWeights(NamedTuple):
     embedding: Embedding
     frequency: Frequency | None  # resolution_prefix_tuning's token MLP
-    base_norm: tuple[np.ndarray, np.ndarray] | None  # enable_base_norm_always: LayerNorm [tokens * d_model]
+    base_norm: Norm | None  # enable_base_norm_always: a LayerNorm over [tokens * d_model]
     encoder: tuple[Level, ...]
     decoder_input: DecoderInput | None  # None without a decoder (or for the backbone alone)
     decoder: tuple[Level, ...]
@@ -55,10 +55,8 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
         fc2 = Linear.from_state_dict(mapped, "encoder.frequency_fc2", dtype)
         frequency = Frequency(weight_array(mapped["encoder.frequency_embedding"], dtype), *fc1, *fc2)
 
-    base_norm = None
-    if config.enable_base_norm_always:
-        base_norm = (weight_array(mapped["encoder.base_norm.weight"], dtype),
-                     weight_array(mapped["encoder.base_norm.bias"], dtype))
+    base_norm = Norm.from_state_dict(mapped, "encoder.base_norm", "layernorm", dtype) \
+        if config.enable_base_norm_always else None
 
     def levels(part):
         return tuple(Level(factor, load_stack(mapped, shape, dtype, prefix)) for prefix, factor, shape in stacks(config, part))
