@@ -59,8 +59,45 @@ def test_layer_norm_and_softmax_gate_match_torch(width, dtype, count=37, seed=3)
     expected = (torch_values * torch.softmax(torch_values @ torch.from_numpy(weight) + torch.from_numpy(bias),
                                              dim=-1)).numpy()
     gated = values.copy()
-    rows.softmax_gate(gated, weight, bias, np.empty_like(values))
+    rows.gate(gated, weight, bias, np.empty_like(values), rows.GATE_SOFTMAX, 8)
     np.testing.assert_allclose(gated, expected, rtol=tolerance, atol=tolerance * np.abs(values).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1, 7, 12, 16, 30])
+@pytest.mark.parametrize("mode", ["softmax", "sigmoid", "glu", "group_sigmoid"])
+def test_every_gate_mode_matches_granite_tsfm(mode, width, dtype, count=23, seed=4):
+    """rows.gate in each of granite-tsfm's gate modes against its TinyTimeMixerGatedAttention, with group
+    counts that divide the width and that do not (granite-tsfm then takes the largest that does); logits large
+    enough to reach both tails of the sigmoid."""
+    import types
+
+    import torch
+
+    from rustml_nb.models.tinytimemixer import REFERENCE
+    from rustml_nb.parity import reference_module
+
+    module = reference_module(REFERENCE)
+    rng = np.random.default_rng(seed)
+    for requested in (1, 4, 5, 8):
+        reference = module.TinyTimeMixerGatedAttention(types.SimpleNamespace(gate_mode=mode, gate_groups=requested),
+                                                       width, width).to(torch.float64 if dtype == np.float64 else
+                                                                         torch.float32)
+        assert rows.gate_groups(width, requested) == reference.groups
+        outputs = reference.attn_layer.weight.shape[0]
+        values = (rng.normal(size=(count, width)) * 4).astype(dtype)
+        weight = (rng.normal(size=(width, outputs)) * 3).astype(dtype)
+        bias = rng.normal(size=outputs).astype(dtype)
+        with torch.no_grad():
+            reference.attn_layer.weight.copy_(torch.from_numpy(weight.T.copy()))
+            reference.attn_layer.bias.copy_(torch.from_numpy(bias))
+            expected = reference(torch.from_numpy(values)).numpy()
+        gated = values.copy()
+        rows.gate(gated, weight, bias, np.empty((count, outputs), dtype), rows.GATE_MODES[mode], requested)
+        tolerance = 2e-6 if dtype == np.float32 else 1e-13
+        # a GLU gate's output is a logit itself: its rounding is the product's, over |values| @ |weight|
+        scale = (np.abs(values) @ np.abs(weight)).max() if mode == "glu" else np.abs(values).max()
+        np.testing.assert_allclose(gated, expected, rtol=tolerance, atol=tolerance * scale)
 
 
 def _attention_reference(qkv_t, qkv_bias, group_length, num_heads):

@@ -75,6 +75,8 @@ def ttm_kwargs(draw):
         decoder_mode=draw(st.sampled_from(["common_channel", "mix_channel"])),
         decoder_raw_residual=draw(st.booleans()), frequency_token_vocab_size=draw(st.integers(2, 6)),
         enable_base_norm_always=draw(st.booleans()),
+        gate_mode=draw(st.sampled_from(["softmax", "sigmoid", "glu", "group_sigmoid"])),
+        gate_groups=draw(st.sampled_from([1, 3, 8])),
     )
     if draw(st.booleans()):
         kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
@@ -172,6 +174,32 @@ def test_a_base_norm_the_config_does_not_describe_is_reported(tmp_path, in_weigh
         rustml_nb.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("in_weights, in_config", [("glu", "softmax"), ("sigmoid", "glu")])
+def test_a_glu_gate_the_config_does_not_describe_is_reported(tmp_path, in_weights, in_config):
+    """A GLU gate's Linear has twice the outputs of the other modes' (which look alike in the weights)."""
+    import json
+
+    kwargs = dict(num_input_channels=2, context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1,
+                  prediction_length=4, gate_mode=in_weights)
+    folder = save(build_reference(seed=2, **kwargs), tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["gate_mode"] = in_config
+    (folder / "config.json").write_text(json.dumps(config))
+    want, have = (1, 2) if in_weights == "glu" else (2, 1)
+    with pytest.raises(rustml_nb.ArchitectureMismatchError, match=rf"gate_mode \(gate outputs per input: 2 for glu\): "
+                                                                   rf"config says {want}, weights say {have}"):
+        rustml_nb.from_pretrained(folder)
+
+
+def test_register_context_gating_fails_in_granite_tsfm():
+    """Pinned: granite-tsfm 0.3.11's gates with use_register_context_gating need a context none of its blocks
+    passes, so such a model cannot run there (rustml_nb refuses the config, see above)."""
+    reference = build_reference(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1,
+                                prediction_length=4, use_register_context_gating=True)
+    with pytest.raises(ValueError, match="no context tensor was provided"), torch.no_grad():
+        reference(past_values=torch.zeros(1, 32, 1))
+
+
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
     kwargs = dict(RELEASED_512_96, context_length=256, d_model=48)
     reference = build_reference(seed=1, **kwargs)
@@ -211,7 +239,7 @@ def test_mapping_is_a_bijection_and_detection_agrees(kwargs):
 def test_config_has_every_granite_field_with_its_default():
     theirs = granite().TinyTimeMixerConfig()
     ours = TinyTimeMixerConfig()
-    skipped = {"architectures", "masked_context_length", "gate_mode", "use_register_context_gating"}
+    skipped = {"architectures", "masked_context_length", "gate_mode", "gate_groups", "use_register_context_gating"}
     for field in dataclasses.fields(TinyTimeMixerConfig):
         if field.name not in skipped:
             assert getattr(ours, field.name) == getattr(theirs, field.name), field.name
@@ -236,6 +264,8 @@ def test_config_has_every_granite_field_with_its_default():
     ("patch_stride", 4, r"patch_length \(8\) and patch_stride \(4\) must be equal"),
     ("prediction_filter_length", 20, r"prediction_filter_length must be in \[1, prediction_length = 16\]"),
     ("context_length", 12, r"context_length 12 holds a single patch of 8"),
+    ("gate_mode", "tanh", r"gate_mode must be one of \['softmax', 'sigmoid', 'glu', 'group_sigmoid'\], got 'tanh'"),
+    ("use_register_context_gating", True, "granite-tsfm 0.3.11 cannot run it"),
 ])
 def test_options_not_run_are_refused_by_name(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -375,7 +405,8 @@ def fcm_kwargs(draw):
                   fcm_mix_layers=draw(st.integers(1, 2)), fcm_prepend_past=draw(st.booleans()),
                   fcm_prepend_past_offset=draw(st.sampled_from([None, 1, 3])),  # 0: see the test below
                   norm_mlp=draw(st.sampled_from(["LayerNorm", "BatchNorm"])),
-                  decoder_mode=draw(st.sampled_from(["common_channel", "mix_channel"])))
+                  decoder_mode=draw(st.sampled_from(["common_channel", "mix_channel"])),
+                  gate_mode=draw(st.sampled_from(["softmax", "sigmoid", "glu", "group_sigmoid"])))
     exogenous = draw(st.lists(st.integers(0, channels - 1), max_size=channels - 1, unique=True))
     if exogenous:
         kwargs["exogenous_channel_indices"] = exogenous

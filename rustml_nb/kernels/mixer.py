@@ -4,7 +4,8 @@ A layer mixes three ways, each a residual block ``x + MLP(norm(x))`` over rows o
 channels (``mix_channel`` mode; each unit's [channels, patches * d_model] block transposed, so rows hold one
 value per channel), across patches (each series' [patches, d_model] transposed, rows of one feature over all
 patches) and across features (the stream itself, [patches, d_model] per series). A gated block multiplies
-by softmax(x W + b) over the row: before the MLP across channels, after it otherwise. The optional
+by a gate of x W + b (softmax over the row, or granite-tsfm's other modes, ``rows.gate``): before the MLP
+across channels, after it otherwise. The optional
 self-attention across patches adds its output to the patch mixer's and normalizes the sum. The three run
 through one loop body, so each kernel called has one call site and one compiled copy. The arithmetic follows
 transformers' ``modeling_patchtsmixer.py``, which granite-tsfm's TinyTimeMixer repeats.
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..jit import kernel
 from .attention import attend
-from .rows import (ACT_GELU, add_bias_activate, add_transposed_blocks, copy_rows, normalize, softmax_gate,
+from .rows import (ACT_GELU, GATE_GLU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
                    transpose_blocks)
 
 CHANNEL_MIXER, PATCH_MIXER, FEATURE_MIXER = 0, 1, 2
@@ -36,8 +37,8 @@ class MixerBlocks(NamedTuple):
     fc1_bias: np.ndarray  # [layers, width * expansion]
     fc2_weight: np.ndarray  # [layers, width * expansion, width]
     fc2_bias: np.ndarray  # [layers, width]
-    gate_weight: np.ndarray  # [layers or 0, width, width]
-    gate_bias: np.ndarray  # [layers or 0, width]
+    gate_weight: np.ndarray  # [layers or 0, width, width] ([.., width, 2 * width] for a GLU gate)
+    gate_bias: np.ndarray  # [layers or 0, width] (or 2 * width)
 
 
 class MixerStack(NamedTuple):
@@ -61,6 +62,8 @@ class MixerSwitches(NamedTuple):
     gated: bool
     self_attn: bool
     num_heads: int
+    gate_mode: int = 0  # rows.GATE_SOFTMAX, ...
+    gate_groups: int = 8  # requested groups of GATE_GROUP_SIGMOID
 
 
 class Workspace(NamedTuple):
@@ -71,26 +74,28 @@ class Workspace(NamedTuple):
     flipped: np.ndarray  # block_rows * d_model: a block transposed for mixing across patches or channels
     hidden: np.ndarray  # block_rows * d_model * expansion
     mixed: np.ndarray  # block_rows * d_model
-    logits: np.ndarray  # block_rows * d_model: the gate's
+    logits: np.ndarray  # block_rows * d_model * gate_outputs: the gate's
     back: np.ndarray  # block_rows * d_model: mixed, transposed back
     attended: np.ndarray  # block_rows * d_model, or 0 without self-attention
     qkv_t: np.ndarray  # 3 * d_model * block_rows, or 0
     context_t: np.ndarray  # d_model * block_rows, or 0
 
 
-def make_workspace(block_rows, d_model, expansion, self_attn, dtype) -> Workspace:
+def make_workspace(block_rows, d_model, expansion, self_attn, dtype, gate_outputs=1) -> Workspace:
+    """``gate_outputs``: the gate's outputs per value it gates (2 for a GLU gate)."""
     rows = block_rows * d_model
     attention = rows if self_attn else 0
-    return Workspace(*(np.empty(size, dtype) for size in (rows, rows, rows * expansion, rows, rows, rows, attention,
-                                                          3 * attention, attention)))
+    return Workspace(*(np.empty(size, dtype) for size in (rows, rows, rows * expansion, rows, rows * gate_outputs, rows,
+                                                          attention, 3 * attention, attention)))
 
 
 @kernel
-def mix(x, blocks, layer, gated, gate_first, hidden, logits, out):
-    """out = MLP(x) over rows x [rows, width]: Linear -> GELU (exact) -> Linear, gated before (gate_first,
-    changing x) or after. hidden: [rows, width * expansion], logits: [rows, width]."""
+def mix(x, blocks, layer, switches, gate_first, hidden, logits, out):
+    """out = MLP(x) over rows x [rows, width]: Linear -> GELU (exact) -> Linear, gated (switches.gated) before
+    (gate_first, changing x) or after. hidden: [rows, width * expansion], logits: [rows, the gate's outputs]."""
+    gated = switches.gated
     if gated and gate_first:
-        softmax_gate(x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
+        gate(x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits, switches.gate_mode, switches.gate_groups)
     np.dot(x, blocks.fc1_weight[layer], hidden)
     add_bias_activate(hidden, blocks.fc1_bias[layer], ACT_GELU)
     np.dot(hidden, blocks.fc2_weight[layer], out)
@@ -100,7 +105,7 @@ def mix(x, blocks, layer, gated, gate_first, hidden, logits, out):
         for c in range(row.size):
             row[c] += fc2_bias[c]
     if gated and not gate_first:
-        softmax_gate(out, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
+        gate(out, blocks.gate_weight[layer], blocks.gate_bias[layer], logits, switches.gate_mode, switches.gate_groups)
 
 
 @kernel
@@ -115,6 +120,7 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, wo
     expansion = work.hidden.size // work.normed.size
     normed = work.normed[:size].reshape(rows, d_model)
     eps, norm_type = switches.norm_eps, switches.norm_type
+    gate_outputs = 2 if switches.gate_mode == GATE_GLU else 1
     for layer in range(stack.patch.fc1_weight.shape[0]):
         for kind in range(CHANNEL_MIXER if switches.mix_channel else PATCH_MIXER, FEATURE_MIXER + 1):
             blocks = stack.channel if kind == CHANNEL_MIXER else (stack.patch if kind == PATCH_MIXER else stack.feature)
@@ -142,8 +148,9 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, wo
                 transpose_blocks(normed.reshape(groups * across, along), groups, x)
             width = x.shape[1]
             mixed = work.mixed[:size].reshape(x.shape[0], width)
-            mix(x, blocks, layer, switches.gated, kind == CHANNEL_MIXER, work.hidden[:size * expansion].reshape(
-                x.shape[0], width * expansion), work.logits[:size].reshape(x.shape[0], width), mixed)
+            mix(x, blocks, layer, switches, kind == CHANNEL_MIXER,
+                work.hidden[:size * expansion].reshape(x.shape[0], width * expansion),
+                work.logits[:size * gate_outputs].reshape(x.shape[0], width * gate_outputs), mixed)
             if kind != FEATURE_MIXER and not attention:  # the residual, straight from the mixed layout
                 add_transposed_blocks(mixed, groups, block.reshape(groups * across, along))
                 continue

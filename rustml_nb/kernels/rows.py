@@ -13,6 +13,9 @@ from ..jit import kernel
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
 POOL_NONE, POOL_MEAN, POOL_MAX = 0, 1, 2
+# granite-tsfm's gate modes (config.gate_mode); transformers' gates are all softmax
+GATE_SOFTMAX, GATE_SIGMOID, GATE_GLU, GATE_GROUP_SIGMOID = 0, 1, 2, 3
+GATE_MODES = {"softmax": GATE_SOFTMAX, "sigmoid": GATE_SIGMOID, "glu": GATE_GLU, "group_sigmoid": GATE_GROUP_SIGMOID}
 
 
 @kernel
@@ -233,35 +236,90 @@ def pool_tokens(rows, tokens, pooling, use_cls_token, out):
 
 
 @kernel
-def softmax_gate(values, weight, bias, logits):
-    """Gated attention as transformers' ``...GatedAttention``: values[r] *= softmax(values[r] @ weight + bias)
-    over the row; values, logits: [rows, width] (logits C-contiguous), weight: [width, width] ([in, out]).
-    Each pass is its own loop, those without a per-row step flat over all rows: short rows would each pay a
-    loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
-    exponentials are scaled by 1 / their sum."""
+def sigmoid_of(x):
+    """1 / (1 + exp(-x)), with exp taken of -|x| only (no overflow)."""
+    if x >= 0:
+        return 1 / (1 + exp_of(-x))
+    e = exp_of(x)
+    return e / (1 + e)
+
+
+@kernel
+def gate_groups(width, requested):
+    """granite-tsfm's ``pick_gate_groups``: ``requested`` groups when they divide ``width``, else the largest
+    count below it that does (1 at least)."""
+    if requested <= 1:
+        return 1
+    for groups in range(min(requested, width), 0, -1):
+        if width % groups == 0:
+            return groups
+    return 1
+
+
+@kernel
+def gate(values, weight, bias, logits, mode, groups):
+    """Gated attention as transformers' ``...GatedAttention`` and granite-tsfm's gate modes, over rows
+    values [rows, width] in place; weight: [width, width] ([in, out]; [width, 2 * width] for GATE_GLU),
+    logits: [rows, weight's outputs], C-contiguous.
+
+    GATE_SOFTMAX: values *= softmax(values W + b) over the row. GATE_SIGMOID: values *= sigmoid(values W + b).
+    GATE_GROUP_SIGMOID: values *= sigmoid of the logits' mean over each of ``gate_groups(width, groups)``
+    equal groups, spread over the group. GATE_GLU: values = a * sigmoid(b) where [a, b] = values W + b.
+
+    For softmax each pass is its own loop, those without a per-row step flat over all rows: short rows would
+    each pay a loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's
+    softmax, the exponentials are scaled by 1 / their sum."""
     np.dot(values, weight, logits)
-    width = values.shape[1]
-    inverse_totals = np.empty(values.shape[0], dtype=values.dtype)
-    for r in range(values.shape[0]):
-        gate = logits[r]
-        for i in range(width):
-            gate[i] += bias[i]
-        largest = gate[0]
+    rows, width = values.shape
+    outputs = logits.shape[1]
+    for r in range(rows):
+        row_logits = logits[r]
+        for i in range(outputs):
+            row_logits[i] += bias[i]
+    if mode == GATE_SIGMOID:
+        for r in range(rows):
+            row, row_logits = values[r], logits[r]
+            for i in range(width):
+                row[i] = row[i] * sigmoid_of(row_logits[i])
+        return
+    if mode == GATE_GLU:
+        for r in range(rows):
+            row, row_logits = values[r], logits[r]
+            for i in range(width):
+                row[i] = row_logits[i] * sigmoid_of(row_logits[width + i])
+        return
+    if mode == GATE_GROUP_SIGMOID:
+        count = gate_groups(width, groups)
+        size = width // count
+        for r in range(rows):
+            row, row_logits = values[r], logits[r]
+            for g in range(count):
+                total = row_logits[g * size]
+                for i in range(g * size + 1, (g + 1) * size):
+                    total += row_logits[i]
+                weight_of_group = sigmoid_of(total / size)
+                for i in range(g * size, (g + 1) * size):
+                    row[i] = row[i] * weight_of_group
+        return
+    inverse_totals = np.empty(rows, dtype=values.dtype)
+    for r in range(rows):
+        row_logits = logits[r]
+        largest = row_logits[0]
         for i in range(1, width):
-            largest = max(largest, gate[i])
+            largest = max(largest, row_logits[i])
         for i in range(width):
-            gate[i] -= largest
+            row_logits[i] -= largest
     flat = logits.reshape(logits.size)
     for i in range(flat.size):
         flat[i] = exp_of(flat[i])
-    for r in range(values.shape[0]):
+    for r in range(rows):
         inverse_totals[r] = row_total(logits[r])
-    for r in range(values.shape[0]):
+    for r in range(rows):
         inverse_totals[r] = 1 / inverse_totals[r]
-    for r in range(values.shape[0]):
-        row, gate, inverse_total = values[r], logits[r], inverse_totals[r]
+    for r in range(rows):
+        row, row_logits, inverse_total = values[r], logits[r], inverse_totals[r]
         for i in range(width):
-            row[i] = row[i] * (gate[i] * inverse_total)
+            row[i] = row[i] * (row_logits[i] * inverse_total)
 
 
 @kernel

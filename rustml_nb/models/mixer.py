@@ -49,6 +49,7 @@ class StackShape(NamedTuple):
     gated: bool
     self_attn: bool
     batch_norm: bool
+    gate_outputs: int = 1  # the gate Linear's outputs per input: 2 for granite-tsfm's GLU gate
 
 
 def _blocks_of(shape: StackShape):
@@ -84,7 +85,7 @@ def stack_shapes(shape: StackShape, prefix: str = "") -> dict[str, tuple[int, ..
             linear(f"{name}.fc1", width, width * e)
             linear(f"{name}.fc2", width * e, width)
             if shape.gated:
-                linear(f"{name}.gate", width, width)
+                linear(f"{name}.gate", width, width * shape.gate_outputs)
         if shape.self_attn:
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                 linear(f"layers.{layer}.attention.{proj}", d, d)
@@ -108,7 +109,8 @@ def _blocks(state, shape: StackShape, prefix: str, block: str, width: int, layer
         *_norms(state, names, shape, dtype),
         stack_arrays([l.weight for l in fc1], (width, hidden), dtype), stack_arrays([l.bias for l in fc1], (hidden,), dtype),
         stack_arrays([l.weight for l in fc2], (hidden, width), dtype), stack_arrays([l.bias for l in fc2], (width,), dtype),
-        stack_arrays([l.weight for l in gates], (width, width), dtype), stack_arrays([l.bias for l in gates], (width,), dtype))
+        stack_arrays([l.weight for l in gates], (width, width * shape.gate_outputs), dtype),
+        stack_arrays([l.bias for l in gates], (width * shape.gate_outputs,), dtype))
 
 
 def load_stack(state: dict, shape: StackShape, dtype, prefix: str = "") -> MixerStack:

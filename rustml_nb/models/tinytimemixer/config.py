@@ -9,6 +9,7 @@ from ...errors import ConfigError
 from ..config import FamilyConfig
 
 MODES = ("common_channel", "mix_channel")
+GATE_MODES = ("softmax", "sigmoid", "glu", "group_sigmoid")
 POSITIONAL_ENCODINGS = ("sincos", "random")
 POINT_LOSSES = ("mse", "mae", "pinball", "huber", None)
 QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -88,6 +89,7 @@ class TinyTimeMixerConfig(FamilyConfig):
     masked_context_length: int | None = None
     # granite-tsfm reads these with getattr (not constructor arguments): its gate's kind and groups.
     gate_mode: str = "softmax"
+    gate_groups: int = 8
     use_register_context_gating: bool = False
     # From transformers' PretrainedConfig: which class wrote the checkpoint.
     architectures: list[str] | None = None
@@ -126,6 +128,11 @@ class TinyTimeMixerConfig(FamilyConfig):
     @property
     def head_d_model(self) -> int:
         return self.decoder_d_model if self.use_decoder else self.d_model
+
+    @property
+    def gate_outputs(self) -> int:
+        """The gates' Linear outputs per gated value: 2 for the GLU gate (content and gate), else 1."""
+        return 2 if self.gate_mode == "glu" else 1
 
     @property
     def horizon(self) -> int:
@@ -228,9 +235,10 @@ class TinyTimeMixerConfig(FamilyConfig):
                                   "by rustml_nb yet")
             if self.fcm_prepend_past and self.fcm_context_length + (self.fcm_prepend_past_offset or 0) > self.sequence_length:
                 raise ConfigError("fcm_context_length + fcm_prepend_past_offset must fit in the context")
-        if self.gate_mode != "softmax" or self.use_register_context_gating:
-            raise ConfigError(f"gate_mode {self.gate_mode!r} (or register-context gating): only the softmax gate is "
-                              "supported by rustml_nb yet")
+        self.check_choice("gate_mode", GATE_MODES)
+        if self.use_register_context_gating:
+            raise ConfigError("use_register_context_gating: granite-tsfm 0.3.11 cannot run it (its gates need a "
+                              "context tensor that none of its blocks passes)")
         if self.prediction_filter_length is not None and not 0 < self.prediction_filter_length <= self.prediction_length:
             raise ConfigError(f"prediction_filter_length must be in [1, prediction_length = {self.prediction_length}], "
                               f"got {self.prediction_filter_length}")

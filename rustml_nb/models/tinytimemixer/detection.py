@@ -38,7 +38,7 @@ def stacks(config, part: str) -> list[tuple[str, int, StackShape]]:
         result.append((prefix, factor, StackShape(d_model // factor, config.num_tokens * factor,
                                                   channels, config.expansion_factor, layers,
                                                   mix_channel, bool(config.gated_attn), bool(config.self_attn),
-                                                  bool(config.batch_norm))))
+                                                  bool(config.batch_norm), config.gate_outputs)))
     return result
 
 
@@ -83,7 +83,7 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
             linear("head.fcm.embedding", 2 * config.fcm_context_length + 1, config.fcm_features)
             shapes.update(stack_shapes(fcm_stack(config), "head.fcm."))
         if config.fcm_gated_attn:
-            linear("head.fcm.gate", features, features)
+            linear("head.fcm.gate", features, features * config.gate_outputs)
         linear("head.fcm.mlp", features, len(config.output_channels))
     return shapes
 
@@ -93,7 +93,7 @@ def fcm_stack(config) -> StackShape:
     channel's embedded window its features."""
     return StackShape(config.fcm_features, len(config.mixed_channels), 1, config.expansion_factor,
                       config.fcm_mix_layers, False, bool(config.fcm_gated_attn), bool(config.self_attn),
-                      bool(config.batch_norm))
+                      bool(config.batch_norm), config.gate_outputs)
 
 
 @dataclasses.dataclass
@@ -107,6 +107,7 @@ class DetectionReport:
     num_layers: int
     mode: str | None
     gated_attn: bool | None
+    gate_outputs: int | None  # the gates' outputs per input: 2 for a GLU gate (the other modes look alike)
     self_attn: bool | None
     norm: str | None
     resolution_prefix_tuning: bool
@@ -168,6 +169,8 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         adaptive_patching_levels=levels, num_layers=layers,
         mode="mix_channel" if has(r"^encoder\..*channel_mixer") else "common_channel",
         gated_attn=has(r"\.gate\.weight\Z") if layers else None,
+        gate_outputs=next((mapped[n].shape[0] // mapped[n].shape[1] for n in names if n.endswith(".gate.weight")
+                           and mapped[n].ndim == 2 and mapped[n].shape[1]), None),
         self_attn=has(r"\.attention\.q_proj\.") if layers else None,
         norm=("BatchNorm" if has(r"\.batchnorm\.") else "LayerNorm") if layers else None,
         resolution_prefix_tuning="encoder.frequency_embedding" in mapped,
@@ -198,6 +201,7 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
     compare("num_layers", config.num_layers, report.num_layers if report.num_layers else None)
     compare("mode", config.mode, report.mode)
     compare("gated_attn", config.gated_attn, report.gated_attn)
+    compare("gate_mode (gate outputs per input: 2 for glu)", config.gate_outputs, report.gate_outputs)
     compare("self_attn", config.self_attn, report.self_attn)
     compare("norm_mlp", "BatchNorm" if config.batch_norm else "LayerNorm", report.norm)
     compare("resolution_prefix_tuning", config.resolution_prefix_tuning, report.resolution_prefix_tuning)

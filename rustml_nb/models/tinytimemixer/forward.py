@@ -13,7 +13,7 @@ import numpy as np
 
 from ...jit import kernel
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
-from ...kernels.rows import ACT_GELU, add_bias_activate, softmax_gate
+from ...kernels.rows import ACT_GELU, GATE_MODES, add_bias_activate, gate
 from ...kernels.series import scale_and_patchify
 
 # Rows (series x tokens) of d_model per block, as PatchTSMixer's: its matrices are as narrow.
@@ -162,7 +162,8 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
             channels, features = windows.shape[2], weights.embedding_weight.shape[1]
             rows = np.dot(windows.reshape(-1, windows.shape[3]), weights.embedding_weight) + weights.embedding_bias
             rows = np.ascontiguousarray(rows, dtype=base.dtype)  # [batch * horizon * V, features]
-            work = make_workspace(rows.shape[0], features, config.expansion_factor, config.self_attn, base.dtype)
+            work = make_workspace(rows.shape[0], features, config.expansion_factor, config.self_attn, base.dtype,
+                                  config.gate_outputs)
             mixer_layers(rows, batch * horizon, 1, channels, weights.stack, switches, heads, work,
                          np.zeros((0, 0, 0), base.dtype), 0, 0)
             windows = rows
@@ -170,5 +171,6 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
     else:  # granite-tsfm 0.3.11 fails here without the gate (it names the gate's output only); the Linear runs
         features = np.array(values, dtype=base.dtype, order="C").reshape(batch * horizon, -1)
     if weights.gate_weight.shape[0]:
-        softmax_gate(features, weights.gate_weight, weights.gate_bias, np.empty_like(features))
+        logits = np.empty((features.shape[0], weights.gate_weight.shape[1]), base.dtype)
+        gate(features, weights.gate_weight, weights.gate_bias, logits, GATE_MODES[config.gate_mode], config.gate_groups)
     return (np.dot(features, weights.mlp_weight) + weights.mlp_bias).reshape(base.shape) + base

@@ -68,7 +68,8 @@ class _TinyTimeMixerBase(FamilyModel):
                  check: ArchitectureCheck | None = None):
         super().__init__(config, weights, dtype, check)
         norm = dict(norm_type=rows.NORM_BATCH if config.batch_norm else rows.NORM_LAYER, norm_eps=float(config.norm_eps),
-                    gated=bool(config.gated_attn), self_attn=bool(config.self_attn), num_heads=config.self_attn_heads)
+                    gated=bool(config.gated_attn), self_attn=bool(config.self_attn), num_heads=config.self_attn_heads,
+                    gate_mode=rows.GATE_MODES[config.gate_mode], gate_groups=config.gate_groups)
         self._encoder_switches = mixer.MixerSwitches(mix_channel=config.mode == "mix_channel", **norm)
         self._decoder_switches = mixer.MixerSwitches(mix_channel=config.decoder_mode == "mix_channel", **norm)
         self._encoder_heads = _heads_kind(config, weights.encoder)
@@ -125,12 +126,12 @@ class _TinyTimeMixerBase(FamilyModel):
     def _scratch_key(self):
         config = self.config
         return ("tinytimemixer", self.dtype.str, self.block_rows, max(config.d_model, self.decoder_width),
-                config.expansion_factor, bool(config.self_attn))
+                config.expansion_factor, bool(config.self_attn), config.gate_outputs)
 
     def _make_scratch(self):
         config = self.config
         return mixer.make_workspace(self.block_rows, max(config.d_model, self.decoder_width), config.expansion_factor,
-                                    config.self_attn, self.dtype)
+                                    config.self_attn, self.dtype, config.gate_outputs)
 
     def _encode_task(self, part, first_unit, last_unit, work):
         config, weights = self.config, self.weights
