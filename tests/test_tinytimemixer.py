@@ -40,7 +40,15 @@ def build_reference(class_name="TinyTimeMixerForPrediction", seed=0, **kwargs):
             if isinstance(layer, torch.nn.BatchNorm1d):
                 layer.running_mean.normal_()
                 layer.running_var.uniform_(0.5, 2.0)
+            if hasattr(layer, "freq_index_mlp"):  # see test_fft_token_mlp_fails_in_float64_in_granite_tsfm
+                layer.freq_index_mlp.register_forward_pre_hook(to_weight_dtype)
     return model
+
+
+def to_weight_dtype(mlp, inputs):
+    """granite-tsfm's FFT-token MLP gets its bins' positions in float32 whatever the model's dtype, which a
+    float64 model then refuses: cast them to the model's dtype first (the evident intent)."""
+    return (inputs[0].to(mlp[0].weight.dtype),)
 
 
 def save(model, tmp_path):
@@ -77,7 +85,13 @@ def ttm_kwargs(draw):
         enable_base_norm_always=draw(st.booleans()),
         gate_mode=draw(st.sampled_from(["softmax", "sigmoid", "glu", "group_sigmoid"])),
         gate_groups=draw(st.sampled_from([1, 3, 8])),
+        # r3's tokens: register tokens, multi-scale patches, FFT tokens
+        register_tokens=draw(st.sampled_from([0, 0, 1, 3])), multi_scale=draw(st.booleans()),
+        fft_length=draw(st.sampled_from([0, 0, 1, 3])), use_fft_embedding=draw(st.booleans()),
+        get_one_freq_emb=draw(st.booleans()), fft_ignore_dc=draw(st.booleans()),
     )
+    if kwargs["register_tokens"] or kwargs["multi_scale"] or kwargs["fft_length"]:
+        kwargs["decoder_raw_residual"] = False  # granite-tsfm cannot run it with them (test_r3_tokens_...)
     if draw(st.booleans()):
         kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
     channels = kwargs["num_input_channels"]
@@ -170,7 +184,8 @@ def test_a_base_norm_the_config_does_not_describe_is_reported(tmp_path, in_weigh
     config["enable_base_norm_always"] = not in_weights
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(rustml_nb.ArchitectureMismatchError,
-                       match=f"enable_base_norm_always: config says {not in_weights}, weights say {in_weights}"):
+                       match=f"enable_base_norm_always or multi_scale: config says {not in_weights}, "
+                             f"weights say {in_weights}"):
         rustml_nb.from_pretrained(folder)
 
 
@@ -198,6 +213,97 @@ def test_register_context_gating_fails_in_granite_tsfm():
                                 prediction_length=4, use_register_context_gating=True)
     with pytest.raises(ValueError, match="no context tensor was provided"), torch.no_grad():
         reference(past_values=torch.zeros(1, 32, 1))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_r3_token_at_once(tmp_path, dtype):
+    """r3's tokens together, in their order: FFT tokens (one per selected bin, through the MLP, the zero
+    frequency left out), register tokens, the frequency token, then three scales' patches; positions over them
+    all, the base norm multi_scale brings, self-attention and channel mixing over every token."""
+    kwargs = dict(context_length=64, patch_length=8, patch_stride=8, d_model=24, num_layers=2, num_input_channels=2,
+                  adaptive_patching_levels=2, decoder_d_model=16, decoder_num_layers=1, prediction_length=6,
+                  use_positional_encoding=True, multi_scale=True, register_tokens=2, resolution_prefix_tuning=True,
+                  fft_length=3, use_fft_embedding=False, fft_ignore_dc=True, self_attn=True, mode="mix_channel")
+    config = TinyTimeMixerConfig(**kwargs)
+    reference = build_reference(seed=6, **kwargs)
+    assert (config.scale_patches, config.num_tokens) == ([1, 2, 4, 8], 3 + 2 + 1 + 15)
+    assert config.num_tokens == reference.config.num_patches  # granite-tsfm's count of every token
+    folder = save(reference, tmp_path)
+    values, tokens = inputs(kwargs, np.random.default_rng(6), 3)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+
+
+def test_fft_tokens_of_equal_magnitudes_take_the_lower_bin_first(tmp_path):
+    """A constant series scales to zeros: every bin's magnitude is 0, and torch's topk then returns bins in an
+    order of its own, which depends on k and the bin count (170, 172, 171, 173, 169 for 5 of 257 bins).
+    rustml_nb takes the lowest bins, in order."""
+    from rustml_nb.models.tinytimemixer import forward
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=8, prediction_length=4, fft_length=5)
+    model = rustml_nb.from_pretrained(save(build_reference(seed=1, **kwargs), tmp_path), dtype="float64")
+    block = np.zeros((model.config.num_tokens, 8))
+    values, loc, scale = np.full((1, 32, 1), 5.0), np.full((1, 1, 1), 5.0), np.ones((1, 1, 1))
+    forward.add_fft_tokens(values, loc, scale, 0, 1, model.config, model.weights.spectral, block)
+    np.testing.assert_array_equal(block[:5], model.weights.spectral.embedding[:5])
+    np.testing.assert_array_equal(block[5:], 0)
+    assert torch.topk(torch.zeros(1, 257), 5).indices.tolist() == [[170, 172, 171, 173, 169]]  # torch's (pinned)
+
+
+def test_fft_token_mlp_fails_in_float64_in_granite_tsfm():
+    """Pinned: granite-tsfm's FFT-token MLP (use_fft_embedding=False) takes the bins' positions as float32, so a
+    float64 model fails; rustml_nb computes them as granite-tsfm does in float32 and casts them to the dtype
+    (the parity tests give the reference the same cast, build_reference's to_weight_dtype)."""
+    module = granite()
+    config = module.TinyTimeMixerConfig(context_length=32, patch_length=8, patch_stride=8, d_model=8,
+                                        prediction_length=4, fft_length=2, use_fft_embedding=False)
+    model = module.TinyTimeMixerForPrediction(config).eval().double()
+    with pytest.raises(RuntimeError, match="same dtype"), torch.no_grad():
+        model(past_values=torch.randn(1, 32, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("extra", [dict(register_tokens=2), dict(fft_length=2), dict(multi_scale=True)])
+def test_r3_tokens_with_the_raw_patch_residual_fail_in_granite_tsfm_and_are_refused(extra):
+    """Pinned: granite-tsfm adds the raw patches' embedding (decoder_raw_residual) to every token, which with
+    r3's extra tokens is more rows than there are patches, so its forward fails; rustml_nb refuses the config."""
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=8, decoder_d_model=8,
+                  prediction_length=4, decoder_raw_residual=True, **extra)
+    with pytest.raises(RuntimeError, match="size of tensor"), torch.no_grad():
+        build_reference(**kwargs)(past_values=torch.randn(1, 32, 1))
+    with pytest.raises(ConfigError, match="decoder_raw_residual with register tokens, FFT tokens or multi-scale"):
+        TinyTimeMixerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_multi_scale_over_a_context_patches_do_not_divide(tmp_path, dtype):
+    """Context 36, patches of 8: the patched input holds the last 32 steps, whose scales give 4, 2 and 1
+    patches, the count granite-tsfm's config makes of the whole context."""
+    kwargs = dict(context_length=36, patch_length=8, patch_stride=8, d_model=16, prediction_length=4,
+                  multi_scale=True, decoder_d_model=8, num_input_channels=2)
+    reference = build_reference(seed=4, **kwargs)
+    assert TinyTimeMixerConfig(**kwargs).num_tokens == reference.config.num_patches == 7
+    folder = save(reference, tmp_path)
+    values, tokens = inputs(kwargs, np.random.default_rng(4), 2)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+
+
+@pytest.mark.parametrize("field, in_weights, in_config, label", [
+    ("register_tokens", 2, 3, "register_tokens"), ("fft_length", 2, 0, "fft_length > 0"),
+    ("multi_scale", True, False, "multi_scale .scales.")])
+def test_r3_tokens_the_config_does_not_describe_are_reported(tmp_path, field, in_weights, in_config, label):
+    import json
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, prediction_length=4,
+                  use_decoder=False, **{field: in_weights})
+    folder = save(build_reference(seed=2, **kwargs), tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = in_config
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(rustml_nb.ArchitectureMismatchError, match=label):
+        rustml_nb.from_pretrained(folder)
 
 
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
@@ -239,7 +345,8 @@ def test_mapping_is_a_bijection_and_detection_agrees(kwargs):
 def test_config_has_every_granite_field_with_its_default():
     theirs = granite().TinyTimeMixerConfig()
     ours = TinyTimeMixerConfig()
-    skipped = {"architectures", "masked_context_length", "gate_mode", "gate_groups", "use_register_context_gating"}
+    skipped = {"architectures", "masked_context_length", "gate_mode", "gate_groups", "use_register_context_gating",
+               "get_one_freq_emb", "fft_ignore_dc", "fft_d_freq_min", "fft_d_freq_max"}  # read with getattr
     for field in dataclasses.fields(TinyTimeMixerConfig):
         if field.name not in skipped:
             assert getattr(ours, field.name) == getattr(theirs, field.name), field.name

@@ -64,7 +64,7 @@ class Chunk(NamedTuple):
     pooled: np.ndarray  # [series or 0, d_model]
     head: np.ndarray | None  # the chunk's part of the head's output (Arrays.head)
     decoded: np.ndarray  # a family with a decoder: [series * tokens, decoder width]; else [0, 0]
-    prefix: np.ndarray  # a token put in front of each series' patches, per batch element [batch, d_model]; or [0, 0]
+    prefix: np.ndarray  # rows put in front of each series' patches, per batch element [batch, rows, d_model]; or [0, 0, 0]
     decoded_states: np.ndarray  # [decoder_layers or 0, series * tokens, decoder width]
     static_rows: np.ndarray  # rows that join each batch element's channels in a decoder [batch, rows, width]; or [0, 0, 0]
 
@@ -203,7 +203,7 @@ class FamilyModel:
                              None if out.head is None else out.head[first:last],
                              np.zeros((0, 0), dtype) if out.decoded is None else
                              out.decoded[first:last].reshape(series * tokens, self.decoder_width),
-                             np.zeros((0, 0), dtype) if prefix is None else prefix[first:last],
+                             np.zeros((0, 0, 0), dtype) if prefix is None else prefix[first:last],
                              np.empty((decoder_layers, series * tokens, self.decoder_width), dtype),
                              np.zeros((0, 0, 0), dtype) if static_rows is None else static_rows[first:last])
                 self._encode_chunk(part)

@@ -15,7 +15,6 @@ POINT_LOSSES = ("mse", "mae", "pinball", "huber", None)
 QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # Options of granite-tsfm 0.3.11 that rustml_nb does not run yet: (field, value that turns it on, what it is).
 NOT_YET = (
-    ("multi_scale", True, "multi-scale patching (r3)"),
     ("multi_quantile_head", True, "the multi-quantile head (r3)"),
     ("decompose", True, "decomposed prediction (r3)"),
 )
@@ -91,6 +90,11 @@ class TinyTimeMixerConfig(FamilyConfig):
     gate_mode: str = "softmax"
     gate_groups: int = 8
     use_register_context_gating: bool = False
+    # ... and its FFT tokens' options (fft_length > 0)
+    get_one_freq_emb: bool = False
+    fft_ignore_dc: bool = False
+    fft_d_freq_min: int = 4
+    fft_d_freq_max: int = 64
     # From transformers' PretrainedConfig: which class wrote the checkpoint.
     architectures: list[str] | None = None
 
@@ -108,9 +112,57 @@ class TinyTimeMixerConfig(FamilyConfig):
         return (max(self.sequence_length, self.patch_length) - self.patch_length) // self.patch_stride + 1
 
     @property
+    def scale_patches(self) -> list[int]:
+        """Patches each scale gives, coarsest first (their order in the tokens): multi_scale averages the
+        patched input over 2**i steps for every i that leaves a patch; else one scale, the patches."""
+        if not self.multi_scale:
+            return [self.num_patches]
+        steps, counts = self.num_patches * self.patch_length, []
+        while steps // 2 ** len(counts) >= self.patch_length:
+            counts.append(steps // 2 ** len(counts) // self.patch_length)
+        return counts[::-1]
+
+    @property
+    def fft_bins(self) -> int:
+        """Frequency bins of the FFT tokens' spectrum (rfft of context_length steps)."""
+        return self.context_length // 2 + 1
+
+    @property
+    def fft_tokens(self) -> int:
+        """Rows the FFT tokens add: one per selected frequency, or one for all (get_one_freq_emb); 0 without."""
+        if self.fft_length <= 0:
+            return 0
+        return 1 if self.get_one_freq_emb else min(self.fft_length, self.fft_bins)
+
+    @property
+    def fft_width(self) -> int:
+        """Width of each selected frequency's embedding: d_model, or with get_one_freq_emb d_model // k within
+        [fft_d_freq_min, fft_d_freq_max] (granite-tsfm's d_freq)."""
+        if not self.get_one_freq_emb:
+            return self.d_model
+        k = min(self.fft_length, self.fft_bins)
+        return max(self.fft_d_freq_min, min(self.fft_d_freq_max, max(1, self.d_model // max(1, k))))
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Rows in front of each series' patches that its batch element shares: the register tokens, then the
+        frequency token."""
+        return self.register_tokens + (1 if self.resolution_prefix_tuning else 0)
+
+    @property
+    def lead_tokens(self) -> int:
+        """Rows in front of the patches: the FFT tokens, then the register tokens, then the frequency token."""
+        return self.fft_tokens + self.prefix_tokens
+
+    @property
     def num_tokens(self) -> int:
-        """Rows per series in the mixers: the patches, and the frequency token in front of them."""
-        return self.num_patches + (1 if self.resolution_prefix_tuning else 0)
+        """Rows per series in the mixers: the lead tokens, then every scale's patches."""
+        return self.lead_tokens + sum(self.scale_patches)
+
+    @property
+    def base_norm(self) -> bool:
+        """A LayerNorm over each series' tokens x d_model before the mixers (r3: always with multi_scale)."""
+        return bool(self.enable_base_norm_always or self.multi_scale)
 
     @property
     def scaler(self) -> str:
@@ -210,9 +262,21 @@ class TinyTimeMixerConfig(FamilyConfig):
         for field, value, what in NOT_YET:
             if getattr(self, field) == value:
                 raise ConfigError(f"{field}={value!r}: {what} is not supported by rustml_nb yet")
-        for field, what in (("register_tokens", "register tokens (r3)"), ("fft_length", "FFT patches (r3)")):
-            if getattr(self, field):
-                raise ConfigError(f"{field}={getattr(self, field)!r}: {what} are not supported by rustml_nb yet")
+        self.check_positive("register_tokens", "fft_length", minimum=0)
+        if self.multi_scale:
+            if self.masked_context_length is not None:
+                raise ConfigError("multi_scale with masked_context_length: granite-tsfm refuses it")
+        if self.fft_length > self.fft_bins and not self.get_one_freq_emb:
+            raise ConfigError(f"fft_length ({self.fft_length}) is more than the {self.fft_bins} frequency bins of "
+                              f"context_length {self.context_length}: granite-tsfm builds layers its forward cannot "
+                              "run")
+        if self.fft_length and self.masked_context_length is not None:
+            raise ConfigError("fft_length with masked_context_length is not supported by rustml_nb yet")
+        if self.use_decoder and self.decoder_raw_residual and (self.num_tokens - self.num_patches
+                                                               - (1 if self.resolution_prefix_tuning else 0)):
+            raise ConfigError("decoder_raw_residual with register tokens, FFT tokens or multi-scale patches: "
+                              "granite-tsfm adds the raw patches' embedding to more tokens than there are patches, "
+                              "which its forward cannot run")
         if self.categorical_vocab_size_list is not None:
             vocab = self.categorical_vocab_size_list
             if not vocab or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in vocab):

@@ -53,7 +53,22 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
         shapes[f"{name}.weight"] = (outputs, inputs)
         shapes[f"{name}.bias"] = (outputs,)
 
-    linear("encoder.patcher", p, d)
+    if config.multi_scale:
+        for scale in range(len(config.scale_patches)):
+            linear(f"encoder.scales.{scale}", p, d)
+    else:
+        linear("encoder.patcher", p, d)
+    if config.register_tokens:
+        shapes["encoder.register_tokens"] = (config.register_tokens, d)
+    if config.fft_length:
+        width = config.fft_width
+        if config.use_fft_embedding:
+            shapes["encoder.fft.embedding"] = (config.fft_bins, width)
+        else:
+            linear("encoder.fft.fc1", 1, width)
+            linear("encoder.fft.fc2", width, width)
+        if config.get_one_freq_emb:
+            linear("encoder.fft.projection", min(config.fft_length, config.fft_bins) * width, d)
     if config.use_positional_encoding:
         shapes["encoder.positional_encoding"] = (config.num_tokens, d)
     if config.resolution_prefix_tuning:
@@ -61,7 +76,7 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
         shapes["encoder.frequency_embedding"] = (config.frequency_token_vocab_size, p)
         linear("encoder.frequency_fc1", p, middle)
         linear("encoder.frequency_fc2", middle, d)
-    if config.enable_base_norm_always:
+    if config.base_norm:
         shapes["encoder.base_norm.weight"] = shapes["encoder.base_norm.bias"] = (config.num_tokens * d,)
     for prefix, _, shape in stacks(config, "encoder"):
         shapes.update(stack_shapes(shape, prefix))
@@ -112,6 +127,9 @@ class DetectionReport:
     norm: str | None
     resolution_prefix_tuning: bool
     base_norm: bool
+    scales: int  # multi_scale's patcher Linears (0: the plain patcher)
+    register_tokens: int
+    fft_tokens: bool
     use_decoder: bool
     decoder_d_model: int | None
     decoder_adaptive_patching_levels: int
@@ -157,7 +175,8 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
                 return mapped[name].shape[1]
         return None
 
-    patcher = mapped.get("encoder.patcher.weight")
+    patcher = mapped.get("encoder.patcher.weight", mapped.get("encoder.scales.0.weight"))
+    register = mapped.get("encoder.register_tokens")
     levels, layers = _levels_and_layers(names, "encoder")
     decoder_levels, decoder_layers = _levels_and_layers(names, "decoder")
     use_decoder = has(r"^decoder\.")
@@ -175,6 +194,9 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         norm=("BatchNorm" if has(r"\.batchnorm\.") else "LayerNorm") if layers else None,
         resolution_prefix_tuning="encoder.frequency_embedding" in mapped,
         base_norm="encoder.base_norm.weight" in mapped,
+        scales=sum(1 for n in names if re.match(r"encoder\.scales\.\d+\.weight\Z", n)),
+        register_tokens=0 if register is None or register.ndim != 2 else register.shape[0],
+        fft_tokens=has(r"^encoder\.fft\."),
         use_decoder=use_decoder, decoder_d_model=width("decoder") if use_decoder else None,
         decoder_adaptive_patching_levels=decoder_levels, decoder_num_layers=decoder_layers,
         decoder_mode=("mix_channel" if has(r"^decoder\..*channel_mixer") else "common_channel") if use_decoder else None,
@@ -205,7 +227,10 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
     compare("self_attn", config.self_attn, report.self_attn)
     compare("norm_mlp", "BatchNorm" if config.batch_norm else "LayerNorm", report.norm)
     compare("resolution_prefix_tuning", config.resolution_prefix_tuning, report.resolution_prefix_tuning)
-    compare("enable_base_norm_always", config.enable_base_norm_always, report.base_norm)
+    compare("enable_base_norm_always or multi_scale", config.base_norm, report.base_norm)
+    compare("multi_scale (scales)", len(config.scale_patches) if config.multi_scale else 0, report.scales)
+    compare("register_tokens", config.register_tokens, report.register_tokens)
+    compare("fft_length > 0", config.fft_length > 0, report.fft_tokens)
     if report.head == "prediction" and head != "none":
         compare("use_decoder", config.use_decoder, report.use_decoder)
         compare("prediction_length", config.prediction_length, report.prediction_length)

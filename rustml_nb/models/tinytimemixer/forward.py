@@ -10,20 +10,33 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.fft
 
 from ...jit import kernel
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
 from ...kernels.rows import ACT_GELU, GATE_MODES, add_bias_activate, gate
 from ...kernels.series import scale_and_patchify
+from ..layers import Linear
 
 # Rows (series x tokens) of d_model per block, as PatchTSMixer's: its matrices are as narrow.
 BLOCK_ROWS = 2048
 
 
 class Embedding(NamedTuple):
-    patcher_weight: np.ndarray  # [patch_length, d_model]
-    patcher_bias: np.ndarray  # [d_model]
+    patcher_weight: np.ndarray  # [scales, patch_length, d_model]: one scale, the patcher, without multi_scale
+    patcher_bias: np.ndarray  # [scales, d_model]
     positional_encoding: np.ndarray  # [tokens or 0, d_model]
+
+
+class Spectral(NamedTuple):
+    """granite-tsfm's FFT tokens (r3 ``fft_length``): each selected frequency bin's row of ``embedding``
+    (use_fft_embedding), else an MLP of the bin's index / bins; with get_one_freq_emb, the selected bins' rows
+    side by side through ``projection`` to one token."""
+
+    embedding: np.ndarray | None  # [bins, width]
+    fc1: Linear | None  # Linear(1, width) -> ReLU -> fc2 Linear(width, width)
+    fc2: Linear | None
+    projection: Linear | None  # [k * width, d_model]
 
 
 class DecoderInput(NamedTuple):
@@ -46,33 +59,92 @@ def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, 
                 patch_input, block):
     """Series s0 .. s1 - 1 (series = batch x channels, channels fastest) of values / observed [batch, time,
     channels] -> loc, scale [batch, 1, channels], patch_input [series, patches, patch_length] and block
-    [(s1 - s0) * tokens, d_model]: each series' tokens are the prefix row of its batch element (when prefix
-    [batch, d_model] has rows), then its patches through the patcher Linear; then the positions."""
+    [(s1 - s0) * tokens, d_model]. Each series' tokens: zeros for the FFT tokens (added later), the rows of
+    its batch element in prefix [batch, rows, d_model] (register tokens, frequency token), then each scale's
+    patches through its Linear, coarsest first; then the positions.
+
+    Scale i (granite-tsfm's MultiScaleFromPatchedSequence) averages the patched input's steps in runs of
+    2**i, keeps the last whole patches and projects them; one scale is the plain patcher."""
     channels = values.shape[2]
-    num_patches = patch_input.shape[1]
+    num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
     d_model = block.shape[1]
-    lead = 1 if prefix.shape[0] else 0
-    tokens = num_patches + lead
+    tokens = block.shape[0] // (s1 - s0)
+    scales = weights.patcher_weight.shape[0]
+    steps = num_patches * patch_length
+    patch_rows = 0
+    for i in range(scales):
+        patch_rows += steps // 2 ** i // patch_length
+    lead = tokens - patch_rows
+    shared = prefix.shape[1]
     for series in range(s0, s1):
         b, c = series // channels, series % channels
         scale_and_patchify(values, observed, b, c, scaling, default_scale, patch_stride, loc, scale,
                            patch_input[series])
         rows = block[(series - s0) * tokens:(series - s0 + 1) * tokens]
-        np.dot(patch_input[series], weights.patcher_weight, rows[lead:])
-        bias = weights.patcher_bias
-        for p in range(lead, tokens):
-            row = rows[p]
+        row = lead + patch_rows
+        for i in range(scales):  # finest (the patches) last
+            count = steps // 2 ** i // patch_length
+            row -= count
+            if i == 0:
+                np.dot(patch_input[series], weights.patcher_weight[i], rows[row:row + count])
+            else:
+                factor = 2 ** i
+                flat = patch_input[series].reshape(steps)
+                first = steps // factor - count * patch_length  # the pooled steps kept: the last whole patches
+                pooled = np.empty((count, patch_length), dtype=block.dtype)
+                pooled_flat = pooled.reshape(count * patch_length)
+                for j in range(count * patch_length):
+                    start = (first + j) * factor
+                    total = flat[start]
+                    for t in range(start + 1, start + factor):
+                        total += flat[t]
+                    pooled_flat[j] = total / factor
+                np.dot(pooled, weights.patcher_weight[i], rows[row:row + count])
+            bias = weights.patcher_bias[i]
+            for p in range(row, row + count):
+                for d in range(d_model):
+                    rows[p, d] += bias[d]
+        for p in range(lead - shared):
             for d in range(d_model):
-                row[d] += bias[d]
-        if lead:
-            token = prefix[b]
+                rows[p, d] = 0
+        for p in range(shared):
+            token = prefix[b, p]
             for d in range(d_model):
-                rows[0, d] = token[d]
+                rows[lead - shared + p, d] = token[d]
         positions = weights.positional_encoding
         if positions.shape[0]:
             for p in range(tokens):
                 for d in range(d_model):
                     rows[p, d] += positions[p, d]
+
+
+def add_fft_tokens(values, loc, scale, s0, s1, config, weights: Spectral, block):
+    """granite-tsfm's TinyTimeMixerAddFFTPatches for series s0 .. s1 - 1 (values [batch, time, channels], loc and
+    scale [batch, 1, channels] as embed_block set them): the rfft of each series' scaled values, its k largest
+    magnitudes' bins (largest first; the zero-frequency bin left out with fft_ignore_dc; of equal magnitudes
+    the lower bin first, where torch's topk leaves the order open), embedded; added to the first
+    ``config.fft_tokens`` rows of each series' tokens in block [(s1 - s0) * tokens, d_model] (zeros, or
+    the positions)."""
+    channels = values.shape[2]
+    series = np.arange(s0, s1)
+    batch_index, channel = series // channels, series % channels
+    steps = values[batch_index, :, channel]  # [series, time]
+    scaled = (steps - loc[batch_index, 0, channel][:, None]) / scale[batch_index, 0, channel][:, None]
+    magnitude = np.abs(scipy.fft.rfft(scaled, axis=1))
+    if config.fft_ignore_dc:
+        magnitude[:, 0] = 0
+    k = min(config.fft_length, config.fft_bins)
+    bins = np.argsort(-magnitude, axis=1, kind="stable")[:, :k]  # [series, k]
+    if weights.embedding is not None:
+        rows = weights.embedding[bins]  # [series, k, width]
+    else:  # granite-tsfm divides in float32 (.float()); a float64 model does it in float64
+        position = (bins.astype(np.float32) / np.float32(config.fft_bins)).astype(block.dtype)
+        hidden = np.maximum(position[..., None] * weights.fc1.weight[0] + weights.fc1.bias, 0)
+        rows = hidden @ weights.fc2.weight + weights.fc2.bias
+    if weights.projection is not None:
+        rows = (rows.reshape(len(series), -1) @ weights.projection.weight + weights.projection.bias)[:, None]
+    tokens = block.reshape(len(series), -1, block.shape[1])
+    tokens[:, :rows.shape[1]] += rows.astype(block.dtype, copy=False)
 
 
 @kernel

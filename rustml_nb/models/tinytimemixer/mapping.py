@@ -14,6 +14,14 @@ DECODER_MIXERS = "decoder.decoder_block.mixers"
 
 ENCODER_RULES: tuple[tuple[str, str], ...] = (
     *((f"encoder.patcher.{p}", f"encoder.patcher.{p}") for p in LINEAR),
+    # multi_scale: one patcher Linear per scale (finest first, as granite-tsfm numbers them)
+    *((f"encoder.scales.{{scale}}.{p}", f"encoder.patcher.projectors.{{scale}}.{p}") for p in LINEAR),
+    # register tokens, and the FFT tokens' frequency embedding (or MLP) and, for one token, its projection
+    ("encoder.register_tokens", "encoder.add_tokens.patch_tokens"),
+    ("encoder.fft.embedding", "encoder.add_fft_tokens.freq_embedding.weight"),
+    *((f"encoder.fft.fc1.{p}", f"encoder.add_fft_tokens.freq_index_mlp.0.{p}") for p in LINEAR),
+    *((f"encoder.fft.fc2.{p}", f"encoder.add_fft_tokens.freq_index_mlp.2.{p}") for p in LINEAR),
+    *((f"encoder.fft.projection.{p}", f"encoder.add_fft_tokens.freq_concat_proj.{p}") for p in LINEAR),
     ("encoder.positional_encoding", "encoder.positional_encoder.position_enc"),
     # resolution_prefix_tuning: the frequency token's embedding, then Linear -> GELU -> Linear
     ("encoder.frequency_embedding", "encoder.freq_mod.0.weight"),

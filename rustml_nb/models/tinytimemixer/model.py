@@ -144,6 +144,8 @@ class _TinyTimeMixerBase(FamilyModel):
             forward.embed_block(part.values, part.observed, part.default_scale, s0, s1, self.scaling,
                                 config.patch_stride, weights.embedding, part.prefix, part.loc, part.scale,
                                 part.patch_input, block)
+            if weights.spectral is not None:
+                forward.add_fft_tokens(part.values, part.loc, part.scale, s0, s1, config, weights.spectral, block)
             if weights.base_norm is not None:  # granite-tsfm's base_norm: each series' tokens x d_model as one row
                 series_rows = block.reshape(s1 - s0, tokens * block.shape[1])
                 rows.normalize(series_rows, *weights.base_norm, config.norm_eps, rows.NORM_LAYER, series_rows)
@@ -224,11 +226,15 @@ class _TinyTimeMixerBase(FamilyModel):
             values = np.pad(values, pad, constant_values=0)
         if single:
             values, mask = values[0], None if mask is None else mask[0]
-        prefix = None
-        if config.resolution_prefix_tuning:
-            prefix = self._frequency_rows(freq_token, 1 if values.ndim == 2 else values.shape[0])
-        elif freq_token is not None:
+        if freq_token is not None and not config.resolution_prefix_tuning:
             raise InputError("freq_token: this checkpoint has no frequency token (resolution_prefix_tuning is off)")
+        prefix = None
+        if config.prefix_tokens:  # per batch element: the register tokens, then the frequency token
+            batch = 1 if values.ndim == 2 else values.shape[0]
+            prefix = np.empty((batch, config.prefix_tokens, config.d_model), self.dtype)
+            prefix[:, :config.register_tokens] = self.weights.register_tokens
+            if config.resolution_prefix_tuning:
+                prefix[:, -1] = self._frequency_rows(freq_token, batch)
         return values, mask, prefix
 
     def _states(self, out, single):

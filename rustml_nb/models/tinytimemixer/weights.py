@@ -14,7 +14,7 @@ from ..layers import Linear, Norm, validate_state, weight_array
 from ..mixer import load_stack
 from .config import TinyTimeMixerConfig
 from .detection import expected_shapes, fcm_stack, stacks
-from .forward import ChannelMixing, DecoderInput, Embedding, Frequency
+from .forward import ChannelMixing, DecoderInput, Embedding, Frequency, Spectral
 
 
 class Level(NamedTuple):
@@ -25,7 +25,9 @@ class Level(NamedTuple):
 class TinyTimeMixerWeights(NamedTuple):
     embedding: Embedding
     frequency: Frequency | None  # resolution_prefix_tuning's token MLP
-    base_norm: Norm | None  # enable_base_norm_always: a LayerNorm over [tokens * d_model]
+    register_tokens: np.ndarray  # [register_tokens, d_model] (r3), or [0, d_model]
+    spectral: Spectral | None  # the FFT tokens' embedding (r3 fft_length)
+    base_norm: Norm | None  # enable_base_norm_always or multi_scale: a LayerNorm over [tokens * d_model]
     encoder: tuple[Level, ...]
     decoder_input: DecoderInput | None  # None without a decoder (or for the backbone alone)
     decoder: tuple[Level, ...]
@@ -45,18 +47,30 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
                                sources=None) -> TinyTimeMixerWeights:
     """Check names, shapes and values against the config, then transpose and stack into the structs."""
     validate_state(mapped, list(unmapped), expected_shapes(config, head), f"TinyTimeMixer ({head} head)", sources)
-    patcher = Linear.from_state_dict(mapped, "encoder.patcher", dtype)
+    patchers = ([Linear.from_state_dict(mapped, f"encoder.scales.{scale}", dtype)
+                 for scale in range(len(config.scale_patches))] if config.multi_scale
+                else [Linear.from_state_dict(mapped, "encoder.patcher", dtype)])
     positions = (mapped["encoder.positional_encoding"] if config.use_positional_encoding
                  else np.zeros((0, config.d_model)))
-    embedding = Embedding(patcher.weight, patcher.bias, weight_array(positions, dtype))
+    embedding = Embedding(weight_array(np.stack([p.weight for p in patchers]), dtype),
+                          weight_array(np.stack([p.bias for p in patchers]), dtype), weight_array(positions, dtype))
+    register_tokens = weight_array(mapped["encoder.register_tokens"] if config.register_tokens
+                                   else np.zeros((0, config.d_model)), dtype)
+    spectral = None
+    if config.fft_length:
+        embedded = "encoder.fft.embedding" in mapped
+        spectral = Spectral(weight_array(mapped["encoder.fft.embedding"], dtype) if embedded else None,
+                            None if embedded else Linear.from_state_dict(mapped, "encoder.fft.fc1", dtype),
+                            None if embedded else Linear.from_state_dict(mapped, "encoder.fft.fc2", dtype),
+                            Linear.from_state_dict(mapped, "encoder.fft.projection", dtype)
+                            if config.get_one_freq_emb else None)
     frequency = None
     if config.resolution_prefix_tuning:
         fc1 = Linear.from_state_dict(mapped, "encoder.frequency_fc1", dtype)
         fc2 = Linear.from_state_dict(mapped, "encoder.frequency_fc2", dtype)
         frequency = Frequency(weight_array(mapped["encoder.frequency_embedding"], dtype), *fc1, *fc2)
 
-    base_norm = Norm.from_state_dict(mapped, "encoder.base_norm", "layernorm", dtype) \
-        if config.enable_base_norm_always else None
+    base_norm = Norm.from_state_dict(mapped, "encoder.base_norm", "layernorm", dtype) if config.base_norm else None
 
     def levels(part):
         return tuple(Level(factor, load_stack(mapped, shape, dtype, prefix)) for prefix, factor, shape in stacks(config, part))
@@ -78,5 +92,5 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
                                            *Linear.from_state_dict(mapped, "head.fcm.mlp", dtype))
     categorical = tuple(weight_array(mapped[f"decoder.categorical.{index}"], dtype)
                         for index in range(config.num_categorical)) if head == "prediction" else ()
-    return TinyTimeMixerWeights(embedding, frequency, base_norm, levels("encoder"), decoder_input, decoder, head_weight,
-                                head_bias, channel_mixing, categorical)
+    return TinyTimeMixerWeights(embedding, frequency, register_tokens, spectral, base_norm, levels("encoder"),
+                                decoder_input, decoder, head_weight, head_bias, channel_mixing, categorical)
