@@ -92,6 +92,14 @@ def ttm_kwargs(draw):
     )
     if kwargs["register_tokens"] or kwargs["multi_scale"] or kwargs["fft_length"]:
         kwargs["decoder_raw_residual"] = False  # granite-tsfm cannot run it with them (test_r3_tokens_...)
+    if draw(st.booleans()):  # r3's multi-quantile head
+        kwargs.update(multi_quantile_head=True, mq_kernel_size=draw(st.sampled_from([1, 3, 5])),
+                      mq_hidden=draw(st.sampled_from([2, 8])), mq_q50_type=draw(st.sampled_from(["median", "mean"])),
+                      quantile_levels=draw(st.sampled_from([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                                                            [0.75, 0.5, 0.25], [0.5]])),
+                      mq_use_decoder_pool=draw(st.booleans()), mq_cond_path=draw(st.sampled_from(["pool", "flatten"])),
+                      mq_cond_mode=draw(st.sampled_from(["add", "concat"])),
+                      mq_decoder_d_model=draw(st.sampled_from([2, 5])))
     if draw(st.booleans()):
         kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
     channels = kwargs["num_input_channels"]
@@ -100,6 +108,12 @@ def ttm_kwargs(draw):
         kwargs["prediction_channel_indices"] = chosen
     if draw(st.booleans()):
         kwargs["prediction_filter_length"] = draw(st.integers(1, kwargs["prediction_length"]))
+    if kwargs.get("prediction_filter_length", kwargs["prediction_length"]) < 2:
+        kwargs["multi_quantile_head"] = False  # granite-tsfm cannot run it (test_multi_quantile_head_refuses_...)
+    if kwargs.get("mq_use_decoder_pool") and (  # what granite-tsfm cannot run (test_multi_quantile_head_refuses_...)
+            not kwargs["use_decoder"] and d_model != kwargs["decoder_d_model"]
+            or len(kwargs.get("prediction_channel_indices", range(channels))) != channels):
+        kwargs["mq_use_decoder_pool"] = False
     return kwargs
 
 
@@ -306,6 +320,101 @@ def test_r3_tokens_the_config_does_not_describe_are_reported(tmp_path, field, in
         rustml_nb.from_pretrained(folder)
 
 
+MULTI_QUANTILE_OPTIONS = [dict(), dict(mq_kernel_size=5, mq_q50_type="mean", mq_hidden=4),
+                          dict(quantile_levels=[0.5, 0.05, 0.25, 0.75, 0.95]), dict(mq_use_decoder_pool=True),
+                          dict(mq_use_decoder_pool=True, mq_cond_mode="concat"),
+                          dict(mq_use_decoder_pool=True, mq_cond_path="flatten", mq_decoder_d_model=3),
+                          dict(mq_use_decoder_pool=True, mq_cond_path="flatten", mq_cond_mode="concat",
+                               use_decoder=False, d_model=8),
+                          dict(enable_forecast_channel_mixing=True, fcm_context_length=1, prediction_filter_length=4),
+                          dict(prediction_channel_indices=[1], register_tokens=2)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("options", MULTI_QUANTILE_OPTIONS)
+def test_multi_quantile_head_matches_granite_tsfm(tmp_path, options, dtype):
+    """r3's multi-quantile head, every option: its kernel, hidden width and median anchor; other (unsorted)
+    levels; the decoder's summary pooled or flattened, added or concatenated (and the backbone's, without a
+    decoder); after forecast channel mixing; over some channels. quantile_outputs [batch, levels, horizon,
+    channels] ascending, prediction_outputs the median."""
+    kwargs = dict(dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1,
+                       num_input_channels=2, decoder_d_model=8, decoder_num_layers=1, prediction_length=6,
+                       multi_quantile_head=True), **options)
+    reference = build_reference(seed=3, **kwargs)
+    folder = save(reference, tmp_path)
+    values, tokens = inputs(kwargs, np.random.default_rng(3), 3)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+    levels = len(kwargs.get("quantile_levels", range(9)))
+    horizon, channels = kwargs.get("prediction_filter_length", 6), ours.prediction_outputs.shape[2]
+    assert ours.quantile_outputs.shape == (3, levels, horizon, channels)
+    assert np.all(np.diff(ours.quantile_outputs, axis=1) > 0)
+    np.testing.assert_array_equal(ours.quantile_outputs[:, levels // 2], ours.prediction_outputs)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(mq_kernel_size=4), "mq_kernel_size .4. must be odd"),
+    (dict(prediction_length=1), "multi_quantile_head with a horizon of 1 step"),
+    (dict(mq_use_decoder_pool=True, use_decoder=False, d_model=16, decoder_d_model=8),
+     "mq_use_decoder_pool without a decoder"),
+    (dict(mq_use_decoder_pool=True, num_input_channels=2, prediction_channel_indices=[0]),
+     "mq_use_decoder_pool with forecasts of fewer channels"),
+])
+def test_multi_quantile_head_refuses_what_granite_tsfm_cannot_run(fields, message):
+    """Pinned: each of these fails in granite-tsfm's forward; rustml_nb refuses the config by name."""
+    kwargs = dict(dict(context_length=32, patch_length=8, patch_stride=8, prediction_length=6,
+                       multi_quantile_head=True), **fields)
+    with pytest.raises((RuntimeError, ValueError)), torch.no_grad():
+        build_reference(**kwargs)(past_values=torch.randn(2, 32, kwargs.get("num_input_channels", 1)))
+    with pytest.raises(ConfigError, match=message):
+        TinyTimeMixerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("levels", [[0.1, 0.5], [0.2, 0.5, 0.9, 0.95]])
+def test_multi_quantile_levels_must_be_odd_around_the_median(levels):
+    with pytest.raises(ConfigError, match="quantile_levels must be an odd number of levels around 0.5"):
+        TinyTimeMixerConfig(multi_quantile_head=True, quantile_levels=levels)
+
+
+def test_forecasts_take_the_multi_quantile_heads_levels(tmp_path):
+    """forecast(DataFrame, quantiles=...) adds {channel}_q{level} columns from quantile_outputs, for levels the
+    head has; others are named in the error, and a point head has none."""
+    import pandas as pd
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  prediction_length=4, num_input_channels=1, multi_quantile_head=True)
+    model = rustml_nb.from_pretrained(save(build_reference(seed=7, **kwargs), tmp_path), dtype="float64")
+    history = pd.DataFrame(np.random.default_rng(2).normal(size=(40, 2)), columns=["a", "b"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    forecast = model.forecast(history, quantiles=[0.1, 0.9])
+    assert list(forecast.columns) == ["a", "b", "a_q0.1", "a_q0.9", "b_q0.1", "b_q0.9"]
+    output = model(history.to_numpy()[None])
+    np.testing.assert_array_equal(forecast[["a", "b"]].to_numpy(), output.prediction_outputs[0])
+    np.testing.assert_array_equal(forecast[["a_q0.1", "b_q0.1"]].to_numpy(), output.quantile_outputs[0, 0])
+    np.testing.assert_array_equal(forecast[["a_q0.9", "b_q0.9"]].to_numpy(), output.quantile_outputs[0, 8])
+    with pytest.raises(InputError, match=r"forecasts the levels \[0.1, 0.2, .*0.9\], not 0.25"):
+        model.forecast(history, quantiles=[0.25])
+    point = rustml_nb.from_pretrained(save(build_reference(seed=7, **dict(kwargs, multi_quantile_head=False)),
+                                           tmp_path / "point"))
+    with pytest.raises(ConfigError, match="has a point head and no multi-quantile head"):
+        point.forecast(history, quantiles=[0.1])
+
+
+def test_a_multi_quantile_head_the_config_does_not_describe_is_reported(tmp_path):
+    import json
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, prediction_length=4,
+                  multi_quantile_head=True, quantile_levels=[0.25, 0.5, 0.75])
+    folder = save(build_reference(seed=2, **kwargs), tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["multi_quantile_head"] = False
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(rustml_nb.ArchitectureMismatchError,
+                       match=r"multi_quantile_head \(quantile levels\): config says 0, weights say 3"):
+        rustml_nb.from_pretrained(folder)
+
+
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
     kwargs = dict(RELEASED_512_96, context_length=256, d_model=48)
     reference = build_reference(seed=1, **kwargs)
@@ -364,7 +473,7 @@ def test_config_has_every_granite_field_with_its_default():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("multi_quantile_head", True, "multi-quantile head .* not supported"),
+    ("decompose", True, "decomposed prediction .* not supported"),
     ("categorical_vocab_size_list", [3], "static categorical inputs need decoder_mode 'mix_channel'"),
     ("categorical_vocab_size_list", [3, 0], "categorical_vocab_size_list must be positive integers"),
     ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
@@ -737,8 +846,8 @@ def test_mapping_and_detection_cover_channel_mixing_and_categorical_inputs(kwarg
 
 def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
     """`rustml-nb compile --family tinytimemixer` compiles what a TinyTimeMixer checkpoint runs: afterwards a
-    plain one, one with the frequency token and the base norm, and one with forecast channel mixing forecast
-    without compiling."""
+    plain one, one with the frequency token and the base norm, one with forecast channel mixing and an r3 one
+    (multi-scale, register and FFT tokens, a GLU gate, the multi-quantile head) forecast without compiling."""
     import os
     import subprocess
     import sys
@@ -754,7 +863,9 @@ def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
     for index, extra in enumerate([{}, dict(resolution_prefix_tuning=True, enable_base_norm_always=True,
                                             adaptive_patching_levels=1),
                                    dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[2],
-                                        fcm_context_length=1, prediction_channel_indices=[0, 1])]):
+                                        fcm_context_length=1, prediction_channel_indices=[0, 1]),
+                                   dict(multi_scale=True, register_tokens=2, fft_length=2, gate_mode="glu",
+                                        multi_quantile_head=True)]):
         folders.append(str(save(build_reference(seed=index, **small, **extra), tmp_path / f"model{index}")))
     script = COMPILE_COUNTER + f"""
 import numpy as np, rustml_nb

@@ -337,6 +337,11 @@ class Forecaster:
             raise ConfigError(f"{what}: this checkpoint has a point head (loss {loss!r}), so there is no predicted "
                               "distribution; a distribution head (distribution_output, loss 'nll') has one")
 
+    def _require_quantiles(self, levels) -> None:
+        """ConfigError when this model cannot give the quantiles ``levels``: here, when it has no distribution
+        head (a family with quantile heads overrides it)."""
+        self._require_distribution("quantiles")
+
     def _predicted_distribution(self, output):
         """The predicted distribution in data units, as a scipy.stats distribution over the forecast's shape,
         built as transformers builds it: a Student t or normal shifted by ``loc`` and scaled by ``scale``; a
@@ -402,7 +407,7 @@ class Forecaster:
         their ids first appear. ``progress=True`` shows progress bars (tqdm) while reading and forecasting them.
         """
         if quantiles is not None:
-            self._require_distribution("quantiles")
+            self._require_quantiles(quantiles)
             quantiles = quantile_levels(quantiles)
         if id_columns is not None:
             if past_observed_mask is not None:

@@ -15,7 +15,6 @@ POINT_LOSSES = ("mse", "mae", "pinball", "huber", None)
 QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # Options of granite-tsfm 0.3.11 that rustml_nb does not run yet: (field, value that turns it on, what it is).
 NOT_YET = (
-    ("multi_quantile_head", True, "the multi-quantile head (r3)"),
     ("decompose", True, "decomposed prediction (r3)"),
 )
 
@@ -84,6 +83,16 @@ class TinyTimeMixerConfig(FamilyConfig):
     light_mode: bool = False
     quantile_levels: list = dataclasses.field(default_factory=lambda: list(QUANTILE_LEVELS))
     enable_base_norm_always: bool = False
+    # the multi-quantile head's (multi_quantile_head)
+    mq_hidden: int = 8
+    mq_kernel_size: int = 3
+    mq_eps: float = 1e-6
+    mq_use_decoder_pool: bool = False
+    mq_q50_type: str = "median"
+    mq_cond_path: str = "pool"
+    mq_cond_mode: str = "add"
+    mq_decoder_d_model: int = 8
+    mq_use_positional: bool = False
     # Set by granite-tsfm when it builds a model, and saved with it.
     masked_context_length: int | None = None
     # granite-tsfm reads these with getattr (not constructor arguments): its gate's kind and groups.
@@ -187,6 +196,11 @@ class TinyTimeMixerConfig(FamilyConfig):
         return 2 if self.gate_mode == "glu" else 1
 
     @property
+    def quantiles(self) -> list[float]:
+        """The multi-quantile head's levels, ascending (granite-tsfm sorts them)."""
+        return sorted(float(q) for q in self.quantile_levels)
+
+    @property
     def horizon(self) -> int:
         """Steps a forecast holds: ``prediction_filter_length`` when set, else ``prediction_length``."""
         return self.prediction_filter_length if self.prediction_filter_length is not None else self.prediction_length
@@ -229,6 +243,32 @@ class TinyTimeMixerConfig(FamilyConfig):
         2 * fcm_context_length + 1 steps, embedded to twice that with the mixer."""
         window = 2 * self.fcm_context_length + 1
         return 2 * window if self.fcm_use_mixer else window
+
+    def check_multi_quantile_head(self) -> None:
+        """What granite-tsfm's MultiQuantileHead accepts and runs."""
+        levels = self.quantiles
+        below = sum(q < 0.5 for q in levels)
+        if len(levels) % 2 != 1 or not any(abs(q - 0.5) < 1e-12 for q in levels) or below != len(levels) // 2:
+            raise ConfigError(f"quantile_levels must be an odd number of levels around 0.5, as many below as above "
+                              f"(granite-tsfm's multi-quantile head), got {self.quantile_levels!r}")
+        self.check_positive("mq_hidden", "mq_kernel_size", "mq_decoder_d_model")
+        if self.horizon < 2:
+            raise ConfigError("multi_quantile_head with a horizon of 1 step: granite-tsfm's instance norm over the "
+                              "horizon needs 2 steps and fails")
+        if self.mq_kernel_size % 2 == 0:
+            raise ConfigError(f"mq_kernel_size ({self.mq_kernel_size}) must be odd: granite-tsfm's head changes the "
+                              "horizon's length otherwise and fails")
+        self.check_choice("mq_cond_path", ("pool", "flatten"))
+        self.check_choice("mq_cond_mode", ("add", "concat"))
+        if self.mq_use_decoder_pool:
+            if self.head_d_model != self.decoder_d_model:
+                raise ConfigError("mq_use_decoder_pool without a decoder: granite-tsfm's head reads decoder_d_model "
+                                  f"({self.decoder_d_model}) features where the backbone gives d_model "
+                                  f"({self.d_model}), and fails")
+            if len(self.output_channels) != self.num_input_channels:
+                raise ConfigError("mq_use_decoder_pool with forecasts of fewer channels than the input "
+                                  "(prediction_channel_indices or exogenous channels): granite-tsfm's head pairs "
+                                  "each forecast channel with a decoder channel and fails")
 
     def level_factors(self, levels: int, d_model: int) -> list[int]:
         """Each adaptive-patching level's factor, coarsest first, as TinyTimeMixerAdaptivePatchingBlock sets
@@ -300,6 +340,8 @@ class TinyTimeMixerConfig(FamilyConfig):
             if self.fcm_prepend_past and self.fcm_context_length + (self.fcm_prepend_past_offset or 0) > self.sequence_length:
                 raise ConfigError("fcm_context_length + fcm_prepend_past_offset must fit in the context")
         self.check_choice("gate_mode", GATE_MODES)
+        if self.multi_quantile_head:
+            self.check_multi_quantile_head()
         if self.use_register_context_gating:
             raise ConfigError("use_register_context_gating: granite-tsfm 0.3.11 cannot run it (its gates need a "
                               "context tensor that none of its blocks passes)")

@@ -100,6 +100,20 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
         if config.fcm_gated_attn:
             linear("head.fcm.gate", features, features * config.gate_outputs)
         linear("head.fcm.mlp", features, len(config.output_channels))
+    if config.multi_quantile_head:
+        hidden = config.mq_hidden
+        shapes.update({"head.quantiles.smooth.weight": (1, 1, config.mq_kernel_size), "head.quantiles.smooth.bias": (1,),
+                       "head.quantiles.norm.weight": (1,), "head.quantiles.norm.bias": (1,),
+                       "head.quantiles.expand.weight": (hidden, 1, 1), "head.quantiles.expand.bias": (hidden,)})
+        conditioned = config.mq_use_decoder_pool
+        if conditioned and config.mq_cond_path == "pool":
+            linear("head.quantiles.condition", config.decoder_d_model, hidden)
+        elif conditioned:
+            linear("head.quantiles.condition_tokens", config.decoder_d_model, config.mq_decoder_d_model)
+            linear("head.quantiles.condition_flat", config.num_tokens * config.mq_decoder_d_model, hidden)
+        inputs = 2 * hidden if conditioned and config.mq_cond_mode == "concat" else hidden
+        shapes["head.quantiles.out.weight"] = (len(config.quantiles), inputs, 1)
+        shapes["head.quantiles.out.bias"] = (len(config.quantiles),)
     return shapes
 
 
@@ -139,6 +153,7 @@ class DetectionReport:
     categorical_variables: int
     prediction_length: int | None
     enable_forecast_channel_mixing: bool
+    quantiles: int | None  # the multi-quantile head's levels (0: no such head; None: no forecasting head)
 
 
 @dataclasses.dataclass
@@ -203,7 +218,9 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         decoder_raw_residual="decoder.raw_embedding.weight" in mapped,
         categorical_variables=sum(1 for n in names if re.match(r"decoder\.categorical\.\d+\Z", n)),
         prediction_length=None if head is None else head.shape[0],
-        enable_forecast_channel_mixing="head.fcm.mlp.weight" in mapped)
+        enable_forecast_channel_mixing="head.fcm.mlp.weight" in mapped,
+        quantiles=(mapped["head.quantiles.out.bias"].shape[0] if "head.quantiles.out.bias" in mapped else 0)
+        if head is not None else None)
 
 
 def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = None) -> ArchitectureCheck:
@@ -236,6 +253,8 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
         compare("prediction_length", config.prediction_length, report.prediction_length)
         compare("enable_forecast_channel_mixing", config.enable_forecast_channel_mixing,
                 report.enable_forecast_channel_mixing)
+        compare("multi_quantile_head (quantile levels)", len(config.quantiles) if config.multi_quantile_head else 0,
+                report.quantiles)
         if report.use_decoder:
             compare("decoder_d_model", config.decoder_d_model, report.decoder_d_model)
             compare("decoder_adaptive_patching_levels", max(config.decoder_adaptive_patching_levels, 0),

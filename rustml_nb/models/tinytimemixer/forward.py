@@ -14,12 +14,13 @@ import scipy.fft
 
 from ...jit import kernel
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
-from ...kernels.rows import ACT_GELU, GATE_MODES, add_bias_activate, gate
+from ...kernels.rows import ACT_GELU, GATE_MODES, add_bias_activate, gate, gelu_inplace_array
 from ...kernels.series import scale_and_patchify
 from ..layers import Linear
 
 # Rows (series x tokens) of d_model per block, as PatchTSMixer's: its matrices are as narrow.
 BLOCK_ROWS = 2048
+INSTANCE_NORM_EPS = 1e-5  # torch's InstanceNorm1d default, which the multi-quantile head keeps
 
 
 class Embedding(NamedTuple):
@@ -246,3 +247,63 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
         logits = np.empty((features.shape[0], weights.gate_weight.shape[1]), base.dtype)
         gate(features, weights.gate_weight, weights.gate_bias, logits, GATE_MODES[config.gate_mode], config.gate_groups)
     return (np.dot(features, weights.mlp_weight) + weights.mlp_bias).reshape(base.shape) + base
+
+
+class QuantileHead(NamedTuple):
+    """granite-tsfm's MultiQuantileHead (r3 ``multi_quantile_head``), around each series' point forecast."""
+
+    smooth_weight: np.ndarray  # [kernel]: the Conv1d over the horizon
+    smooth_bias: np.ndarray  # [1]
+    norm_weight: np.ndarray  # [1]: the InstanceNorm's affine scale and shift
+    norm_bias: np.ndarray  # [1]
+    expand_weight: np.ndarray  # [hidden]: the pointwise Conv1d 1 -> hidden
+    expand_bias: np.ndarray  # [hidden]
+    condition: tuple  # mq_use_decoder_pool: (Linear,) for "pool", (token Linear, flat Linear) for "flatten"; else ()
+    out: Linear  # the pointwise Conv1d (hidden, or 2 x hidden with "concat") -> quantiles, as [in, out]
+
+
+def softplus(values):
+    """torch's softplus (beta 1, threshold 20): log(1 + exp(x)), and x itself above 20."""
+    return np.where(values > 20, values, np.log1p(np.exp(np.minimum(values, 20))))
+
+
+def multi_quantile(point, decoded, config, weights: QuantileHead):
+    """point [batch, horizon, channels] (scaled units), decoded [batch, channels, tokens, width] (the
+    decoder's output, or the backbone's without a decoder) -> quantiles [batch, levels, horizon, channels],
+    ascending. Per series, the forecast smoothed (Conv1d, zero padded), normalized over the horizon, expanded
+    pointwise to ``mq_hidden`` features and through GELU (exact), plus (or beside) the decoder's summary, then
+    pointwise to as many outputs as levels: the first shifts the median (mq_q50_type "median"), the others,
+    through softplus (+ mq_eps), are the steps between neighbouring levels, summed outward from it."""
+    batch, horizon, channels = point.shape
+    dtype = point.dtype
+    series = np.ascontiguousarray(point.transpose(0, 2, 1)).reshape(batch * channels, horizon)  # [series, T]
+    half = weights.smooth_weight.size // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(series, ((0, 0), (half, half))),
+                                                       weights.smooth_weight.size, axis=1)  # [series, T, kernel]
+    smoothed = windows @ weights.smooth_weight + weights.smooth_bias[0]
+    mean = smoothed.mean(axis=1, keepdims=True)
+    variance = np.square(smoothed - mean).mean(axis=1, keepdims=True)
+    normed = ((smoothed - mean) / np.sqrt(variance + dtype.type(INSTANCE_NORM_EPS)) * weights.norm_weight[0]
+              + weights.norm_bias[0])
+    hidden = np.ascontiguousarray(normed[:, None, :] * weights.expand_weight[:, None] + weights.expand_bias[:, None],
+                                  dtype=dtype)  # [series, hidden, T]
+    gelu_inplace_array(hidden.reshape(-1))
+    if weights.condition:
+        if config.mq_cond_path == "pool":
+            summary = decoded.mean(axis=2) @ weights.condition[0].weight + weights.condition[0].bias
+        else:
+            tokens = decoded @ weights.condition[0].weight + weights.condition[0].bias  # [batch, channels, P, md]
+            summary = tokens.reshape(batch, channels, -1) @ weights.condition[1].weight + weights.condition[1].bias
+        summary = summary.reshape(batch * channels, -1, 1).astype(dtype, copy=False)
+        if config.mq_cond_mode == "add":
+            hidden = hidden + summary
+        else:
+            hidden = np.concatenate([hidden, np.broadcast_to(summary, hidden.shape)], axis=1)
+    outputs = np.matmul(weights.out.weight.T, hidden) + weights.out.bias[:, None]  # [series, levels, T]
+    side = outputs.shape[1] // 2
+    median = series + outputs[:, 0] if config.mq_q50_type.lower() == "median" else series
+    steps = softplus(outputs[:, 1:]) + dtype.type(config.mq_eps)
+    below = median[:, None] - np.cumsum(steps[:, :side], axis=1)  # nearest level first
+    above = median[:, None] + np.cumsum(steps[:, side:], axis=1)
+    levels = np.concatenate([below[:, ::-1], median[:, None], above], axis=1)  # [series, levels, T]
+    return np.ascontiguousarray(levels.reshape(batch, channels, -1, horizon).transpose(0, 2, 3, 1), dtype=dtype)

@@ -44,6 +44,12 @@ HEAD_RULES: tuple[tuple[str, str], ...] = (
     *layer_rules("head.fcm.layers.{layer}", "head.fcm_block.exog_mixer.mixers.{layer}"),
     *((f"head.fcm.gate.{p}", f"head.fcm_block.fcm_gating_block.attn_layer.{p}") for p in LINEAR),
     *((f"head.fcm.mlp.{p}", f"head.fcm_block.mlp.{p}") for p in LINEAR),
+    # the multi-quantile head (r3): its Conv1d over the horizon, InstanceNorm, pointwise Conv1ds, and the
+    # decoder's summary (mq_use_decoder_pool: pooled, or each token's then flattened)
+    *((f"head.quantiles.{ours}.{p}", f"multi_quantile_head_block.{theirs}.{p}") for p in LINEAR
+      for ours, theirs in (("smooth", "dw"), ("norm", "inorm"), ("expand", "pw1"), ("out", "pw2"),
+                           ("condition", "dec_proj"), ("condition_tokens", "dec_tok_proj"),
+                           ("condition_flat", "dec_flat_to_hidden"))),
 )
 
 RULES = RuleTable("TinyTimeMixer", ENCODER_RULES, HEAD_RULES, encoder_prefix="backbone.")

@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...errors import ArchitectureMismatchError, InputError
+from ...errors import ArchitectureMismatchError, ConfigError, InputError
 from ...inputs import as_array, check_series
 from ...kernels import attention, heads, mixer, rows, series
-from ..base import FamilyModel, Forecaster, check_agreement, model_dtype, unbatch
+from ..base import FamilyModel, Forecaster, check_agreement, model_dtype, quantile_levels, unbatch
 from . import forward
 from .config import TinyTimeMixerConfig
 from .detection import ArchitectureCheck, check_tinytimemixer_compatibility, expected_shapes, head_of_config
@@ -39,6 +39,7 @@ class TinyTimeMixerForPredictionOutput:
     loc: np.ndarray | None = None  # [batch, 1, channels forecast]
     scale: np.ndarray | None = None
     input_data: np.ndarray | None = None  # past_values as the model ran it: cut or padded to its length
+    quantile_outputs: np.ndarray | None = None  # [batch, levels, horizon, channels forecast]: the multi-quantile head's
 
 
 def _stack_states(levels, adaptive: bool) -> list[int]:
@@ -380,18 +381,55 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         out, single = self._forward(values, mask, None, output_hidden_states, prefix, static_rows)
         channels = self.output_channels_for(values.shape[-1])
         forecast = np.ascontiguousarray(out.head[:, 0, :self.config.horizon][..., channels])
-        if self.weights.channel_mixing is not None:  # on forecasts still in scaled units, then scaled back
+        if self.weights.channel_mixing is not None:  # on forecasts still in scaled units
             past = np.nan_to_num(values if values.ndim == 3 else values[None], nan=0.0, posinf=0.0, neginf=0.0)
             forecast = forward.mix_forecast_channels(forecast, past.astype(self.dtype, copy=False), future,
                                                      self.weights.channel_mixing, self.config, self._fcm_switches,
                                                      self._fcm_heads)
-            forecast = forecast * out.scale[..., channels] + out.loc[..., channels]
         decoded = out.decoded if out.decoded is not None else out.last_hidden_state
+        loc, scale = out.loc[..., channels], out.scale[..., channels]
+        quantiles = None
+        if self.weights.quantile_head is not None:  # around the scaled forecasts; the median is the forecast
+            quantiles = forward.multi_quantile(forecast, decoded, self.config, self.weights.quantile_head)
+            forecast = quantiles[:, quantiles.shape[1] // 2]
+            quantiles = quantiles * scale[:, None] + loc[:, None]
+        if self._scaled_head:
+            forecast = forecast * scale + loc
         return TinyTimeMixerForPredictionOutput(
             unbatch(forecast, single), unbatch(out.last_hidden_state, single), unbatch(decoded, single),
-            self._states(out, single),
-            unbatch(np.ascontiguousarray(out.loc[..., channels]), single),
-            unbatch(np.ascontiguousarray(out.scale[..., channels]), single), values)
+            self._states(out, single), unbatch(np.ascontiguousarray(loc), single),
+            unbatch(np.ascontiguousarray(scale), single), values,
+            None if quantiles is None else unbatch(np.ascontiguousarray(quantiles), single))
+
+    def _require_quantiles(self, levels) -> None:
+        if self.weights.quantile_head is None:
+            raise ConfigError("quantiles: this checkpoint has a point head and no multi-quantile head "
+                              "(multi_quantile_head), so it forecasts no quantiles")
+        self._quantile_indices(levels)
+
+    def _quantile_indices(self, levels) -> list[int]:
+        """Where each of ``levels`` is among the multi-quantile head's levels; InputError naming those it has."""
+        available = self.config.quantiles
+        indices = []
+        for level in quantile_levels(levels):
+            matches = [i for i, q in enumerate(available) if abs(q - level) < 1e-9]
+            if not matches:
+                raise InputError(f"quantiles: this checkpoint's multi-quantile head forecasts the levels {available}, "
+                                 f"not {float(level)!r}")
+            indices.append(matches[0])
+        return indices
+
+    def quantiles(self, output, levels) -> np.ndarray:
+        """[len(levels), *forecast shape]: the multi-quantile head's forecasts at ``levels`` (each one of the
+        levels it was trained for, ``config.quantile_levels``), in data units. Without that head: ConfigError."""
+        self._require_quantiles(levels)
+        return np.moveaxis(output.quantile_outputs[..., self._quantile_indices(levels), :, :], -3, 0)
+
+    @property
+    def _scaled_head(self) -> bool:
+        """Whether the forecast head's output stays in scaled units, for the steps after it (forecast channel
+        mixing, the multi-quantile head), and is scaled back after them."""
+        return self.weights.channel_mixing is not None or self.weights.quantile_head is not None
 
     def _head_output(self, batch, channels, dtype):
         return np.empty((batch, 1, self.config.prediction_length, channels), dtype)
@@ -453,7 +491,7 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
         rows = part.decoded if self.decoder_width else part.stream
         features = rows.reshape(-1, self.tokens * width)[first_series:last_series]
         loc, scale = part.loc, part.scale
-        if self.weights.channel_mixing is not None:  # forecast channel mixing reads scaled forecasts
+        if self._scaled_head:  # forecast channel mixing and the multi-quantile head read scaled forecasts
             loc, scale = np.zeros_like(loc), np.ones_like(scale)
         heads.prediction_head(features, first_series, loc, scale, self.weights.head_weight,
                               self.weights.head_bias, heads.DIST_NONE, 0.0, part.head)
@@ -465,10 +503,11 @@ MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)
 def compile_kernels(dtype: str = "float32") -> None:
     """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with adaptive
     levels, the frequency token and a decoder, one with forecast channel mixing (its mixer and gate), one
-    with self-attention, the base norm and static categorical inputs, each run once."""
+    with self-attention, the base norm, static categorical inputs and the multi-quantile head, each run once."""
     rng = np.random.default_rng(0)
     for self_attn in (False, True):
-        options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2]) if self_attn else
+        options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2], multi_quantile_head=True)
+                   if self_attn else
                    dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[1], fcm_context_length=1,
                         fcm_use_mixer=True, prediction_channel_indices=[0, 2]))
         config = TinyTimeMixerConfig(num_input_channels=3, context_length=16, patch_length=4, patch_stride=4,

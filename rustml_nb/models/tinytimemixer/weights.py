@@ -14,7 +14,7 @@ from ..layers import Linear, Norm, validate_state, weight_array
 from ..mixer import load_stack
 from .config import TinyTimeMixerConfig
 from .detection import expected_shapes, fcm_stack, stacks
-from .forward import ChannelMixing, DecoderInput, Embedding, Frequency, Spectral
+from .forward import ChannelMixing, DecoderInput, Embedding, Frequency, QuantileHead, Spectral
 
 
 class Level(NamedTuple):
@@ -34,6 +34,7 @@ class TinyTimeMixerWeights(NamedTuple):
     head_weight: np.ndarray | None  # [1, 1, tokens * head d_model, prediction_length] (kernels.heads' layout)
     head_bias: np.ndarray | None  # [1, 1, prediction_length]
     channel_mixing: ChannelMixing | None  # forecast channel mixing (enable_forecast_channel_mixing)
+    quantile_head: QuantileHead | None  # the multi-quantile head (r3 multi_quantile_head)
     categorical: tuple[np.ndarray, ...]  # each static categorical variable's embedding [vocab, decoder_d_model]
 
 
@@ -75,7 +76,7 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
     def levels(part):
         return tuple(Level(factor, load_stack(mapped, shape, dtype, prefix)) for prefix, factor, shape in stacks(config, part))
 
-    decoder_input, decoder, head_weight, head_bias, channel_mixing = None, (), None, None, None
+    decoder_input, decoder, head_weight, head_bias, channel_mixing, quantile_head = None, (), None, None, None, None
     if head == "prediction":
         if config.use_decoder:
             adapter = _linear_or_empty(mapped, "decoder.adapter", dtype)
@@ -90,7 +91,23 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
             stack = load_stack(mapped, fcm_stack(config), dtype, "head.fcm.") if config.fcm_use_mixer else None
             channel_mixing = ChannelMixing(*embedding_linear, stack, *gate,
                                            *Linear.from_state_dict(mapped, "head.fcm.mlp", dtype))
+        if config.multi_quantile_head:
+            def flat(name):
+                return weight_array(np.reshape(mapped[name], -1), dtype)
+
+            condition = ()
+            if config.mq_use_decoder_pool:
+                condition = tuple(Linear.from_state_dict(mapped, f"head.quantiles.{name}", dtype) for name in (
+                    ("condition",) if config.mq_cond_path == "pool" else ("condition_tokens", "condition_flat")))
+            out = mapped["head.quantiles.out.weight"]  # [levels, in, 1]
+            quantile_head = QuantileHead(
+                flat("head.quantiles.smooth.weight"), flat("head.quantiles.smooth.bias"),
+                flat("head.quantiles.norm.weight"), flat("head.quantiles.norm.bias"),
+                flat("head.quantiles.expand.weight"), flat("head.quantiles.expand.bias"), condition,
+                Linear.from_state_dict({"out.weight": out[:, :, 0], "out.bias": mapped["head.quantiles.out.bias"]},
+                                       "out", dtype))
     categorical = tuple(weight_array(mapped[f"decoder.categorical.{index}"], dtype)
                         for index in range(config.num_categorical)) if head == "prediction" else ()
     return TinyTimeMixerWeights(embedding, frequency, register_tokens, spectral, base_norm, levels("encoder"),
-                                decoder_input, decoder, head_weight, head_bias, channel_mixing, categorical)
+                                decoder_input, decoder, head_weight, head_bias, channel_mixing, quantile_head,
+                                categorical)
