@@ -24,8 +24,9 @@ _FAMILY_NAMES = {
         "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerModel", "check_patchtsmixer_compatibility",
         "detect_patchtsmixer", "map_patchtsmixer_weights"),
     "rustml_nb.models.tinytimemixer": (
-        "TinyTimeMixerConfig", "TinyTimeMixerForPrediction", "TinyTimeMixerModel", "check_tinytimemixer_compatibility",
-        "detect_tinytimemixer", "get_model", "map_tinytimemixer_weights"),
+        "TinyTimeMixerConfig", "TinyTimeMixerForPrediction", "TinyTimeMixerForDecomposedPrediction",
+        "TinyTimeMixerModel", "check_tinytimemixer_compatibility", "detect_tinytimemixer", "get_model",
+        "map_tinytimemixer_weights"),
 }
 _FAMILY_OF_NAME = {name: module for module, names in _FAMILY_NAMES.items() for name in names}
 _HUB_NAMES = ("HubApi", "HubError", "HubConnectionError", "HubFileNotFoundError", "NotCachedError",
@@ -39,7 +40,8 @@ __all__ = [
     "PatchTSMixerModel", "PatchTSMixerForPrediction", "PatchTSMixerForPretraining",
     "PatchTSMixerForTimeSeriesClassification", "PatchTSMixerForRegression", "PatchTSMixerConfig",
     "map_patchtsmixer_weights", "check_patchtsmixer_compatibility", "detect_patchtsmixer",
-    "TinyTimeMixerModel", "TinyTimeMixerForPrediction", "TinyTimeMixerConfig", "map_tinytimemixer_weights",
+    "TinyTimeMixerModel", "TinyTimeMixerForPrediction", "TinyTimeMixerForDecomposedPrediction",
+    "TinyTimeMixerConfig", "map_tinytimemixer_weights",
     "check_tinytimemixer_compatibility", "detect_tinytimemixer", "get_model",
     "RustmlError", "CheckpointError", "UnsupportedDtypeError", "MissingFileError", "UnreadableFileError",
     "ConfigError", "WeightMappingError", "ShapeMismatchError", "ArchitectureMismatchError",

@@ -415,6 +415,154 @@ def test_a_multi_quantile_head_the_config_does_not_describe_is_reported(tmp_path
         rustml_nb.from_pretrained(folder)
 
 
+def run_decomposed(folder, reference, values, dtype, **inputs):
+    ours = rustml_nb.from_pretrained(folder, dtype=dtype)
+    reference = reference.to(TORCH_DTYPES[dtype])
+    torch_inputs = {name: None if value is None else torch.from_numpy(np.asarray(value)) for name, value in inputs.items()}
+    with torch.no_grad():
+        theirs = reference(past_values=torch.from_numpy(values.astype(dtype)), **torch_inputs)
+    return ours(values.astype(dtype), **inputs), theirs
+
+
+@st.composite
+def decomposed_kwargs(draw):
+    kwargs = draw(ttm_kwargs())
+    if "prediction_channel_indices" in kwargs:  # unsorted ones mispair channels in granite-tsfm (test below)
+        kwargs["prediction_channel_indices"] = sorted(kwargs["prediction_channel_indices"])
+    kwargs["decompose"] = True
+    patch = kwargs["patch_length"]
+    if draw(st.booleans()):
+        kwargs["residual_context_length"] = patch * draw(st.integers(2, kwargs["context_length"] // patch))
+    if draw(st.booleans()):
+        trend_patch = draw(st.sampled_from([4, 8]))
+        kwargs.update(trend_patch_length=trend_patch, trend_patch_stride=trend_patch,
+                      trend_d_model=draw(st.sampled_from([8, 16])), trend_num_layers=draw(st.integers(1, 2)),
+                      trend_adaptive_patching_levels=draw(st.integers(0, 1)),
+                      trend_register_tokens=draw(st.sampled_from([None, 0, 2])),
+                      trend_multi_scale=draw(st.sampled_from([None, False, True])))
+        if kwargs["context_length"] <= trend_patch or kwargs["context_length"] < 2 * trend_patch:
+            kwargs["trend_patch_length"] = kwargs["trend_patch_stride"] = patch
+    kwargs["combine_quantiles_via_variance"] = draw(st.booleans())
+    if kwargs.get("mq_use_decoder_pool") or kwargs["decoder_raw_residual"]:
+        kwargs["mq_use_decoder_pool"] = kwargs["decoder_raw_residual"] = False  # kept simple: the trend's widths vary
+    return kwargs
+
+
+@given(decomposed_kwargs(), st.sampled_from(["float64", "float32"]), st.integers(1, 3), st.integers(0, 2 ** 16))
+def test_decomposed_prediction_matches_granite_tsfm(tmp_path_factory, kwargs, dtype, batch, seed):
+    """TinyTimeMixerForDecomposedPrediction (r3's -dec- revisions): the scaled history's robust trend and the
+    residual around it, each through its forecaster (the trend's with its trend_* changes, the residual's over
+    residual_context_length steps), every output field."""
+    reference = build_reference("TinyTimeMixerForDecomposedPrediction", seed=seed, **kwargs)
+    folder = save(reference, tmp_path_factory.mktemp("dec"))
+    rng = np.random.default_rng(seed)
+    values, tokens = inputs(kwargs, rng, batch)
+    values = values + np.cumsum(rng.normal(size=values.shape), axis=1)  # a wandering trend
+    extra = dict(freq_token=tokens) if kwargs["resolution_prefix_tuning"] else {}
+    ours, theirs = run_decomposed(folder, reference, values, dtype, **extra)
+    assert type(rustml_nb.from_pretrained(folder)).__name__ == "TinyTimeMixerForDecomposedPrediction"
+    truth = run_decomposed(folder, reference, values, "float64", **extra)[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+
+
+@pytest.mark.parametrize("length", [20, 48, 70])
+def test_decomposed_prediction_over_some_channels_and_other_lengths(tmp_path, length):
+    """Scaled over every given step (granite-tsfm's decomposed model scales before its forecasters cut or pad),
+    forecasting some channels: the trend and residual inputs hold those channels."""
+    kwargs = dict(context_length=48, patch_length=8, patch_stride=8, d_model=16, num_layers=1, num_input_channels=3,
+                  decoder_d_model=8, prediction_length=5, decompose=True, prediction_channel_indices=[0, 2],
+                  residual_context_length=24, multi_quantile_head=True, combine_quantiles_via_variance=True)
+    reference = build_reference("TinyTimeMixerForDecomposedPrediction", seed=8, **kwargs)
+    folder = save(reference, tmp_path)
+    values = np.random.default_rng(8).normal(size=(2, length, 3)).cumsum(axis=1)
+    for dtype in ("float64", "float32"):
+        ours, theirs = run_decomposed(folder, reference, values, dtype)
+        truth = run_decomposed(folder, reference, values, "float64")[1] if dtype == "float32" else None
+        compare_outputs(ours, theirs, dtype, truth)
+        assert ours.trend_input.shape == (2, length, 2) and ours.residual_input.shape == (2, min(24, length), 2)
+
+
+def test_unsorted_prediction_channels_mispair_channels_in_granite_tsfms_decomposed_model(tmp_path):
+    """Pinned: granite-tsfm sorts prediction_channel_indices inside each forecaster's config but not in the
+    decomposed model's own, which then scales channel 0's forecast with channel 2's loc and scale. rustml_nb
+    sorts them everywhere, so [2, 0] forecasts as [0, 2] does (the evident intent)."""
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, num_input_channels=3,
+                  decoder_d_model=8, prediction_length=4, decompose=True)
+    unsorted = build_reference("TinyTimeMixerForDecomposedPrediction", seed=8, prediction_channel_indices=[2, 0],
+                               **kwargs).double()
+    in_order = build_reference("TinyTimeMixerForDecomposedPrediction", seed=8, prediction_channel_indices=[0, 2],
+                               **kwargs).double()
+    values = np.random.default_rng(8).normal(size=(2, 32, 3)).cumsum(axis=1) * 5 + np.array([0.0, 10.0, 100.0])
+    with torch.no_grad():
+        theirs_unsorted = unsorted(past_values=torch.from_numpy(values)).prediction_outputs.numpy()
+        theirs_in_order = in_order(past_values=torch.from_numpy(values)).prediction_outputs.numpy()
+    assert np.abs(theirs_unsorted - theirs_in_order).max() > 1
+    ours = rustml_nb.from_pretrained(save(unsorted, tmp_path), dtype="float64")(values).prediction_outputs
+    np.testing.assert_allclose(ours, theirs_in_order, rtol=1e-9, atol=1e-9)
+
+
+def test_decomposed_checkpoints_map_both_ways_and_report_each_forecasters_disagreements(tmp_path):
+    import json
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  prediction_length=4, decompose=True, trend_d_model=8, residual_context_length=16)
+    reference = build_reference("TinyTimeMixerForDecomposedPrediction", **kwargs)
+    state = {key: value.numpy() for key, value in reference.state_dict().items()}
+    result = map_tinytimemixer_weights(state)
+    assert result.unmapped == [] and len(result.mapped) == len(state)
+    assert {name.split(".")[0] for name in result.mapped} == {"trend", "residual"}
+    for ours, key in result.sources.items():
+        assert hf_name(ours) == key
+    config = TinyTimeMixerConfig(**kwargs)
+    for part, part_config in (("trend.", config.trend_config()), ("residual.", config.residual_config())):
+        shapes = {name[len(part):]: tuple(a.shape) for name, a in result.mapped.items() if name.startswith(part)}
+        assert shapes == expected_shapes(part_config, "prediction")
+    assert rustml_nb.models.tinytimemixer.check_tinytimemixer_compatibility(result.mapped, config).mismatches == []
+    folder = save(reference, tmp_path)
+    values = json.loads((folder / "config.json").read_text())
+    assert values["architectures"] == ["TinyTimeMixerForDecomposedPrediction"]
+    (folder / "config.json").write_text(json.dumps({**values, "trend_d_model": 16}))
+    with pytest.raises(rustml_nb.ArchitectureMismatchError, match="trend_forecaster: .*d_model: config says 16, weights "
+                                                                   "say 8"):
+        rustml_nb.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**values, "architectures": None}))  # the weights tell the class
+    assert type(rustml_nb.from_pretrained(folder)).__name__ == "TinyTimeMixerForDecomposedPrediction"
+
+
+def test_decomposed_forecasts_take_dataframes_and_the_heads_levels(tmp_path):
+    import pandas as pd
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  prediction_length=4, decompose=True, multi_quantile_head=True, quantile_levels=[0.2, 0.5, 0.8],
+                  resolution_prefix_tuning=True, frequency_token_vocab_size=10)
+    reference = build_reference("TinyTimeMixerForDecomposedPrediction", seed=9, **kwargs)
+    model = rustml_nb.from_pretrained(save(reference, tmp_path), dtype="float64")
+    history = pd.DataFrame(np.random.default_rng(3).normal(size=(40, 2)).cumsum(axis=0), columns=["a", "b"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    forecast = model.forecast(history, quantiles=[0.2, 0.8])
+    assert list(forecast.columns) == ["a", "b", "a_q0.2", "a_q0.8", "b_q0.2", "b_q0.8"]
+    with torch.no_grad():
+        expected = reference.double()(torch.from_numpy(history.to_numpy()[None, -32:].copy()),  # its context, as
+                                      freq_token=torch.tensor([7]))  # granite-tsfm's pipeline gives it
+    np.testing.assert_allclose(forecast[["a", "b"]].to_numpy(), expected.prediction_outputs.numpy()[0], rtol=1e-9,
+                               atol=1e-9)
+    np.testing.assert_allclose(forecast[["a_q0.8", "b_q0.8"]].to_numpy(), expected.quantile_outputs.numpy()[0, 2],
+                               rtol=1e-9, atol=1e-9)
+    with pytest.raises(InputError, match="at least 3 steps"):
+        model(np.ones((1, 2, 2)), freq_token=[1])
+
+
+def test_decomposed_checkpoint_keys_outside_its_forecasters_are_named(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=8, prediction_length=4, decompose=True)
+    folder = save(build_reference("TinyTimeMixerForDecomposedPrediction", **kwargs), tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({**tensors, "scaler.extra": np.zeros(2, np.float32)}, folder / "model.safetensors")
+    with pytest.raises(rustml_nb.WeightMappingError, match="outside its trend and residual forecasters: .'scaler.extra'"):
+        rustml_nb.from_pretrained(folder)
+
+
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
     kwargs = dict(RELEASED_512_96, context_length=256, d_model=48)
     reference = build_reference(seed=1, **kwargs)
@@ -461,19 +609,11 @@ def test_config_has_every_granite_field_with_its_default():
             assert getattr(ours, field.name) == getattr(theirs, field.name), field.name
     import inspect
     arguments = set(inspect.signature(granite().TinyTimeMixerConfig.__init__).parameters) - {"self", "kwargs"}
-    not_ours = {"trend_patch_length", "trend_patch_stride", "trend_d_model", "trend_decoder_d_model", "trend_num_layers",
-                "trend_decoder_num_layers", "trend_register_tokens", "trend_fft_length", "trend_multi_scale",
-                "trend_adaptive_patching_levels", "trend_head_d_model", "trend_loss_weight", "residual_loss_weight",
-                "joint_loss_weight", "forecast_loss_type", "mq_hidden", "mq_kernel_size", "mq_eps",
-                "mq_use_decoder_pool", "mq_q50_type", "mq_cond_path", "mq_cond_mode", "mq_decoder_d_model",
-                "mq_use_positional", "combine_quantiles_via_variance", "penalize_large_width_ratio",
-                "width_penalty_mode"}
-    missing = arguments - {f.name for f in dataclasses.fields(TinyTimeMixerConfig)} - not_ours
+    missing = arguments - {f.name for f in dataclasses.fields(TinyTimeMixerConfig)}
     assert missing == set()
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("decompose", True, "decomposed prediction .* not supported"),
     ("categorical_vocab_size_list", [3], "static categorical inputs need decoder_mode 'mix_channel'"),
     ("categorical_vocab_size_list", [3, 0], "categorical_vocab_size_list must be positive integers"),
     ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
@@ -590,6 +730,33 @@ def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "TinyTimeMixerForPrediction in float64: rustml_nb against granite-tsfm 0.3.11" in out
     assert "hidden state 0 " in out and "all within tolerance" in out
+
+
+def test_command_line_inspects_forecasts_and_checks_an_r3_decomposed_checkpoint(tmp_path, capsys):
+    from rustml_nb.cli import main
+    import pandas as pd
+
+    kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
+                  decoder_num_layers=1, prediction_length=4, num_input_channels=2, decompose=True, register_tokens=1,
+                  multi_quantile_head=True, quantile_levels=[0.25, 0.5, 0.75], residual_context_length=16)
+    folder = save(build_reference("TinyTimeMixerForDecomposedPrediction", seed=4, **kwargs), tmp_path)
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "r3           1 register tokens, multi-quantile head [0.25, 0.5, 0.75]" in out
+    assert "decomposed   trend forecaster: patches of 8, d_model 16, 1 layers; residual forecaster: the last 16" in out
+    history = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    history.to_csv(tmp_path / "history.csv", index_label="time")
+    assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
+                 "--output", str(tmp_path / "forecast.csv")]) == 0
+    forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+    model = rustml_nb.from_pretrained(folder)
+    np.testing.assert_allclose(forecast.to_numpy(), model(history.to_numpy()[-32:]).prediction_outputs, rtol=1e-5)
+    capsys.readouterr()
+    assert main(["parity", str(folder), "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "TinyTimeMixerForDecomposedPrediction in float32" in out and "all within tolerance" in out
+    assert "trend_quantile_outputs" in out and "residual_input" in out
 
 
 @pytest.mark.parametrize("class_name", ["TinyTimeMixerForPrediction", "TinyTimeMixerModel"])
@@ -846,8 +1013,9 @@ def test_mapping_and_detection_cover_channel_mixing_and_categorical_inputs(kwarg
 
 def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
     """`rustml-nb compile --family tinytimemixer` compiles what a TinyTimeMixer checkpoint runs: afterwards a
-    plain one, one with the frequency token and the base norm, one with forecast channel mixing and an r3 one
-    (multi-scale, register and FFT tokens, a GLU gate, the multi-quantile head) forecast without compiling."""
+    plain one, one with the frequency token and the base norm, one with forecast channel mixing, an r3 one
+    (multi-scale, register and FFT tokens, a GLU gate, the multi-quantile head) and a decomposed one forecast
+    without compiling."""
     import os
     import subprocess
     import sys
@@ -865,8 +1033,9 @@ def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
                                    dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[2],
                                         fcm_context_length=1, prediction_channel_indices=[0, 1]),
                                    dict(multi_scale=True, register_tokens=2, fft_length=2, gate_mode="glu",
-                                        multi_quantile_head=True)]):
-        folders.append(str(save(build_reference(seed=index, **small, **extra), tmp_path / f"model{index}")))
+                                        multi_quantile_head=True), dict(decompose=True, scaling="mean")]):
+        class_name = "TinyTimeMixerForDecomposedPrediction" if extra.get("decompose") else "TinyTimeMixerForPrediction"
+        folders.append(str(save(build_reference(class_name, seed=index, **small, **extra), tmp_path / f"model{index}")))
     script = COMPILE_COUNTER + f"""
 import numpy as np, rustml_nb
 for folder in {folders!r}:

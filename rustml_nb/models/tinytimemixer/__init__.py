@@ -1,5 +1,5 @@
 """TinyTimeMixer (IBM granite-tsfm's ``tsfm_public.models.tinytimemixer``, 0.3.11): the granite TTM
-checkpoints (r1, r2, r2.1) and any config granite-tsfm writes, but for the r3 options ``config.NOT_YET`` lists."""
+checkpoints (r1, r2, r2.1, r3) and the configs granite-tsfm writes and runs."""
 
 from ..mapping import WeightMappingResult  # noqa: F401
 from .config import TinyTimeMixerConfig
@@ -7,7 +7,10 @@ from .detection import (ARCHITECTURE_HEADS, ArchitectureCheck, DetectionReport, 
                         detect_tinytimemixer)
 from .mapping import map_tinytimemixer_weights
 from .releases import choose_release, frequency_token, get_model
-from .model import MODEL_CLASSES, TinyTimeMixerForPrediction, TinyTimeMixerModel, compile_kernels
+from .model import TinyTimeMixerForPrediction, TinyTimeMixerModel, compile_kernels
+from .decomposed import TinyTimeMixerForDecomposedPrediction
+
+MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction, TinyTimeMixerForDecomposedPrediction)
 
 CONFIG = TinyTimeMixerConfig
 NAME = "TinyTimeMixer"
@@ -29,13 +32,20 @@ def parity_inputs(config: TinyTimeMixerConfig, batch: int, rng) -> dict:
 
 
 def describe(config: TinyTimeMixerConfig, model_class, check) -> list[str]:
-    """rustml-nb inspect's summary of a checkpoint: its shape, backbone, decoder and what the weights show."""
+    """rustml-nb inspect's summary of a checkpoint: its shape, backbone, decoder, r3 options and what the
+    weights show."""
+    forecasts = model_class.head in ("prediction", "decomposed")
+    r3 = [text for on, text in (
+        (config.multi_scale, f"multi-scale patches {config.scale_patches}"),
+        (config.register_tokens, f"{config.register_tokens} register tokens"),
+        (config.fft_length, f"{config.fft_tokens} FFT token(s)"),
+        (config.base_norm, "base norm"), (config.gate_mode != "softmax", f"{config.gate_mode} gates"),
+        (config.multi_quantile_head and forecasts, f"multi-quantile head {config.quantiles}")) if on]
     lines = [
         f"shape        {config.num_input_channels} channels x {config.context_length} steps -> "
         f"{config.num_patches} patches of {config.patch_length}"
         + (" and a frequency token" if config.resolution_prefix_tuning else "")
-        + (f" -> {config.horizon} steps ahead of channels {config.output_channels}"
-           if model_class.head == "prediction" else ""),
+        + (f" -> {config.horizon} steps ahead of channels {config.output_channels}" if forecasts else ""),
         f"backbone     {config.num_layers} layers x {max(config.adaptive_patching_levels, 1)} level(s), {config.mode}, "
         f"d_model {config.d_model}, expansion {config.expansion_factor}, "
         f"{'BatchNorm' if config.batch_norm else 'LayerNorm'}, gated attention {config.gated_attn}, "
@@ -49,7 +59,14 @@ def describe(config: TinyTimeMixerConfig, model_class, check) -> list[str]:
         + (f"; forecast channel mixing (window {2 * config.fcm_context_length + 1}, mixer {config.fcm_use_mixer}, "
            f"exogenous channels {config.exogenous_channel_indices or []})"
            if config.enable_forecast_channel_mixing else ""),
-        "\ndetected",
     ]
+    if r3:
+        lines.append("r3           " + ", ".join(r3))
+    if model_class.head == "decomposed":
+        trend, residual = config.trend_config(), config.residual_config()
+        lines.append(f"decomposed   trend forecaster: patches of {trend.patch_length}, d_model {trend.d_model}, "
+                     f"{trend.num_layers} layers; residual forecaster: the last {residual.context_length} steps"
+                     + ("; quantiles combined by variance" if config.combine_quantiles_via_variance else ""))
+    lines.append("\ndetected")
     lines += [f"  {field:<33}{value}" for field, value in vars(check.report).items()]
     return lines

@@ -13,10 +13,9 @@ GATE_MODES = ("softmax", "sigmoid", "glu", "group_sigmoid")
 POSITIONAL_ENCODINGS = ("sincos", "random")
 POINT_LOSSES = ("mse", "mae", "pinball", "huber", None)
 QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-# Options of granite-tsfm 0.3.11 that rustml_nb does not run yet: (field, value that turns it on, what it is).
-NOT_YET = (
-    ("decompose", True, "decomposed prediction (r3)"),
-)
+# The fields a decomposed model's trend forecaster takes from its trend_* counterparts when those are set.
+TREND_FIELDS = ("patch_length", "patch_stride", "d_model", "decoder_d_model", "num_layers", "decoder_num_layers",
+                "register_tokens", "fft_length", "multi_scale", "adaptive_patching_levels")
 
 
 @dataclasses.dataclass
@@ -79,6 +78,27 @@ class TinyTimeMixerConfig(FamilyConfig):
     multi_quantile_head: bool = False
     point_extra_weight: int | float | None = 0
     residual_context_length: int | None = None
+    # TinyTimeMixerForDecomposedPrediction's trend forecaster: each, when set, replaces its field (TREND_FIELDS);
+    # trend_head_d_model is stored but unused (granite-tsfm's head reads decoder_d_model / d_model)
+    trend_patch_length: int | None = None
+    trend_patch_stride: int | None = None
+    trend_d_model: int | None = None
+    trend_decoder_d_model: int | None = None
+    trend_num_layers: int | None = None
+    trend_decoder_num_layers: int | None = None
+    trend_register_tokens: int | None = None
+    trend_fft_length: int | None = None
+    trend_multi_scale: bool | None = None
+    trend_adaptive_patching_levels: int | None = None
+    trend_head_d_model: int | None = None
+    # its training losses' weights and kind (not used in a forward pass)
+    trend_loss_weight: float | int | None = 1
+    residual_loss_weight: float | int | None = 1
+    joint_loss_weight: float | int | None = 1
+    forecast_loss_type: str | None = "joint"
+    combine_quantiles_via_variance: bool = False
+    penalize_large_width_ratio: float | int = 0.0
+    width_penalty_mode: str = "boundary"
     decompose: bool = False
     light_mode: bool = False
     quantile_levels: list = dataclasses.field(default_factory=lambda: list(QUANTILE_LEVELS))
@@ -244,6 +264,24 @@ class TinyTimeMixerConfig(FamilyConfig):
         window = 2 * self.fcm_context_length + 1
         return 2 * window if self.fcm_use_mixer else window
 
+    def trend_config(self) -> "TinyTimeMixerConfig":
+        """The trend forecaster's config in TinyTimeMixerForDecomposedPrediction: this one with each trend_*
+        field that is set, and no scaling (the decomposed model scales)."""
+        changes = {field: getattr(self, f"trend_{field}") for field in TREND_FIELDS
+                   if getattr(self, f"trend_{field}") is not None}
+        return self._forecaster_config("trend", scaling=None, **changes)
+
+    def residual_config(self) -> "TinyTimeMixerConfig":
+        """The residual forecaster's config: this one with residual_context_length as its context, unscaled."""
+        changes = {} if self.residual_context_length is None else {"context_length": self.residual_context_length}
+        return self._forecaster_config("residual", scaling=None, **changes)
+
+    def _forecaster_config(self, which: str, **changes) -> "TinyTimeMixerConfig":
+        try:
+            return dataclasses.replace(self, architectures=["TinyTimeMixerForPrediction"], **changes)
+        except ConfigError as error:
+            raise ConfigError(f"the {which} forecaster of a decomposed model: {error}") from None
+
     def check_multi_quantile_head(self) -> None:
         """What granite-tsfm's MultiQuantileHead accepts and runs."""
         levels = self.quantiles
@@ -299,9 +337,6 @@ class TinyTimeMixerConfig(FamilyConfig):
         if self.loss == "nll":
             raise ConfigError("loss 'nll' (a distribution head): granite-tsfm 0.3.11 refuses to run it")
         self.check_choice("loss", POINT_LOSSES)
-        for field, value, what in NOT_YET:
-            if getattr(self, field) == value:
-                raise ConfigError(f"{field}={value!r}: {what} is not supported by rustml_nb yet")
         self.check_positive("register_tokens", "fft_length", minimum=0)
         if self.multi_scale:
             if self.masked_context_length is not None:

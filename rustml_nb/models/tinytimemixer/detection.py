@@ -14,7 +14,8 @@ from ..config import head_named
 from ..mixer import StackShape, stack_shapes
 
 HEADS = ("none", "prediction")
-ARCHITECTURE_HEADS = {"TinyTimeMixerModel": "none", "TinyTimeMixerForPrediction": "prediction"}
+ARCHITECTURE_HEADS = {"TinyTimeMixerModel": "none", "TinyTimeMixerForPrediction": "prediction",
+                      "TinyTimeMixerForDecomposedPrediction": "decomposed"}
 
 
 def head_of_config(config) -> str | None:
@@ -174,8 +175,20 @@ def _levels_and_layers(names, part: str) -> tuple[int, int]:
     return len(levels), len(layers)
 
 
+def _forecaster(mapped: dict, prefix: str) -> dict:
+    """A decomposed model's forecaster's tensors (``trend.`` or ``residual.``), under their own names."""
+    return {name[len(prefix):]: value for name, value in mapped.items() if name.startswith(prefix)}
+
+
+def is_decomposed(mapped: dict) -> bool:
+    return any(name.startswith(("trend.", "residual.")) for name in mapped)
+
+
 def detect_tinytimemixer(mapped: dict) -> DetectionReport:
-    """The variant the mapped weights describe, from names and shapes alone."""
+    """The variant the mapped weights describe, from names and shapes alone; for a decomposed model, its trend
+    forecaster's, with the head "decomposed"."""
+    if is_decomposed(mapped):
+        return dataclasses.replace(detect_tinytimemixer(_forecaster(mapped, "trend.")), head="decomposed")
     names = list(mapped)
 
     def has(pattern: str) -> bool:
@@ -227,6 +240,12 @@ def check_tinytimemixer_compatibility(mapped: dict, config, head: str | None = N
     """Detect the variant and list where it disagrees with ``config``. ``head``: the class that will run the
     weights ("none" for the backbone alone: a forecasting checkpoint's decoder and head are then not compared);
     by default, the head the weights hold."""
+    if is_decomposed(mapped):  # each forecaster against its own config
+        mismatches = []
+        for part, forecaster_config in (("trend", config.trend_config()), ("residual", config.residual_config())):
+            check = check_tinytimemixer_compatibility(_forecaster(mapped, part + "."), forecaster_config)
+            mismatches += [(f"{part} forecaster's {field}", want, have) for field, want, have in check.mismatches]
+        return ArchitectureCheck(detect_tinytimemixer(mapped), mismatches)
     report = detect_tinytimemixer(mapped)
     mismatches = []
 

@@ -53,9 +53,36 @@ HEAD_RULES: tuple[tuple[str, str], ...] = (
 )
 
 RULES = RuleTable("TinyTimeMixer", ENCODER_RULES, HEAD_RULES, encoder_prefix="backbone.")
-our_name, hf_name = RULES.our_name, RULES.hf_name
+# TinyTimeMixerForDecomposedPrediction holds two TinyTimeMixerForPrediction: our prefix -> theirs.
+FORECASTERS = {"trend.": "trend_forecaster.", "residual.": "residual_forecaster."}
+
+
+def our_name(hf_key: str) -> str | None:
+    for ours, theirs in FORECASTERS.items():
+        if hf_key.startswith(theirs):
+            name = RULES.our_name(hf_key[len(theirs):])
+            return None if name is None else ours + name
+    return RULES.our_name(hf_key)
+
+
+def hf_name(name: str, prefixed: bool = True) -> str:
+    for ours, theirs in FORECASTERS.items():
+        if name.startswith(ours):
+            return theirs + RULES.hf_name(name[len(ours):], prefixed)
+    return RULES.hf_name(name, prefixed)
 
 
 def map_tinytimemixer_weights(hf_weights) -> WeightMappingResult:
-    """Rename a granite-tsfm TinyTimeMixer state dict to rustml_nb names (see ``RuleTable.map``)."""
-    return RULES.map(hf_weights)
+    """Rename a granite-tsfm TinyTimeMixer state dict to rustml_nb names (see ``RuleTable.map``); a decomposed
+    model's two forecasters each by the same rules, under ``trend.`` and ``residual.``."""
+    if not any(key.startswith(theirs) for key in hf_weights for theirs in FORECASTERS.values()):
+        return RULES.map(hf_weights)
+    result = WeightMappingResult({}, [], {})
+    rest = dict(hf_weights)
+    for ours, theirs in FORECASTERS.items():
+        part = RULES.map({key[len(theirs):]: rest.pop(key) for key in list(rest) if key.startswith(theirs)})
+        result.mapped.update({ours + name: value for name, value in part.mapped.items()})
+        result.sources.update({ours + name: theirs + key for name, key in part.sources.items()})
+        result.unmapped.extend(theirs + key for key in part.unmapped)
+    result.unmapped.extend(sorted(rest))
+    return result

@@ -289,11 +289,9 @@ class TinyTimeMixerModel(_TinyTimeMixerBase):
                                         unbatch(out.loc, single), unbatch(out.scale, single))
 
 
-class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
-    """Forecasts the channels ``prediction_channel_indices`` names (all by default), ``prediction_filter_length``
-    (else ``prediction_length``) steps: ``prediction_outputs`` [batch, horizon, channels]."""
-
-    head = "prediction"
+class _Forecasting(Forecaster):
+    """What TinyTimeMixer's forecasting classes share: the channels and steps a forecast holds, DataFrame
+    forecasts (frequency tokens, the exogenous future) and the multi-quantile head's levels."""
 
     @property
     def output_channels(self) -> list[int]:
@@ -363,6 +361,37 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
             array[:, index] = column.to_numpy(dtype=np.float64)
         return array
 
+    def _require_quantiles(self, levels) -> None:
+        if not self.config.multi_quantile_head:
+            raise ConfigError("quantiles: this checkpoint has a point head and no multi-quantile head "
+                              "(multi_quantile_head), so it forecasts no quantiles")
+        self._quantile_indices(levels)
+
+    def _quantile_indices(self, levels) -> list[int]:
+        """Where each of ``levels`` is among the multi-quantile head's levels; InputError naming those it has."""
+        available = self.config.quantiles
+        indices = []
+        for level in quantile_levels(levels):
+            matches = [i for i, q in enumerate(available) if abs(q - level) < 1e-9]
+            if not matches:
+                raise InputError(f"quantiles: this checkpoint's multi-quantile head forecasts the levels {available}, "
+                                 f"not {float(level)!r}")
+            indices.append(matches[0])
+        return indices
+
+    def quantiles(self, output, levels) -> np.ndarray:
+        """[len(levels), *forecast shape]: the multi-quantile head's forecasts at ``levels`` (each one of the
+        levels it was trained for, ``config.quantile_levels``), in data units. Without that head: ConfigError."""
+        self._require_quantiles(levels)
+        return np.moveaxis(output.quantile_outputs[..., self._quantile_indices(levels), :, :], -3, 0)
+
+
+class TinyTimeMixerForPrediction(_Forecasting, _TinyTimeMixerBase):
+    """Forecasts the channels ``prediction_channel_indices`` names (all by default), ``prediction_filter_length``
+    (else ``prediction_length``) steps: ``prediction_outputs`` [batch, horizon, channels]."""
+
+    head = "prediction"
+
     def __call__(self, past_values, past_observed_mask=None, freq_token=None, output_hidden_states=False,
                  future_values=None, static_categorical_values=None):
         """Forecast from ``past_values`` [batch, time, channels] (or one series), any length: cut or padded to
@@ -400,30 +429,6 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
             self._states(out, single), unbatch(np.ascontiguousarray(loc), single),
             unbatch(np.ascontiguousarray(scale), single), values,
             None if quantiles is None else unbatch(np.ascontiguousarray(quantiles), single))
-
-    def _require_quantiles(self, levels) -> None:
-        if self.weights.quantile_head is None:
-            raise ConfigError("quantiles: this checkpoint has a point head and no multi-quantile head "
-                              "(multi_quantile_head), so it forecasts no quantiles")
-        self._quantile_indices(levels)
-
-    def _quantile_indices(self, levels) -> list[int]:
-        """Where each of ``levels`` is among the multi-quantile head's levels; InputError naming those it has."""
-        available = self.config.quantiles
-        indices = []
-        for level in quantile_levels(levels):
-            matches = [i for i, q in enumerate(available) if abs(q - level) < 1e-9]
-            if not matches:
-                raise InputError(f"quantiles: this checkpoint's multi-quantile head forecasts the levels {available}, "
-                                 f"not {float(level)!r}")
-            indices.append(matches[0])
-        return indices
-
-    def quantiles(self, output, levels) -> np.ndarray:
-        """[len(levels), *forecast shape]: the multi-quantile head's forecasts at ``levels`` (each one of the
-        levels it was trained for, ``config.quantile_levels``), in data units. Without that head: ConfigError."""
-        self._require_quantiles(levels)
-        return np.moveaxis(output.quantile_outputs[..., self._quantile_indices(levels), :, :], -3, 0)
 
     @property
     def _scaled_head(self) -> bool:
@@ -497,13 +502,14 @@ class TinyTimeMixerForPrediction(Forecaster, _TinyTimeMixerBase):
                               self.weights.head_bias, heads.DIST_NONE, 0.0, part.head)
 
 
-MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)
+MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)  # and the decomposed one (decomposed.py)
 
 
 def compile_kernels(dtype: str = "float32") -> None:
     """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with adaptive
     levels, the frequency token and a decoder, one with forecast channel mixing (its mixer and gate), one
-    with self-attention, the base norm, static categorical inputs and the multi-quantile head, each run once."""
+    with self-attention, the base norm, static categorical inputs and the multi-quantile head, and a decomposed
+    model over the last, each run once."""
     rng = np.random.default_rng(0)
     for self_attn in (False, True):
         options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2], multi_quantile_head=True)
@@ -523,3 +529,9 @@ def compile_kernels(dtype: str = "float32") -> None:
         inputs = (dict(static_categorical_values=[[1]]) if self_attn else
                   dict(future_values=np.zeros((1, config.prediction_length, config.num_input_channels), dtype)))
         model(np.zeros((1, config.context_length, config.num_input_channels), dtype), freq_token=[0], **inputs)
+    # a decomposed model scales whole series itself (the series kernels, called on their own)
+    from .decomposed import Forecasters, TinyTimeMixerForDecomposedPrediction
+
+    decomposed = TinyTimeMixerForDecomposedPrediction(dataclasses.replace(config, scaling="mean"),
+                                                      Forecasters(model, model), dtype)
+    decomposed(np.zeros((1, config.context_length, config.num_input_channels), dtype), freq_token=[0], **inputs)
