@@ -291,13 +291,15 @@ def gate(values, weight, bias, logits, mode, groups):
     if mode == GATE_GROUP_SIGMOID:
         count = gate_groups(width, groups)
         size = width // count
+        group_size = np.empty(1, dtype=values.dtype)  # the mean divides in the dtype (int / float32 is float64)
+        group_size[0] = size
         for r in range(rows):
             row, row_logits = values[r], logits[r]
             for g in range(count):
                 total = row_logits[g * size]
                 for i in range(g * size + 1, (g + 1) * size):
                     total += row_logits[i]
-                weight_of_group = sigmoid_of(total / size)
+                weight_of_group = sigmoid_of(total / group_size[0])
                 for i in range(g * size, (g + 1) * size):
                     row[i] = row[i] * weight_of_group
         return
