@@ -22,8 +22,8 @@ from hypothesis import given, settings, strategies as st
 
 import rustml_nb
 from rustml_nb.errors import ConfigError, RustmlWarning
-from rustml_nb.models.tinytimemixer.releases import (FREQUENCY_TOKENS, R3_REPOS, RELEASES, choose_release,
-                                                      frequency_token)
+from rustml_nb.models.tinytimemixer.releases import (FREQUENCY_TOKENS, R3_REPOS, R3_REVISIONS, RELEASES,
+                                                      choose_release, frequency_token)
 from hub_server import HubStandIn
 from test_tinytimemixer import build_reference, granite
 
@@ -85,6 +85,17 @@ def test_the_release_table_is_granite_tsfm_s_without_r3():
                     for key, entry in theirs.items()}
 
 
+def test_the_r3_revisions_are_granite_tsfm_s():
+    """get_model chooses among ttm.yaml's research r3 entries for either r3 repo; the granite table's are the
+    same revisions."""
+    table = yaml.safe_load((ROOT / "resources" / "model_paths_config" / "ttm.yaml").read_text())
+    for group, repo in (("research-use-models", "ibm-research/ttm-r3"),
+                        ("ibm-granite-models", "ibm-granite/granite-timeseries-ttm-r3")):
+        theirs = {key: (entry["revision"], entry["context_length"], entry["prediction_length"])
+                  for key, entry in table[group].items() if entry["release"] == "r3" and entry["model_card"] == repo}
+        assert theirs == {key: (key, context, horizon) for key, context, horizon in R3_REVISIONS}
+
+
 def test_frequency_tokens_are_granite_tsfm_s():
     assert FREQUENCY_TOKENS == granite_frequency_mapping()
     with warnings.catch_warnings():
@@ -121,6 +132,30 @@ def test_choose_release_picks_what_granite_tsfm_s_get_model_picks(repo, context,
     assert choice.prediction_filter_length == (horizon if release.prediction_length > horizon else None)
 
 
+@settings(max_examples=200, deadline=None)
+@given(repo=st.sampled_from(R3_REPOS), context=st.sampled_from([20, 52, 60, 90, 100, 156, 180, 360, 500, 512, 700,
+                                                                 768, 1024, 1500, 2048, 2600, 4000]),
+       horizon=st.sampled_from([1, 10, 16, 30, 48, 50, 60, 96, 100, 336, 500, 720, 1000]),
+       freq=st.sampled_from(FREQUENCIES + ("A", "A-DEC")), ft=st.booleans(), l1=st.booleans(), longer=st.booleans(),
+       force=st.sampled_from([None, "zeropad", "rolling"]), lite=st.booleans(), known=st.booleans())
+def test_choose_release_picks_the_r3_revision_granite_tsfm_s_get_model_picks(repo, context, horizon, freq, ft, l1,
+                                                                            longer, force, lite, known):
+    arguments = dict(context_length=context, prediction_length=horizon, freq=freq, freq_prefix_tuning=ft,
+                     prefer_l1_loss=l1, prefer_longer_context=longer, force_return=force)
+    try:
+        theirs = granite_get_model()(repo, return_model_key=True, use_lite=lite, prefer_known_mappings=known,
+                                     **arguments)
+    except ValueError:
+        theirs = None
+    if theirs is None:
+        with pytest.raises(ConfigError):
+            choose_release(repo, use_lite=lite, prefer_known_mappings=known, **arguments)
+        return
+    choice = choose_release(repo, use_lite=lite, prefer_known_mappings=known, **arguments)
+    assert choice.release.key == theirs and choice.release.repo_id == repo
+    assert choice.prediction_filter_length == (horizon if choice.release.prediction_length > horizon else None)
+
+
 def test_choose_release_errors_say_what_would_fit():
     with pytest.raises(ConfigError, match="shorter than every .* shortest is 512.*zeropad"):
         choose_release("ibm-granite/granite-timeseries-ttm-r1", 100, 96)
@@ -128,8 +163,8 @@ def test_choose_release_errors_say_what_would_fit():
         choose_release("ibm-granite/granite-timeseries-ttm-r2", 600, 1000)
     assert choose_release("ibm-granite/granite-timeseries-ttm-r2", 600, 1000, force_return="rolling").release.key \
         == "512-720-r2"
-    with pytest.raises(ConfigError, match="r3 checkpoints are not supported"):
-        choose_release(R3_REPOS[0], 512, 96)
+    with pytest.raises(ConfigError, match="no r3 revision has both a context_length of at most 40 and a horizon.*zeropad"):
+        choose_release(R3_REPOS[0], 40, 96)
     with pytest.raises(ConfigError, match="not a TinyTimeMixer repo with known revisions.*revision="):
         choose_release("someone/model", 512, 96)
     with pytest.raises(ConfigError, match="force_return must be one of"):
@@ -177,6 +212,25 @@ def test_get_model_loads_the_chosen_branch_with_the_horizon_cut(hub, tmp_path, m
     assert (model.config.context_length, model.horizon) == (1024, 192)
     with pytest.raises(ConfigError, match="give context_length and prediction_length"):
         rustml_nb.get_model(repo, cache_dir=tmp_path / "cache")
+
+
+def test_get_model_loads_an_r3_decomposed_branch(hub, tmp_path, monkeypatch):
+    """An r3 repo's -dec- branch, chosen as granite-tsfm chooses it, loads as the decomposed model."""
+    repo = "ibm-research/ttm-r3"
+    kwargs = {**SMALL, "context_length": 512, "prediction_length": 30, "patch_length": 16, "patch_stride": 16,
+              "decompose": True, "residual_context_length": 90}
+    reference = build_reference("TinyTimeMixerForDecomposedPrediction", seed=3, **kwargs).double()
+    reference.save_pretrained(tmp_path / "branch")
+    hub.add_commit(repo, tmp_path / "branch", branches=("512-30-dec-90-r3",))
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert choose_release(repo, 600, 24, prefer_known_mappings=False).revision == "512-30-dec-90-r3"
+    model = rustml_nb.get_model(repo, 600, 24, prefer_known_mappings=False, cache_dir=tmp_path / "cache",
+                                dtype="float64")
+    assert type(model).__name__ == "TinyTimeMixerForDecomposedPrediction" and model.horizon == 24
+    series = np.random.default_rng(0).normal(size=(2, 512, 1)).cumsum(axis=1)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(series)).prediction_outputs.numpy()
+    np.testing.assert_allclose(model(series).prediction_outputs, expected[:, :24], rtol=1e-9, atol=1e-9)
 
 
 def test_from_pretrained_takes_config_overrides(tmp_path):
