@@ -71,7 +71,8 @@ def ttm_kwargs(draw):
     d_model = draw(st.sampled_from([16, 24, 32]))
     kwargs = dict(
         num_input_channels=draw(st.integers(1, 3)), patch_length=patch, patch_stride=patch,
-        context_length=patch * draw(st.integers(2, 6)), d_model=d_model, num_layers=draw(st.integers(1, 2)),
+        context_length=draw(st.sampled_from([patch + patch // 2, *(patch * n for n in range(2, 7))])),  # 1 patch too
+        d_model=d_model, num_layers=draw(st.integers(1, 2)),
         expansion_factor=draw(st.integers(1, 3)), adaptive_patching_levels=levels,
         mode=draw(st.sampled_from(["common_channel", "mix_channel"])), gated_attn=draw(st.booleans()),
         norm_mlp=draw(st.sampled_from(["LayerNorm", "BatchNorm"])),
@@ -432,7 +433,7 @@ def decomposed_kwargs(draw):
     kwargs["decompose"] = True
     patch = kwargs["patch_length"]
     if draw(st.booleans()):
-        kwargs["residual_context_length"] = patch * draw(st.integers(2, kwargs["context_length"] // patch))
+        kwargs["residual_context_length"] = patch * draw(st.integers(1, kwargs["context_length"] // patch)) + patch // 2
     if draw(st.booleans()):
         trend_patch = draw(st.sampled_from([4, 8]))
         kwargs.update(trend_patch_length=trend_patch, trend_patch_stride=trend_patch,
@@ -563,6 +564,27 @@ def test_decomposed_checkpoint_keys_outside_its_forecasters_are_named(tmp_path):
         rustml_nb.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_layers_over_a_single_token_mix_no_patches(tmp_path, dtype):
+    """A context of one patch: granite-tsfm's layers over one token have no patch mixer (nor self-attention);
+    its adaptive levels split the token into 2 and 4 rows, which do mix. So does forecast channel mixing's
+    mixer over a single channel (no exogenous ones)."""
+    kwargs = dict(context_length=12, patch_length=8, patch_stride=8, d_model=16, num_layers=2, num_input_channels=2,
+                  adaptive_patching_levels=3, mode="mix_channel", self_attn=True, self_attn_heads=2,
+                  decoder_d_model=8, decoder_num_layers=1, prediction_length=6, prediction_channel_indices=[1],
+                  enable_forecast_channel_mixing=True, fcm_use_mixer=True, fcm_context_length=1)
+    config = TinyTimeMixerConfig(**kwargs)
+    assert config.num_tokens == 1 and len(config.mixed_channels) == 1
+    assert not any(".patch_mixer." in name for name in expected_shapes(config, "prediction")
+                   if name.startswith(("encoder.levels.2.", "decoder.", "head.fcm.")))
+    reference = build_reference(seed=11, **kwargs)
+    folder = save(reference, tmp_path)
+    values, tokens = inputs(kwargs, np.random.default_rng(11), 3)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+
+
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
     kwargs = dict(RELEASED_512_96, context_length=256, d_model=48)
     reference = build_reference(seed=1, **kwargs)
@@ -619,7 +641,6 @@ def test_config_has_every_granite_field_with_its_default():
     ("loss", "nll", "granite-tsfm 0.3.11 refuses"),
     ("patch_stride", 4, r"patch_length \(8\) and patch_stride \(4\) must be equal"),
     ("prediction_filter_length", 20, r"prediction_filter_length must be in \[1, prediction_length = 16\]"),
-    ("context_length", 12, r"context_length 12 holds a single patch of 8"),
     ("gate_mode", "tanh", r"gate_mode must be one of \['softmax', 'sigmoid', 'glu', 'group_sigmoid'\], got 'tanh'"),
     ("use_register_context_gating", True, "granite-tsfm 0.3.11 cannot run it"),
 ])
@@ -629,7 +650,6 @@ def test_options_not_run_are_refused_by_name(field, value, message):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(fcm_use_mixer=True, fcm_context_length=1), "fcm_use_mixer over a single channel .* not supported"),
     (dict(fcm_context_length=1, prediction_length=1), "horizon .* of at least 2, as granite-tsfm requires"),
     (dict(fcm_use_mixer=True, fcm_context_length=0, num_input_channels=2), "fcm_use_mixer with fcm_context_length 0"),
 ])
@@ -800,9 +820,6 @@ def fcm_kwargs(draw):
         kwargs["prediction_filter_length"] = draw(st.integers(2 if context else 1, 6))
     if context == 0:  # granite-tsfm 0.3.11 runs this only with the gate (see the test below)
         kwargs["fcm_gated_attn"] = True
-    if len(others if "prediction_channel_indices" not in kwargs else kwargs["prediction_channel_indices"]) \
-            + len(exogenous) < 2:
-        kwargs["fcm_use_mixer"] = False  # a mixer across one channel: refused (test_forecast_channel_mixing_refuses_what_cannot_run)
     if kwargs["fcm_use_mixer"] and draw(st.booleans()):
         kwargs.update(self_attn=True, self_attn_heads=draw(st.sampled_from([1, 2])))
     return kwargs

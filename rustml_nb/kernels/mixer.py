@@ -46,7 +46,7 @@ class MixerStack(NamedTuple):
     encoder or decoder). Parts a config lacks have a leading axis of 0, so the type does not depend on it."""
 
     channel: MixerBlocks  # layers 0 when the mode is common_channel
-    patch: MixerBlocks
+    patch: MixerBlocks  # layers 0 over a single token (TinyTimeMixer's layers then do not mix patches)
     feature: MixerBlocks
     qkv_weight: np.ndarray  # [layers or 0, d_model, 3 * d_model]: q, k, v projections side by side
     qkv_bias: np.ndarray  # [layers or 0, 3 * d_model]
@@ -121,8 +121,11 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, wo
     normed = work.normed[:size].reshape(rows, d_model)
     eps, norm_type = switches.norm_eps, switches.norm_type
     gate_outputs = 2 if switches.gate_mode == GATE_GLU else 1
-    for layer in range(stack.patch.fc1_weight.shape[0]):
+    mixes_patches = stack.patch.fc1_weight.shape[0] > 0
+    for layer in range(stack.feature.fc1_weight.shape[0]):
         for kind in range(CHANNEL_MIXER if switches.mix_channel else PATCH_MIXER, FEATURE_MIXER + 1):
+            if kind == PATCH_MIXER and not mixes_patches:  # granite-tsfm's layers over a single token
+                continue
             blocks = stack.channel if kind == CHANNEL_MIXER else (stack.patch if kind == PATCH_MIXER else stack.feature)
             normalize(block, blocks.norm_weight[layer], blocks.norm_bias[layer], blocks.norm_mean[layer],
                       blocks.norm_var[layer], eps, norm_type, normed)

@@ -50,11 +50,13 @@ class StackShape(NamedTuple):
     self_attn: bool
     batch_norm: bool
     gate_outputs: int = 1  # the gate Linear's outputs per input: 2 for granite-tsfm's GLU gate
+    patch_mixer: bool = True  # False: no mixing across patches, nor self-attention (TinyTimeMixer's single token)
 
 
 def _blocks_of(shape: StackShape):
     """(our block name, width it mixes) for each block a layer of this stack holds."""
-    blocks = [("patch_mixer", shape.num_patches), ("feature_mixer", shape.d_model)]
+    blocks = [("patch_mixer", shape.num_patches)] if shape.patch_mixer else []
+    blocks.append(("feature_mixer", shape.d_model))
     if shape.mix_channel:
         blocks.append(("channel_mixer", shape.channels))
     return blocks
@@ -86,7 +88,7 @@ def stack_shapes(shape: StackShape, prefix: str = "") -> dict[str, tuple[int, ..
             linear(f"{name}.fc2", width * e, width)
             if shape.gated:
                 linear(f"{name}.gate", width, width * shape.gate_outputs)
-        if shape.self_attn:
+        if shape.self_attn and shape.patch_mixer:
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                 linear(f"layers.{layer}.attention.{proj}", d, d)
             norm(f"layers.{layer}.attention")
@@ -117,7 +119,7 @@ def load_stack(state: dict, shape: StackShape, dtype, prefix: str = "") -> Mixer
     """One stack's mapped tensors (our names, with ``prefix``) -> ``MixerStack``: Linear weights transposed to
     [in, out], per-layer tensors stacked; q, k and v side by side."""
     d, layers = shape.d_model, shape.layers
-    attention_layers = layers if shape.self_attn else 0
+    attention_layers = layers if shape.self_attn and shape.patch_mixer else 0
     qkv, out = [], []
     for layer in range(attention_layers):
         q, k, v, o = (Linear.from_state_dict(state, f"{prefix}layers.{layer}.attention.{p}", dtype)
@@ -130,7 +132,8 @@ def load_stack(state: dict, shape: StackShape, dtype, prefix: str = "") -> Mixer
     return MixerStack(
         channel=_blocks(state, shape, prefix, "channel_mixer", shape.channels, layers if shape.mix_channel else 0,
                         dtype),
-        patch=_blocks(state, shape, prefix, "patch_mixer", shape.num_patches, layers, dtype),
+        patch=_blocks(state, shape, prefix, "patch_mixer", shape.num_patches, layers if shape.patch_mixer else 0,
+                      dtype),
         feature=_blocks(state, shape, prefix, "feature_mixer", d, layers, dtype),
         qkv_weight=stack_arrays([l.weight for l in qkv], (d, 3 * d), dtype),
         qkv_bias=stack_arrays([l.bias for l in qkv], (3 * d,), dtype),

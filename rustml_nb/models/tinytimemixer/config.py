@@ -327,9 +327,6 @@ class TinyTimeMixerConfig(FamilyConfig):
         if self.sequence_length <= self.patch_length:
             raise ConfigError(f"context_length ({self.sequence_length}) must be greater than patch_length "
                               f"({self.patch_length})")
-        if self.num_tokens < 2:
-            raise ConfigError(f"context_length {self.sequence_length} holds a single patch of {self.patch_length}: "
-                              "granite-tsfm's layers then have no patch mixer, which rustml_nb does not run yet")
         self.check_choice("mode", MODES)
         self.check_choice("decoder_mode", MODES)
         if self.use_positional_encoding:
@@ -369,9 +366,6 @@ class TinyTimeMixerConfig(FamilyConfig):
             if self.fcm_use_mixer and self.fcm_context_length == 0:
                 raise ConfigError("fcm_use_mixer with fcm_context_length 0: granite-tsfm builds a head its forward "
                                   "cannot run (its Linear expects the mixer's features, which it then skips)")
-            if self.fcm_use_mixer and len(self.mixed_channels) < 2:
-                raise ConfigError("fcm_use_mixer over a single channel (no mixing across channels) is not supported "
-                                  "by rustml_nb yet")
             if self.fcm_prepend_past and self.fcm_context_length + (self.fcm_prepend_past_offset or 0) > self.sequence_length:
                 raise ConfigError("fcm_context_length + fcm_prepend_past_offset must fit in the context")
         self.check_choice("gate_mode", GATE_MODES)

@@ -39,7 +39,8 @@ def stacks(config, part: str) -> list[tuple[str, int, StackShape]]:
         result.append((prefix, factor, StackShape(d_model // factor, config.num_tokens * factor,
                                                   channels, config.expansion_factor, layers,
                                                   mix_channel, bool(config.gated_attn), bool(config.self_attn),
-                                                  bool(config.batch_norm), config.gate_outputs)))
+                                                  bool(config.batch_norm), config.gate_outputs,
+                                                  config.num_tokens * factor > 1)))
     return result
 
 
@@ -123,7 +124,7 @@ def fcm_stack(config) -> StackShape:
     channel's embedded window its features."""
     return StackShape(config.fcm_features, len(config.mixed_channels), 1, config.expansion_factor,
                       config.fcm_mix_layers, False, bool(config.fcm_gated_attn), bool(config.self_attn),
-                      bool(config.batch_norm), config.gate_outputs)
+                      bool(config.batch_norm), config.gate_outputs, len(config.mixed_channels) > 1)
 
 
 @dataclasses.dataclass
@@ -218,7 +219,8 @@ def detect_tinytimemixer(mapped: dict) -> DetectionReport:
         gated_attn=has(r"\.gate\.weight\Z") if layers else None,
         gate_outputs=next((mapped[n].shape[0] // mapped[n].shape[1] for n in names if n.endswith(".gate.weight")
                            and mapped[n].ndim == 2 and mapped[n].shape[1]), None),
-        self_attn=has(r"\.attention\.q_proj\.") if layers else None,
+        # self-attention sits in the patch mixer, which layers over a single token lack
+        self_attn=has(r"\.attention\.q_proj\.") if has(r"^encoder\..*\.patch_mixer\.") else None,
         norm=("BatchNorm" if has(r"\.batchnorm\.") else "LayerNorm") if layers else None,
         resolution_prefix_tuning="encoder.frequency_embedding" in mapped,
         base_norm="encoder.base_norm.weight" in mapped,

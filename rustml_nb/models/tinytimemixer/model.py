@@ -47,9 +47,9 @@ def _stack_states(levels, adaptive: bool) -> list[int]:
     per adaptive level its input, the input split, each layer's output (split), its output; else each
     layer's output."""
     if not adaptive:
-        return [1] * sum(level.stack.patch.fc1_weight.shape[0] for level in levels)
+        return [1] * sum(level.stack.feature.fc1_weight.shape[0] for level in levels)
     return [f for level in levels
-            for f in [1, level.factor] + [level.factor] * level.stack.patch.fc1_weight.shape[0] + [1]]
+            for f in [1, level.factor] + [level.factor] * level.stack.feature.fc1_weight.shape[0] + [1]]
 
 
 def _heads_kind(config: TinyTimeMixerConfig, levels):
@@ -57,7 +57,10 @@ def _heads_kind(config: TinyTimeMixerConfig, levels):
     level's heads are 8 wide (levels split d_model, so their head widths differ); else the general one."""
     if not config.self_attn:
         return attention.heads_kind(None)
-    dims = {level.stack.qkv_weight.shape[1] // config.self_attn_heads for level in levels}
+    dims = {level.stack.qkv_weight.shape[1] // config.self_attn_heads for level in levels
+            if level.stack.qkv_weight.shape[0]}  # a level over a single token has none
+    if not dims:
+        return attention.heads_kind(None)
     return attention.heads_kind(dims.pop()) if len(dims) == 1 else attention.AnyHeads()
 
 
@@ -193,7 +196,7 @@ class _TinyTimeMixerBase(FamilyModel):
             split = states.reshape(states.shape[0], -1, width // f) if record else self._no_states
             mixer.mixer_layers(block.reshape(rows * f, width // f), count, channels or self.config.num_input_channels,
                                self.tokens * f, level.stack, switches, heads, work, split, state, first_row * f)
-            state += level.stack.patch.fc1_weight.shape[0]
+            state += level.stack.feature.fc1_weight.shape[0]
             if record and adaptive:
                 states[state, first_row:first_row + rows] = block
                 state += 1
