@@ -59,7 +59,7 @@ def test_layer_norm_and_softmax_gate_match_torch(width, dtype, count=37, seed=3)
     expected = (torch_values * torch.softmax(torch_values @ torch.from_numpy(weight) + torch.from_numpy(bias),
                                              dim=-1)).numpy()
     gated = values.copy()
-    rows.gate(gated, weight, bias, np.empty_like(values), rows.GATE_SOFTMAX, 8)
+    rows.gate_rows(rows.SoftmaxGate(), gated, weight, bias, np.empty_like(values))
     np.testing.assert_allclose(gated, expected, rtol=tolerance, atol=tolerance * np.abs(values).max())
 
 
@@ -67,7 +67,7 @@ def test_layer_norm_and_softmax_gate_match_torch(width, dtype, count=37, seed=3)
 @pytest.mark.parametrize("width", [1, 7, 12, 16, 30])
 @pytest.mark.parametrize("mode", ["softmax", "sigmoid", "glu", "group_sigmoid"])
 def test_every_gate_mode_matches_granite_tsfm(mode, width, dtype, count=23, seed=4):
-    """rows.gate in each of granite-tsfm's gate modes against its TinyTimeMixerGatedAttention, with group
+    """rows.gate of each of granite-tsfm's gate modes against its TinyTimeMixerGatedAttention, with group
     counts that divide the width and that do not (granite-tsfm then takes the largest that does); logits large
     enough to reach both tails of the sigmoid."""
     import types
@@ -93,7 +93,7 @@ def test_every_gate_mode_matches_granite_tsfm(mode, width, dtype, count=23, seed
             reference.attn_layer.bias.copy_(torch.from_numpy(bias))
             expected = reference(torch.from_numpy(values)).numpy()
         gated = values.copy()
-        rows.gate(gated, weight, bias, np.empty((count, outputs), dtype), rows.GATE_MODES[mode], requested)
+        rows.gate_rows(rows.gate_kind(mode, requested), gated, weight, bias, np.empty((count, outputs), dtype))
         tolerance = 2e-6 if dtype == np.float32 else 1e-13
         # a GLU gate's output is a logit itself: its rounding is the product's, over |values| @ |weight|
         scale = (np.abs(values) @ np.abs(weight)).max() if mode == "glu" else np.abs(values).max()

@@ -4,7 +4,7 @@ A layer mixes three ways, each a residual block ``x + MLP(norm(x))`` over rows o
 channels (``mix_channel`` mode; each unit's [channels, patches * d_model] block transposed, so rows hold one
 value per channel), across patches (each series' [patches, d_model] transposed, rows of one feature over all
 patches) and across features (the stream itself, [patches, d_model] per series). A gated block multiplies
-by a gate of x W + b (softmax over the row, or granite-tsfm's other modes, ``rows.gate``): before the MLP
+by a gate of x W + b (softmax over the row, or granite-tsfm's other kinds, ``rows.gate``): before the MLP
 across channels, after it otherwise. The optional
 self-attention across patches adds its output to the patch mixer's and normalizes the sum. The three run
 through one loop body, so each kernel called has one call site and one compiled copy. The arithmetic follows
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..jit import kernel
 from .attention import attend
-from .rows import (ACT_GELU, GATE_GLU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
+from .rows import (ACT_GELU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
                    transpose_blocks)
 
 CHANNEL_MIXER, PATCH_MIXER, FEATURE_MIXER = 0, 1, 2
@@ -62,8 +62,6 @@ class MixerSwitches(NamedTuple):
     gated: bool
     self_attn: bool
     num_heads: int
-    gate_mode: int = 0  # rows.GATE_SOFTMAX, ...
-    gate_groups: int = 8  # requested groups of GATE_GROUP_SIGMOID
 
 
 class Workspace(NamedTuple):
@@ -90,12 +88,12 @@ def make_workspace(block_rows, d_model, expansion, self_attn, dtype, gate_output
 
 
 @kernel
-def mix(x, blocks, layer, switches, gate_first, hidden, logits, out):
-    """out = MLP(x) over rows x [rows, width]: Linear -> GELU (exact) -> Linear, gated (switches.gated) before
-    (gate_first, changing x) or after. hidden: [rows, width * expansion], logits: [rows, the gate's outputs]."""
-    gated = switches.gated
+def mix(x, blocks, layer, gated, gate_kind, gate_first, hidden, logits, out):
+    """out = MLP(x) over rows x [rows, width]: Linear -> GELU (exact) -> Linear, gated (a ``rows.gate`` of
+    gate_kind) before (gate_first, changing x) or after. hidden: [rows, width * expansion], logits: [rows,
+    the gate's outputs]."""
     if gated and gate_first:
-        gate(x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits, switches.gate_mode, switches.gate_groups)
+        gate(gate_kind, x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
     np.dot(x, blocks.fc1_weight[layer], hidden)
     add_bias_activate(hidden, blocks.fc1_bias[layer], ACT_GELU)
     np.dot(hidden, blocks.fc2_weight[layer], out)
@@ -105,22 +103,24 @@ def mix(x, blocks, layer, switches, gate_first, hidden, logits, out):
         for c in range(row.size):
             row[c] += fc2_bias[c]
     if gated and not gate_first:
-        gate(out, blocks.gate_weight[layer], blocks.gate_bias[layer], logits, switches.gate_mode, switches.gate_groups)
+        gate(gate_kind, out, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
 
 
 @kernel
-def mixer_layers(block, count, channels, num_patches, stack, switches, heads, work, hidden_states, first_state,
-                 first_row):
+def mixer_layers(block, count, channels, num_patches, stack, switches, heads, gate_kind, work, hidden_states,
+                 first_state, first_row):
     """Every layer of ``stack`` over block [count * num_patches, d_model] (count series, whole units: a
     series, or across channels ``channels`` of them), in place. hidden_states [states or 0, rows, d_model]
     receives layer k's output at state first_state + k, rows first_row ...; heads: the self-attention's
-    ``HeadsOfEight()``, ``AnyHeads()`` or ``NoHeads()``; work: this thread's ``Workspace``."""
+    ``HeadsOfEight()``, ``AnyHeads()`` or ``NoHeads()``; gate_kind: the gates' (``rows.gate_kind``); work: this
+    thread's ``Workspace``."""
     rows, d_model = block.shape
     size = rows * d_model
     expansion = work.hidden.size // work.normed.size
     normed = work.normed[:size].reshape(rows, d_model)
     eps, norm_type = switches.norm_eps, switches.norm_type
-    gate_outputs = 2 if switches.gate_mode == GATE_GLU else 1
+    gates = stack.feature.gate_weight
+    gate_outputs = gates.shape[2] // gates.shape[1] if gates.shape[0] else 1  # 2 for a GLU gate
     mixes_patches = stack.patch.fc1_weight.shape[0] > 0
     for layer in range(stack.feature.fc1_weight.shape[0]):
         for kind in range(CHANNEL_MIXER if switches.mix_channel else PATCH_MIXER, FEATURE_MIXER + 1):
@@ -151,7 +151,7 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, wo
                 transpose_blocks(normed.reshape(groups * across, along), groups, x)
             width = x.shape[1]
             mixed = work.mixed[:size].reshape(x.shape[0], width)
-            mix(x, blocks, layer, switches, kind == CHANNEL_MIXER,
+            mix(x, blocks, layer, switches.gated, gate_kind, kind == CHANNEL_MIXER,
                 work.hidden[:size * expansion].reshape(x.shape[0], width * expansion),
                 work.logits[:size * gate_outputs].reshape(x.shape[0], width * gate_outputs), mixed)
             if kind != FEATURE_MIXER and not attention:  # the residual, straight from the mixed layout

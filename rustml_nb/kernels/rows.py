@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ..jit import kernel
+from ..jit import KERNEL_OPTIONS, kernel
 
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
 POOL_NONE, POOL_MEAN, POOL_MAX = 0, 1, 2
-# granite-tsfm's gate modes (config.gate_mode); transformers' gates are all softmax
-GATE_SOFTMAX, GATE_SIGMOID, GATE_GLU, GATE_GROUP_SIGMOID = 0, 1, 2, 3
-GATE_MODES = {"softmax": GATE_SOFTMAX, "sigmoid": GATE_SIGMOID, "glu": GATE_GLU, "group_sigmoid": GATE_GROUP_SIGMOID}
 
 
 @kernel
@@ -256,53 +254,55 @@ def gate_groups(width, requested):
     return 1
 
 
-@kernel
-def gate(values, weight, bias, logits, mode, groups):
+# A gate's kind, as a marker whose type picks the code ``gate`` compiles to (as attention.heads_kind does), so a
+# model's kernels hold only its own gate: transformers' gates are all softmax; granite-tsfm's gate_mode chooses.
+class SoftmaxGate(NamedTuple):
+    """values *= softmax(values W + b) over the row."""
+
+
+class SigmoidGate(NamedTuple):
+    """values *= sigmoid(values W + b)."""
+
+
+class GluGate(NamedTuple):
+    """values = a * sigmoid(b) where [a, b] = values W + b (W has twice the outputs)."""
+
+
+class GroupSigmoidGate(NamedTuple):
+    """values *= sigmoid of the logits' mean over each of gate_groups(width, groups) equal groups of the row."""
+
+    groups: int
+
+
+def gate_kind(mode: str = "softmax", groups: int = 8):
+    """The marker ``gate`` is compiled for, from granite-tsfm's gate_mode and gate_groups."""
+    return {"softmax": SoftmaxGate(), "sigmoid": SigmoidGate(), "glu": GluGate(),
+            "group_sigmoid": GroupSigmoidGate(int(groups))}[mode]
+
+
+def gate(kind, values, weight, bias, logits):
     """Gated attention as transformers' ``...GatedAttention`` and granite-tsfm's gate modes, over rows
-    values [rows, width] in place; weight: [width, width] ([in, out]; [width, 2 * width] for GATE_GLU),
-    logits: [rows, weight's outputs], C-contiguous.
+    values [rows, width] in place; weight: [width, width] ([in, out]; [width, 2 * width] for GluGate),
+    logits: [rows, weight's outputs], C-contiguous. ``kind``: a marker of ``gate_kind``. From Python:
+    ``gate_rows``."""
 
-    GATE_SOFTMAX: values *= softmax(values W + b) over the row. GATE_SIGMOID: values *= sigmoid(values W + b).
-    GATE_GROUP_SIGMOID: values *= sigmoid of the logits' mean over each of ``gate_groups(width, groups)``
-    equal groups, spread over the group. GATE_GLU: values = a * sigmoid(b) where [a, b] = values W + b.
 
-    For softmax each pass is its own loop, those without a per-row step flat over all rows: short rows would
-    each pay a loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's
-    softmax, the exponentials are scaled by 1 / their sum."""
+@kernel
+def _add_bias(values, weight, bias, logits):
     np.dot(values, weight, logits)
-    rows, width = values.shape
     outputs = logits.shape[1]
-    for r in range(rows):
+    for r in range(values.shape[0]):
         row_logits = logits[r]
         for i in range(outputs):
             row_logits[i] += bias[i]
-    if mode == GATE_SIGMOID:
-        for r in range(rows):
-            row, row_logits = values[r], logits[r]
-            for i in range(width):
-                row[i] = row[i] * sigmoid_of(row_logits[i])
-        return
-    if mode == GATE_GLU:
-        for r in range(rows):
-            row, row_logits = values[r], logits[r]
-            for i in range(width):
-                row[i] = row_logits[i] * sigmoid_of(row_logits[width + i])
-        return
-    if mode == GATE_GROUP_SIGMOID:
-        count = gate_groups(width, groups)
-        size = width // count
-        group_size = np.empty(1, dtype=values.dtype)  # the mean divides in the dtype (int / float32 is float64)
-        group_size[0] = size
-        for r in range(rows):
-            row, row_logits = values[r], logits[r]
-            for g in range(count):
-                total = row_logits[g * size]
-                for i in range(g * size + 1, (g + 1) * size):
-                    total += row_logits[i]
-                weight_of_group = sigmoid_of(total / group_size[0])
-                for i in range(g * size, (g + 1) * size):
-                    row[i] = row[i] * weight_of_group
-        return
+
+
+def _softmax_gate(kind, values, weight, bias, logits):
+    # Each pass is its own loop, those without a per-row step flat over all rows: short rows would each pay a
+    # loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
+    # exponentials are scaled by 1 / their sum.
+    _add_bias(values, weight, bias, logits)
+    rows, width = values.shape
     inverse_totals = np.empty(rows, dtype=values.dtype)
     for r in range(rows):
         row_logits = logits[r]
@@ -322,6 +322,53 @@ def gate(values, weight, bias, logits, mode, groups):
         row, row_logits, inverse_total = values[r], logits[r], inverse_totals[r]
         for i in range(width):
             row[i] = row[i] * (row_logits[i] * inverse_total)
+
+
+def _sigmoid_gate(kind, values, weight, bias, logits):
+    _add_bias(values, weight, bias, logits)
+    for r in range(values.shape[0]):
+        row, row_logits = values[r], logits[r]
+        for i in range(values.shape[1]):
+            row[i] = row[i] * sigmoid_of(row_logits[i])
+
+
+def _glu_gate(kind, values, weight, bias, logits):
+    _add_bias(values, weight, bias, logits)
+    width = values.shape[1]
+    for r in range(values.shape[0]):
+        row, row_logits = values[r], logits[r]
+        for i in range(width):
+            row[i] = row_logits[i] * sigmoid_of(row_logits[width + i])
+
+
+def _group_sigmoid_gate(kind, values, weight, bias, logits):
+    _add_bias(values, weight, bias, logits)
+    width = values.shape[1]
+    count = gate_groups(width, kind.groups)
+    size = width // count
+    group_size = np.empty(1, dtype=values.dtype)  # the mean divides in the dtype (int / float32 is float64)
+    group_size[0] = size
+    for r in range(values.shape[0]):
+        row, row_logits = values[r], logits[r]
+        for g in range(count):
+            total = row_logits[g * size]
+            for i in range(g * size + 1, (g + 1) * size):
+                total += row_logits[i]
+            weight_of_group = sigmoid_of(total / group_size[0])
+            for i in range(g * size, (g + 1) * size):
+                row[i] = row[i] * weight_of_group
+
+
+@overload(gate, jit_options=KERNEL_OPTIONS)
+def _gate(kind, values, weight, bias, logits):
+    return {SoftmaxGate: _softmax_gate, SigmoidGate: _sigmoid_gate, GluGate: _glu_gate,
+            GroupSigmoidGate: _group_sigmoid_gate}[kind.instance_class]
+
+
+@kernel
+def gate_rows(kind, values, weight, bias, logits):
+    """``gate`` for callers outside compiled code (forecast channel mixing, tests)."""
+    gate(kind, values, weight, bias, logits)
 
 
 @kernel

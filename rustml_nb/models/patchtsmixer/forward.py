@@ -46,8 +46,8 @@ def embed_patches(patches, weights, rows):
 
 
 @kernel
-def encode_units(values, observed, default_scale, patch_mask, first_unit, last_unit, weights, switches, heads, work,
-                 loc, scale, patch_input, patches, stream, hidden_states):
+def encode_units(values, observed, default_scale, patch_mask, first_unit, last_unit, weights, switches, heads,
+                 gate_kind, work, loc, scale, patch_input, patches, stream, hidden_states):
     """The encoder over units first_unit .. last_unit - 1 of the series, on the calling thread.
 
     values, observed: [batch, time, channels] -> loc, scale [batch, 1, channels] and patch_input [series,
@@ -56,7 +56,8 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
     not [0, 0, 0]; otherwise patches is patch_input); then stream [series * num_patches, d_model], the
     embedding and every layer; hidden_states [layers or 0, series * num_patches, d_model] receives each
     layer's output. A unit is what mixes only within itself: a series, or across channels a batch element.
-    work: this thread's ``Workspace``; heads: the self-attention's ``HeadsOfEight()`` or ``AnyHeads()``.
+    work: this thread's ``Workspace``; heads: the self-attention's ``HeadsOfEight()`` or ``AnyHeads()``;
+    gate_kind: ``rows.SoftmaxGate()`` (transformers' gate).
     """
     num_patches = patches.shape[1]
     channels = values.shape[2]
@@ -74,8 +75,8 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
                                scale, patch_input[series])
             mask_patches(patch_mask, b, c, switches.mask_value, patch_input[series], patches[series])
         embed_patches(patches[s0:s1], weights, block)
-        mixer_layers(block, s1 - s0, channels, num_patches, weights.layers, switches.mixer, heads, work, hidden_states,
-                     0, s0 * num_patches)
+        mixer_layers(block, s1 - s0, channels, num_patches, weights.layers, switches.mixer, heads, gate_kind, work,
+                     hidden_states, 0, s0 * num_patches)
 
 
 @kernel

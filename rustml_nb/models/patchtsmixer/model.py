@@ -122,7 +122,8 @@ class _PatchTSMixerBase(FamilyModel):
 
     def _encode_task(self, part, first_unit, last_unit, work):
         forward.encode_units(part.values, part.observed, part.default_scale, part.patch_mask, first_unit, last_unit,
-                             self.weights.encoder, self._switches, self._heads_kind, work, part.loc, part.scale,
+                             self.weights.encoder, self._switches, self._heads_kind, rows.SoftmaxGate(), work,
+                             part.loc, part.scale,
                              part.patch_input, part.patches, part.stream, part.hidden_states)
 
     def _outputs(self, out, single):

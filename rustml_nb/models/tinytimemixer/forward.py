@@ -14,7 +14,7 @@ import scipy.fft
 
 from ...jit import kernel
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
-from ...kernels.rows import ACT_GELU, GATE_MODES, add_bias_activate, gate, gelu_inplace_array
+from ...kernels.rows import ACT_GELU, add_bias_activate, gate_rows, gelu_inplace_array
 from ...kernels.series import scale_and_patchify
 from ..layers import Linear
 
@@ -212,7 +212,7 @@ class ChannelMixing(NamedTuple):
     mlp_bias: np.ndarray  # [forecast channels]
 
 
-def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, switches, heads):
+def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, switches, heads, gate_kind):
     """granite-tsfm's ForecastChannelHeadMixer: base [batch, horizon, forecast channels] (the head's forecasts,
     still in scaled units), past [batch, length, channels] and future [batch, horizon, channels] (exogenous
     channels read; unscaled, as granite-tsfm passes them) -> base plus the mixing's correction, same shape.
@@ -237,7 +237,7 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
             rows = np.ascontiguousarray(rows, dtype=base.dtype)  # [batch * horizon * V, features]
             work = make_workspace(rows.shape[0], features, config.expansion_factor, config.self_attn, base.dtype,
                                   config.gate_outputs)
-            mixer_layers(rows, batch * horizon, 1, channels, weights.stack, switches, heads, work,
+            mixer_layers(rows, batch * horizon, 1, channels, weights.stack, switches, heads, gate_kind, work,
                          np.zeros((0, 0, 0), base.dtype), 0, 0)
             windows = rows
         features = np.array(windows, dtype=base.dtype, order="C").reshape(batch * horizon, -1)  # a copy: the gate writes it
@@ -245,7 +245,7 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
         features = np.array(values, dtype=base.dtype, order="C").reshape(batch * horizon, -1)
     if weights.gate_weight.shape[0]:
         logits = np.empty((features.shape[0], weights.gate_weight.shape[1]), base.dtype)
-        gate(features, weights.gate_weight, weights.gate_bias, logits, GATE_MODES[config.gate_mode], config.gate_groups)
+        gate_rows(gate_kind, features, weights.gate_weight, weights.gate_bias, logits)
     return (np.dot(features, weights.mlp_weight) + weights.mlp_bias).reshape(base.shape) + base
 
 

@@ -72,8 +72,8 @@ class _TinyTimeMixerBase(FamilyModel):
                  check: ArchitectureCheck | None = None):
         super().__init__(config, weights, dtype, check)
         norm = dict(norm_type=rows.NORM_BATCH if config.batch_norm else rows.NORM_LAYER, norm_eps=float(config.norm_eps),
-                    gated=bool(config.gated_attn), self_attn=bool(config.self_attn), num_heads=config.self_attn_heads,
-                    gate_mode=rows.GATE_MODES[config.gate_mode], gate_groups=config.gate_groups)
+                    gated=bool(config.gated_attn), self_attn=bool(config.self_attn), num_heads=config.self_attn_heads)
+        self._gate_kind = rows.gate_kind(config.gate_mode, config.gate_groups)
         self._encoder_switches = mixer.MixerSwitches(mix_channel=config.mode == "mix_channel", **norm)
         self._decoder_switches = mixer.MixerSwitches(mix_channel=config.decoder_mode == "mix_channel", **norm)
         self._encoder_heads = _heads_kind(config, weights.encoder)
@@ -195,7 +195,8 @@ class _TinyTimeMixerBase(FamilyModel):
                 state += 2
             split = states.reshape(states.shape[0], -1, width // f) if record else self._no_states
             mixer.mixer_layers(block.reshape(rows * f, width // f), count, channels or self.config.num_input_channels,
-                               self.tokens * f, level.stack, switches, heads, work, split, state, first_row * f)
+                               self.tokens * f, level.stack, switches, heads, self._gate_kind, work, split, state,
+                               first_row * f)
             state += level.stack.feature.fc1_weight.shape[0]
             if record and adaptive:
                 states[state, first_row:first_row + rows] = block
@@ -417,7 +418,7 @@ class TinyTimeMixerForPrediction(_Forecasting, _TinyTimeMixerBase):
             past = np.nan_to_num(values if values.ndim == 3 else values[None], nan=0.0, posinf=0.0, neginf=0.0)
             forecast = forward.mix_forecast_channels(forecast, past.astype(self.dtype, copy=False), future,
                                                      self.weights.channel_mixing, self.config, self._fcm_switches,
-                                                     self._fcm_heads)
+                                                     self._fcm_heads, self._gate_kind)
         decoded = out.decoded if out.decoded is not None else out.last_hidden_state
         loc, scale = out.loc[..., channels], out.scale[..., channels]
         quantiles = None
