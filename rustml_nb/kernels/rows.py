@@ -301,11 +301,13 @@ def _softmax_gate(kind, values, weight, bias, logits):
     # Each pass is its own loop, those without a per-row step flat over all rows: short rows would each pay a
     # loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
     # exponentials are scaled by 1 / their sum.
-    _add_bias(values, weight, bias, logits)
+    np.dot(values, weight, logits)
     rows, width = values.shape
     inverse_totals = np.empty(rows, dtype=values.dtype)
-    for r in range(rows):
+    for r in range(rows):  # the bias and the row's largest logit in one pass
         row_logits = logits[r]
+        for i in range(width):
+            row_logits[i] += bias[i]
         largest = row_logits[0]
         for i in range(1, width):
             largest = max(largest, row_logits[i])
