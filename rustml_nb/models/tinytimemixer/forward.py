@@ -24,9 +24,16 @@ INSTANCE_NORM_EPS = 1e-5  # torch's InstanceNorm1d default, which the multi-quan
 
 
 class Embedding(NamedTuple):
-    patcher_weight: np.ndarray  # [scales, patch_length, d_model]: one scale, the patcher, without multi_scale
-    patcher_bias: np.ndarray  # [scales, d_model]
+    patcher_weight: np.ndarray  # [patch_length, d_model] (multi_scale: the finest scale's)
+    patcher_bias: np.ndarray  # [d_model]
     positional_encoding: np.ndarray  # [tokens or 0, d_model]
+
+
+class CoarseScales(NamedTuple):
+    """multi_scale's patcher Linears past the finest scale."""
+
+    weight: np.ndarray  # [scales - 1, patch_length, d_model]
+    bias: np.ndarray  # [scales - 1, d_model]
 
 
 class Spectral(NamedTuple):
@@ -56,56 +63,35 @@ class Frequency(NamedTuple):
 
 
 @kernel
-def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, weights, prefix, loc, scale,
+def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, weights, prefix, lead, loc, scale,
                 patch_input, block):
     """Series s0 .. s1 - 1 (series = batch x channels, channels fastest) of values / observed [batch, time,
     channels] -> loc, scale [batch, 1, channels], patch_input [series, patches, patch_length] and block
-    [(s1 - s0) * tokens, d_model]. Each series' tokens: zeros for the FFT tokens (added later), the rows of
-    its batch element in prefix [batch, rows, d_model] (register tokens, frequency token), then each scale's
-    patches through its Linear, coarsest first; then the positions.
-
-    Scale i (granite-tsfm's MultiScaleFromPatchedSequence) averages the patched input's steps in runs of
-    2**i, keeps the last whole patches and projects them; one scale is the plain patcher."""
+    [(s1 - s0) * tokens, d_model]. Each series' tokens end with its patches through the patcher Linear. The
+    first ``lead`` end with the rows of its batch element in prefix [batch, rows, d_model] (register tokens,
+    frequency token); the rest are zeros (FFT tokens in front, a multi-scale model's coarser scales after the
+    lead: ``add_fft_tokens`` and ``add_coarse_scales`` add them); then the positions over every token."""
     channels = values.shape[2]
-    num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
+    num_patches = patch_input.shape[1]
     d_model = block.shape[1]
     tokens = block.shape[0] // (s1 - s0)
-    scales = weights.patcher_weight.shape[0]
-    steps = num_patches * patch_length
-    patch_rows = 0
-    for i in range(scales):
-        patch_rows += steps // 2 ** i // patch_length
-    lead = tokens - patch_rows
+    first_patch = tokens - num_patches
     shared = prefix.shape[1]
     for series in range(s0, s1):
         b, c = series // channels, series % channels
         scale_and_patchify(values, observed, b, c, scaling, default_scale, patch_stride, loc, scale,
                            patch_input[series])
         rows = block[(series - s0) * tokens:(series - s0 + 1) * tokens]
-        row = lead + patch_rows
-        for i in range(scales):  # finest (the patches) last
-            count = steps // 2 ** i // patch_length
-            row -= count
-            if i == 0:
-                np.dot(patch_input[series], weights.patcher_weight[i], rows[row:row + count])
-            else:
-                factor = 2 ** i
-                flat = patch_input[series].reshape(steps)
-                first = steps // factor - count * patch_length  # the pooled steps kept: the last whole patches
-                pooled = np.empty((count, patch_length), dtype=block.dtype)
-                pooled_flat = pooled.reshape(count * patch_length)
-                for j in range(count * patch_length):
-                    start = (first + j) * factor
-                    total = flat[start]
-                    for t in range(start + 1, start + factor):
-                        total += flat[t]
-                    pooled_flat[j] = total / factor
-                np.dot(pooled, weights.patcher_weight[i], rows[row:row + count])
-            bias = weights.patcher_bias[i]
-            for p in range(row, row + count):
-                for d in range(d_model):
-                    rows[p, d] += bias[d]
+        np.dot(patch_input[series], weights.patcher_weight, rows[first_patch:])
+        bias = weights.patcher_bias
+        for p in range(first_patch, tokens):
+            row = rows[p]
+            for d in range(d_model):
+                row[d] += bias[d]
         for p in range(lead - shared):
+            for d in range(d_model):
+                rows[p, d] = 0
+        for p in range(lead, first_patch):
             for d in range(d_model):
                 rows[p, d] = 0
         for p in range(shared):
@@ -117,6 +103,49 @@ def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, 
             for p in range(tokens):
                 for d in range(d_model):
                     rows[p, d] += positions[p, d]
+
+
+@kernel
+def add_coarse_scales(patch_input, s0, coarse_weight, coarse_bias, lead, block):
+    """granite-tsfm's MultiScaleFromPatchedSequence past its finest scale (the patcher's, in embed_block):
+    scale i averages each series' patched steps (patch_input [series, patches, patch_length], from series s0)
+    in runs of 2**i, keeps the last whole patches and projects them (coarse_weight [scales - 1, patch_length,
+    d_model], coarse_bias [scales - 1, d_model]). Their rows sit coarsest first from row ``lead`` of each
+    series' tokens in block [(s1 - s0) * tokens, d_model], where embed_block left zeros and the positions:
+    each projection is added to them, as granite-tsfm adds the positions to it."""
+    num_patches, patch_length = patch_input.shape[1], patch_input.shape[2]
+    d_model = block.shape[1]
+    steps = num_patches * patch_length
+    count_of = np.empty(coarse_weight.shape[0], dtype=np.int64)
+    coarse_rows = 0
+    for i in range(coarse_weight.shape[0]):
+        count_of[i] = steps // 2 ** (i + 1) // patch_length
+        coarse_rows += count_of[i]
+    tokens = lead + coarse_rows + num_patches
+    series_count = block.shape[0] // tokens
+    projected = np.empty((count_of[0], d_model), dtype=block.dtype)
+    pooled = np.empty((count_of[0], patch_length), dtype=block.dtype)
+    for s in range(series_count):
+        flat = patch_input[s0 + s].reshape(steps)
+        rows = block[s * tokens:(s + 1) * tokens]
+        row = lead + coarse_rows
+        for i in range(coarse_weight.shape[0]):  # finest first, so the rows fill from the back
+            factor = 2 ** (i + 1)
+            count = count_of[i]
+            row -= count
+            first = steps // factor - count * patch_length  # the pooled steps kept: the last whole patches
+            for j in range(count):
+                for k in range(patch_length):
+                    start = (first + j * patch_length + k) * factor
+                    total = flat[start]
+                    for t in range(start + 1, start + factor):
+                        total += flat[t]
+                    pooled[j, k] = total / factor
+            np.dot(pooled[:count], coarse_weight[i], projected[:count])
+            bias = coarse_bias[i]
+            for p in range(count):
+                for d in range(d_model):
+                    rows[row + p, d] = (projected[p, d] + bias[d]) + rows[row + p, d]
 
 
 def add_fft_tokens(values, loc, scale, s0, s1, config, weights: Spectral, block):

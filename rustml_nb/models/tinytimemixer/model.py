@@ -146,8 +146,10 @@ class _TinyTimeMixerBase(FamilyModel):
             r0, r1 = s0 * tokens, s1 * tokens
             block = part.stream[r0:r1]  # [rows, d_model]
             forward.embed_block(part.values, part.observed, part.default_scale, s0, s1, self.scaling,
-                                config.patch_stride, weights.embedding, part.prefix, part.loc, part.scale,
-                                part.patch_input, block)
+                                config.patch_stride, weights.embedding, part.prefix, config.lead_tokens, part.loc,
+                                part.scale, part.patch_input, block)
+            if weights.coarse_scales is not None:
+                forward.add_coarse_scales(part.patch_input, s0, *weights.coarse_scales, config.lead_tokens, block)
             if weights.spectral is not None:
                 forward.add_fft_tokens(part.values, part.loc, part.scale, s0, s1, config, weights.spectral, block)
             if weights.base_norm is not None:  # granite-tsfm's base_norm: each series' tokens x d_model as one row
@@ -512,19 +514,18 @@ MODEL_CLASSES = (TinyTimeMixerModel, TinyTimeMixerForPrediction)  # and the deco
 def compile_kernels(dtype: str = "float32") -> None:
     """Compile, or load from the cache, every TinyTimeMixer kernel for ``dtype``: tiny models with adaptive
     levels, the frequency token and a decoder, one with forecast channel mixing (its mixer and gate), one
-    with self-attention, the base norm, static categorical inputs and the multi-quantile head, and a decomposed
-    model over the last, each run once."""
+    with self-attention, the base norm, multi-scale patches, static categorical inputs and the multi-quantile
+    head, and a decomposed model over the last, each run once."""
     rng = np.random.default_rng(0)
     for self_attn in (False, True):
-        options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2], multi_quantile_head=True)
-                   if self_attn else
+        options = (dict(decoder_mode="mix_channel", categorical_vocab_size_list=[2], multi_quantile_head=True,
+                        multi_scale=True, decoder_raw_residual=False) if self_attn else
                    dict(enable_forecast_channel_mixing=True, exogenous_channel_indices=[1], fcm_context_length=1,
-                        fcm_use_mixer=True, prediction_channel_indices=[0, 2]))
+                        fcm_use_mixer=True, prediction_channel_indices=[0, 2], decoder_raw_residual=True))
         config = TinyTimeMixerConfig(num_input_channels=3, context_length=16, patch_length=4, patch_stride=4,
                                      d_model=16, decoder_d_model=8, num_layers=1, decoder_num_layers=1,
                                      adaptive_patching_levels=2, resolution_prefix_tuning=True,
-                                     enable_base_norm_always=self_attn,
-                                     decoder_raw_residual=True, self_attn=self_attn, self_attn_heads=2,
+                                     enable_base_norm_always=self_attn, self_attn=self_attn, self_attn_heads=2,
                                      prediction_length=2, architectures=["TinyTimeMixerForPrediction"], **options)
         mapped = {name: np.abs(rng.normal(size=shape)) + 0.5
                   for name, shape in expected_shapes(config, "prediction").items()}

@@ -14,7 +14,7 @@ from ..layers import Linear, Norm, validate_state, weight_array
 from ..mixer import load_stack
 from .config import TinyTimeMixerConfig
 from .detection import expected_shapes, fcm_stack, stacks
-from .forward import ChannelMixing, DecoderInput, Embedding, Frequency, QuantileHead, Spectral
+from .forward import ChannelMixing, CoarseScales, DecoderInput, Embedding, Frequency, QuantileHead, Spectral
 
 
 class Level(NamedTuple):
@@ -24,6 +24,7 @@ class Level(NamedTuple):
 
 class TinyTimeMixerWeights(NamedTuple):
     embedding: Embedding
+    coarse_scales: CoarseScales | None  # multi_scale's scales past the finest, when there are any
     frequency: Frequency | None  # resolution_prefix_tuning's token MLP
     register_tokens: np.ndarray  # [register_tokens, d_model] (r3), or [0, d_model]
     spectral: Spectral | None  # the FFT tokens' embedding (r3 fft_length)
@@ -53,8 +54,11 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
                 else [Linear.from_state_dict(mapped, "encoder.patcher", dtype)])
     positions = (mapped["encoder.positional_encoding"] if config.use_positional_encoding
                  else np.zeros((0, config.d_model)))
-    embedding = Embedding(weight_array(np.stack([p.weight for p in patchers]), dtype),
-                          weight_array(np.stack([p.bias for p in patchers]), dtype), weight_array(positions, dtype))
+    embedding = Embedding(patchers[0].weight, patchers[0].bias, weight_array(positions, dtype))
+    coarse = None
+    if len(patchers) > 1:
+        coarse = CoarseScales(weight_array(np.stack([p.weight for p in patchers[1:]]), dtype),
+                              weight_array(np.stack([p.bias for p in patchers[1:]]), dtype))
     register_tokens = weight_array(mapped["encoder.register_tokens"] if config.register_tokens
                                    else np.zeros((0, config.d_model)), dtype)
     spectral = None
@@ -108,6 +112,6 @@ def load_tinytimemixer_weights(mapped: dict, config: TinyTimeMixerConfig, head: 
                                        "out", dtype))
     categorical = tuple(weight_array(mapped[f"decoder.categorical.{index}"], dtype)
                         for index in range(config.num_categorical)) if head == "prediction" else ()
-    return TinyTimeMixerWeights(embedding, frequency, register_tokens, spectral, base_norm, levels("encoder"),
+    return TinyTimeMixerWeights(embedding, coarse, frequency, register_tokens, spectral, base_norm, levels("encoder"),
                                 decoder_input, decoder, head_weight, head_bias, channel_mixing, quantile_head,
                                 categorical)
