@@ -157,11 +157,17 @@ class TinyTimeMixerConfig(FamilyConfig):
         return self.context_length // 2 + 1
 
     @property
+    def fft_selected(self) -> int:
+        """Frequency bins the FFT tokens take from each spectrum: fft_length, at most every bin (granite-tsfm's
+        fft_k)."""
+        return min(self.fft_length, self.fft_bins)
+
+    @property
     def fft_tokens(self) -> int:
         """Rows the FFT tokens add: one per selected frequency, or one for all (get_one_freq_emb); 0 without."""
         if self.fft_length <= 0:
             return 0
-        return 1 if self.get_one_freq_emb else min(self.fft_length, self.fft_bins)
+        return 1 if self.get_one_freq_emb else self.fft_selected
 
     @property
     def fft_width(self) -> int:
@@ -169,8 +175,7 @@ class TinyTimeMixerConfig(FamilyConfig):
         [fft_d_freq_min, fft_d_freq_max] (granite-tsfm's d_freq)."""
         if not self.get_one_freq_emb:
             return self.d_model
-        k = min(self.fft_length, self.fft_bins)
-        return max(self.fft_d_freq_min, min(self.fft_d_freq_max, max(1, self.d_model // max(1, k))))
+        return max(self.fft_d_freq_min, min(self.fft_d_freq_max, max(1, self.d_model // max(1, self.fft_selected))))
 
     @property
     def prefix_tokens(self) -> int:

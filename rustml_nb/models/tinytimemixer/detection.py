@@ -70,7 +70,7 @@ def expected_shapes(config, head: str) -> dict[str, tuple[int, ...]]:
             linear("encoder.fft.fc1", 1, width)
             linear("encoder.fft.fc2", width, width)
         if config.get_one_freq_emb:
-            linear("encoder.fft.projection", min(config.fft_length, config.fft_bins) * width, d)
+            linear("encoder.fft.projection", config.fft_selected * width, d)
     if config.use_positional_encoding:
         shapes["encoder.positional_encoding"] = (config.num_tokens, d)
     if config.resolution_prefix_tuning:

@@ -163,8 +163,7 @@ def add_fft_tokens(values, loc, scale, s0, s1, config, weights: Spectral, block)
     magnitude = np.abs(scipy.fft.rfft(scaled, axis=1))
     if config.fft_ignore_dc:
         magnitude[:, 0] = 0
-    k = min(config.fft_length, config.fft_bins)
-    bins = np.argsort(-magnitude, axis=1, kind="stable")[:, :k]  # [series, k]
+    bins = np.argsort(-magnitude, axis=1, kind="stable")[:, :config.fft_selected]  # [series, k]
     if weights.embedding is not None:
         rows = weights.embedding[bins]  # [series, k, width]
     else:  # granite-tsfm divides in float32 (.float()); a float64 model does it in float64
