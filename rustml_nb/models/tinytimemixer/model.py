@@ -368,13 +368,14 @@ class _Forecasting(Forecaster):
         return array
 
     def _require_quantiles(self, levels) -> None:
-        if not self.config.multi_quantile_head:
-            raise ConfigError("quantiles: this checkpoint has a point head and no multi-quantile head "
-                              "(multi_quantile_head), so it forecasts no quantiles")
         self._quantile_indices(levels)
 
     def _quantile_indices(self, levels) -> list[int]:
-        """Where each of ``levels`` is among the multi-quantile head's levels; InputError naming those it has."""
+        """Where each of ``levels`` is among the multi-quantile head's levels; InputError naming those it has,
+        ConfigError without that head."""
+        if not self.config.multi_quantile_head:
+            raise ConfigError("quantiles: this checkpoint has a point head and no multi-quantile head "
+                              "(multi_quantile_head), so it forecasts no quantiles")
         available = self.config.quantiles
         indices = []
         for level in quantile_levels(levels):
@@ -388,7 +389,6 @@ class _Forecasting(Forecaster):
     def quantiles(self, output, levels) -> np.ndarray:
         """[len(levels), *forecast shape]: the multi-quantile head's forecasts at ``levels`` (each one of the
         levels it was trained for, ``config.quantile_levels``), in data units. Without that head: ConfigError."""
-        self._require_quantiles(levels)
         return np.moveaxis(output.quantile_outputs[..., self._quantile_indices(levels), :, :], -3, 0)
 
 
