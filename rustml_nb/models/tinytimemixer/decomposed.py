@@ -41,16 +41,18 @@ class Forecasters(NamedTuple):
 
 def gaussian_smooth(values, weights, kernel):
     """granite-tsfm's weighted Gaussian local average over axis 1 of values [batch, time, channels]: the
-    weighted values and the weights (ones when None) each convolved with ``kernel`` over the series reflected at
-    its ends, then divided."""
+    weighted values and the weights each convolved with ``kernel`` over the series reflected at its ends, then
+    divided. Without weights (ones) the divisor is the same for every series: one series' is worked out."""
     half = kernel.size // 2
-    weights = np.ones_like(values) if weights is None else weights
 
     def convolve(array):
         padded = np.pad(array, ((0, 0), (half, half), (0, 0)), mode="reflect")
         windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.size, axis=1)  # [batch, time, C, kernel]
         return windows @ kernel
 
+    if weights is None:
+        return convolve(values) / (convolve(np.ones((1, values.shape[1], 1), values.dtype))
+                                   + values.dtype.type(LOWESS_EPS))
     return convolve(values * weights) / (convolve(weights) + values.dtype.type(LOWESS_EPS))
 
 
