@@ -136,17 +136,22 @@ def run_both(folder, reference, values, tokens, dtype, mask=None):
     return ours(values.astype(dtype), past_observed_mask=mask, freq_token=freq, output_hidden_states=True), theirs
 
 
+def check_parity(reference, kwargs, where, dtype, seed, batch):
+    """Save ``reference`` under ``where``, run it and ours on ``batch`` drawn series and compare every field
+    (float32 judged against granite-tsfm's float64 too, see compare_outputs). Returns (ours, folder)."""
+    folder = save(reference, where)
+    values, tokens = inputs(kwargs, np.random.default_rng(seed), batch)
+    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
+    compare_outputs(ours, theirs, dtype, truth)
+    return ours, folder
+
+
 @given(ttm_kwargs(), st.sampled_from(["float64", "float32"]), st.integers(1, 4), st.integers(0, 2 ** 16))
 def test_prediction_matches_granite_tsfm(tmp_path_factory, kwargs, dtype, batch, seed):
     reference = build_reference(seed=seed, **kwargs)
-    folder = save(reference, tmp_path_factory.mktemp("ttm"))
-    values, tokens = inputs(kwargs, np.random.default_rng(seed), batch)
-    ours, theirs = run_both(folder, reference, values, tokens, dtype)
+    _, folder = check_parity(reference, kwargs, tmp_path_factory.mktemp("ttm"), dtype, seed, batch)
     assert type(rustml_nb.from_pretrained(folder)).__name__ == "TinyTimeMixerForPrediction"
-    truth = None
-    if dtype == "float32":
-        _, truth = run_both(folder, reference, values, tokens, "float64")
-    compare_outputs(ours, theirs, dtype, truth)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -162,11 +167,7 @@ def test_every_switch_at_once(tmp_path, dtype, norm_mlp):
                   self_attn=True, self_attn_heads=2, norm_mlp=norm_mlp, prediction_length=7,
                   prediction_channel_indices=[2, 0], prediction_filter_length=5, enable_base_norm_always=True)
     reference = build_reference(seed=5, **kwargs)
-    folder = save(reference, tmp_path)
-    values, tokens = inputs(kwargs, np.random.default_rng(5), 4)
-    ours, theirs = run_both(folder, reference, values, tokens, dtype)
-    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
-    compare_outputs(ours, theirs, dtype, truth)
+    check_parity(reference, kwargs, tmp_path, dtype, 5, 4)
 
 
 @pytest.mark.parametrize("length", [40, 64, 100])
@@ -243,11 +244,7 @@ def test_every_r3_token_at_once(tmp_path, dtype):
     reference = build_reference(seed=6, **kwargs)
     assert (config.scale_patches, config.num_tokens) == ([1, 2, 4, 8], 3 + 2 + 1 + 15)
     assert config.num_tokens == reference.config.num_patches  # granite-tsfm's count of every token
-    folder = save(reference, tmp_path)
-    values, tokens = inputs(kwargs, np.random.default_rng(6), 3)
-    ours, theirs = run_both(folder, reference, values, tokens, dtype)
-    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
-    compare_outputs(ours, theirs, dtype, truth)
+    check_parity(reference, kwargs, tmp_path, dtype, 6, 3)
 
 
 def test_fft_tokens_of_equal_magnitudes_take_the_lower_bin_first(tmp_path):
@@ -298,11 +295,7 @@ def test_multi_scale_over_a_context_patches_do_not_divide(tmp_path, dtype):
                   multi_scale=True, decoder_d_model=8, num_input_channels=2)
     reference = build_reference(seed=4, **kwargs)
     assert TinyTimeMixerConfig(**kwargs).num_tokens == reference.config.num_patches == 7
-    folder = save(reference, tmp_path)
-    values, tokens = inputs(kwargs, np.random.default_rng(4), 2)
-    ours, theirs = run_both(folder, reference, values, tokens, dtype)
-    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
-    compare_outputs(ours, theirs, dtype, truth)
+    check_parity(reference, kwargs, tmp_path, dtype, 4, 2)
 
 
 @pytest.mark.parametrize("field, in_weights, in_config, label", [
@@ -342,11 +335,7 @@ def test_multi_quantile_head_matches_granite_tsfm(tmp_path, options, dtype):
                        num_input_channels=2, decoder_d_model=8, decoder_num_layers=1, prediction_length=6,
                        multi_quantile_head=True), **options)
     reference = build_reference(seed=3, **kwargs)
-    folder = save(reference, tmp_path)
-    values, tokens = inputs(kwargs, np.random.default_rng(3), 3)
-    ours, theirs = run_both(folder, reference, values, tokens, dtype)
-    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
-    compare_outputs(ours, theirs, dtype, truth)
+    ours, _ = check_parity(reference, kwargs, tmp_path, dtype, 3, 3)
     levels = len(kwargs.get("quantile_levels", range(9)))
     horizon, channels = kwargs.get("prediction_filter_length", 6), ours.prediction_outputs.shape[2]
     assert ours.quantile_outputs.shape == (3, levels, horizon, channels)
@@ -578,11 +567,7 @@ def test_layers_over_a_single_token_mix_no_patches(tmp_path, dtype):
     assert not any(".patch_mixer." in name for name in expected_shapes(config, "prediction")
                    if name.startswith(("encoder.levels.2.", "decoder.", "head.fcm.")))
     reference = build_reference(seed=11, **kwargs)
-    folder = save(reference, tmp_path)
-    values, tokens = inputs(kwargs, np.random.default_rng(11), 3)
-    ours, theirs = run_both(folder, reference, values, tokens, dtype)
-    truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
-    compare_outputs(ours, theirs, dtype, truth)
+    check_parity(reference, kwargs, tmp_path, dtype, 11, 3)
 
 
 def test_backbone_alone_from_a_forecasting_checkpoint(tmp_path):
