@@ -231,7 +231,9 @@ def main() -> None:
     import torch
 
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-                         f"numba {numba.__version__}, torch {torch.__version__}", "repeats": args.repeats,
+                         f"numba {numba.__version__}, torch {torch.__version__}"
+                         + (f", OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
+                            if os.environ.get("OPENBLAS_CORETYPE") else ""), "repeats": args.repeats,
               "families": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for family, (ours_script, torch_script) in SCRIPTS.items():

@@ -270,10 +270,20 @@ def concurrency(model, config: dict, calls: int = 16, threads: int = 4, batch: i
             "ratio": float(np.median(concurrent) / np.median(sequential))}
 
 
+def blas_kernels(report: dict) -> str:
+    """Each OpenBLAS in the process (NumPy's; SciPy's, the one rustml_nb's kernels call) and its kernels."""
+    found = []
+    for library in report["blas"]:
+        if library.get("internal_api") == "openblas":
+            owner = "SciPy" if "scipy" in Path(library["filepath"]).parent.name else "NumPy"
+            found.append(f"{owner}'s OpenBLAS {library['version']} ({library['architecture']} kernels)")
+    return ", ".join(found)
+
+
 def markdown(report: dict) -> str:
     lines = ["# rustml_nb vs transformers vs ONNX Runtime on the CPU", "",
-             f"{report['machine']}; float32 GEMM peak measured in the same run: {report['gemm_peak_gflops']:.0f} GFLOP/s.",
-             ""]
+             f"{report['machine']}; float32 GEMM peak measured in the same run: {report['gemm_peak_gflops']:.0f} GFLOP/s; "
+             f"{blas_kernels(report)}.", ""]
     for key, result in report["families"].items():
         family = FAMILIES[key]
         lines += [f"## {family.title}", "", f"`{family.architecture}`, {family.shape}.", ""]
@@ -367,15 +377,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
+    import scipy.linalg.cython_blas  # noqa: F401  rustml_nb's BLAS (SciPy's), listed below with the kernels it chose
     import threadpoolctl
     import torch
 
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
                          f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
-              "blas": [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+              "blas": [{k: i.get(k) for k in ("filepath", "internal_api", "version", "architecture", "num_threads")}
                        for i in threadpoolctl.threadpool_info()],
+              "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
               "gemm_peak_gflops": gemm_peak_gflops(), "families": {}}
-    print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s", flush=True)
+    if report["openblas_coretype"]:
+        print(f"OPENBLAS_CORETYPE={report['openblas_coretype']} is set: OpenBLAS runs those kernels, not the ones "
+              "it would choose for this CPU", file=sys.stderr, flush=True)
+    print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s; {blas_kernels(report)}", flush=True)
     chosen = args.family or list(FAMILIES)
     with tempfile.TemporaryDirectory() as tmp:
         for index, key in enumerate(chosen):
