@@ -4,6 +4,7 @@ switches, with random weights and BatchNorm running statistics saved by ``save_p
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -453,6 +454,44 @@ def test_decomposed_prediction_matches_granite_tsfm(tmp_path_factory, kwargs, dt
     assert type(rustml_nb.from_pretrained(folder)).__name__ == "TinyTimeMixerForDecomposedPrediction"
     truth = run_decomposed(folder, reference, values, "float64", **extra)[1] if dtype == "float32" else None
     compare_outputs(ours, theirs, dtype, truth)
+
+
+@given(st.lists(st.sampled_from([-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 3.0]) | st.floats(-1e6, 1e6), min_size=1, max_size=60),
+       st.sampled_from(["float64", "float32"]))
+def test_lower_median_is_the_lower_middle_of_the_sorted_values(values, dtype):
+    """The trend's median (a quickselect): the ((n - 1) // 2)-th smallest, as torch.median, with ties and either
+    parity of n; its input is left as it was."""
+    from rustml_nb.models.tinytimemixer.forward import lower_median
+
+    array = np.array(values, dtype=dtype)
+    given_values = array.copy()
+    median = lower_median(array, np.empty_like(array))
+    assert median == np.sort(array)[(array.size - 1) // 2] == torch.from_numpy(array).median().item()
+    assert np.array_equal(array, given_values)
+
+
+@given(st.integers(3, 90), st.integers(1, 3), st.integers(1, 3), st.sampled_from(["float64", "float32"]),
+       st.integers(0, 2 ** 16))
+def test_robust_trend_matches_granite_tsfms_robust_lowess_like(steps, batch, channels, dtype, seed):
+    """The decomposed model's trend kernel against granite-tsfm's robust_lowess_like on series with a wandering
+    level, heavy tails and outliers, odd and even lengths (lower medians), from the shortest (3 steps, a
+    window of 3) up; and the same, bit for bit, whether its series are split among threads or not."""
+    from rustml_nb.models.tinytimemixer.decomposed import robust_trend
+
+    rng = np.random.default_rng(seed)
+    values = np.cumsum(rng.normal(size=(batch, steps, channels)), axis=1) + rng.standard_t(1.5, (batch, steps, channels))
+    values[rng.random(values.shape) < 0.05] *= 50
+    theirs = granite().robust_lowess_like(torch.from_numpy(values.astype(dtype)))[0].numpy()
+    ours = robust_trend(values.astype(dtype))
+    truth = granite().robust_lowess_like(torch.from_numpy(values))[0].numpy() if dtype == "float32" else None
+    compare_outputs(SimpleNamespace(trend=ours), SimpleNamespace(trend=theirs), dtype,
+                    None if truth is None else SimpleNamespace(trend=truth))
+    threads = rustml_nb.get_num_threads()
+    try:
+        rustml_nb.set_num_threads(1)
+        assert np.array_equal(robust_trend(values.astype(dtype)), ours)
+    finally:
+        rustml_nb.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("length", [20, 48, 70])

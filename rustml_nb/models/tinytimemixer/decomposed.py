@@ -12,9 +12,11 @@ import numpy as np
 from ...errors import InputError, RustmlError, WeightMappingError
 from ...inputs import as_array, check_series, chunk_in_dtype
 from ...kernels.series import SCALING_MEAN, SCALINGS, add_mean_scaler_totals, scale_and_patchify
+from ...threads import get_num_threads, run_tasks
 from ..base import FamilyModel, unbatch
 from .config import TinyTimeMixerConfig
 from .detection import ArchitectureCheck
+from . import forward
 from .mapping import FORECASTERS
 from .model import TinyTimeMixerForPrediction, _Forecasting
 
@@ -39,51 +41,27 @@ class Forecasters(NamedTuple):
     residual: TinyTimeMixerForPrediction
 
 
-def gaussian_smooth(values, weights, kernel):
-    """granite-tsfm's weighted Gaussian local average over axis 1 of values [batch, time, channels]: the
-    weighted values and the weights each convolved with ``kernel`` over the series reflected at its ends, then
-    divided. Without weights (ones) the divisor is the same for every series: one series' is worked out."""
-    half = kernel.size // 2
-
-    def convolve(array):
-        padded = np.pad(array, ((0, 0), (half, half), (0, 0)), mode="reflect")
-        windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.size, axis=1)  # [batch, time, C, kernel]
-        return windows @ kernel
-
-    if weights is None:
-        return convolve(values) / (convolve(np.ones((1, values.shape[1], 1), values.dtype))
-                                   + values.dtype.type(LOWESS_EPS))
-    return convolve(values * weights) / (convolve(weights) + values.dtype.type(LOWESS_EPS))
-
-
 def robust_trend(values):
-    """granite-tsfm's ``robust_lowess_like`` trend of values [batch, time, channels]: a Gaussian local average
-    (window ~15% of the steps, odd), re-weighted twice by Tukey's bisquare of the residuals over 6 median
-    absolute deviations, each time shifted to keep the series' mean. Medians of an even count take the lower
-    middle value, as torch's do."""
+    """granite-tsfm's ``robust_lowess_like`` trend of values [batch, time, channels] (``forward.robust_trend``,
+    its series split among the threads): a Gaussian local average over a window of ~15% of the steps (odd),
+    re-weighted twice by Tukey's bisquare of the residuals."""
     dtype = values.dtype.type
-    steps = values.shape[1]
+    batch, steps, channels = values.shape
     window = max(5, int(round(LOWESS_FRACTION * steps)))
     window += 1 - window % 2
     window = min(window, steps if steps % 2 else steps - 1)
     offsets = np.arange(-(window // 2), window // 2 + 1).astype(values.dtype)
     kernel = np.exp(dtype(-0.5) * (offsets / dtype(0.25 * window)) ** 2)
     kernel = kernel / (kernel.sum() + dtype(1e-12))
-    mean = values.mean(axis=1, keepdims=True)
+    trend = np.empty_like(values)
+    series = batch * channels
+    tasks = min(get_num_threads(), series)
 
-    def recentred(trend):
-        return trend - trend.mean(axis=1, keepdims=True) + mean
+    def task(index):
+        forward.robust_trend(values, kernel, LOWESS_ITERATIONS, LOWESS_EPS, index * series // tasks,
+                             (index + 1) * series // tasks, trend)
 
-    def lower_median(array):
-        return np.sort(array, axis=1)[:, (steps - 1) // 2][:, None]
-
-    trend = recentred(gaussian_smooth(values, None, kernel))
-    for _ in range(LOWESS_ITERATIONS):
-        residual = values - trend
-        centred = residual - lower_median(residual)
-        spread = lower_median(np.abs(centred)) + dtype(LOWESS_EPS)
-        weights = np.square(1 - np.clip(np.square(centred / (6 * spread)), 0, 1))
-        trend = recentred(gaussian_smooth(values, weights, kernel))
+    run_tasks(task, tasks)
     return trend
 
 
