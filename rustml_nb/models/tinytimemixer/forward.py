@@ -1,7 +1,8 @@
 """TinyTimeMixer's compiled steps around the shared mixer layer (``kernels.mixer.mixer_layers``): the
 embedding of a block of series (scaling, patching, the patcher Linear, the frequency token in front, the
-positions), the decoder's input (adapter, raw-patch residual) and the frequency token's own small MLP; and
-forecast channel mixing over the head's forecasts (NumPy around the shared kernels: it is small).
+positions), the decoder's input (adapter, raw-patch residual), the frequency token's own small MLP and the
+decomposed model's robust trend; and forecast channel mixing over the head's forecasts (NumPy around the
+shared kernels: it is small).
 The arithmetic follows granite-tsfm's ``modeling_tinytimemixer.py`` (tsfm_public 0.3.11) step by step.
 """
 
