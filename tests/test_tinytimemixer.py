@@ -748,9 +748,22 @@ def test_dataframe_forecasts_hold_the_filtered_horizon_and_take_the_frequency_to
         model.forecast(history.reset_index(drop=True))
 
 
-def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
+def forecast_through_cli(folder, tmp_path):
+    """(history, forecast): 40 hourly steps of 2 channels written to CSV and forecast by ``rustml-nb forecast``
+    with the checkpoint in folder, the forecast read back."""
     from rustml_nb.cli import main
     import pandas as pd
+
+    history = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"],
+                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
+    history.to_csv(tmp_path / "history.csv", index_label="time")
+    assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
+                 "--output", str(tmp_path / "forecast.csv")]) == 0
+    return history, pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+
+
+def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
+    from rustml_nb.cli import main
 
     kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
                   decoder_num_layers=1, prediction_length=4, num_input_channels=2, adaptive_patching_levels=2)
@@ -758,12 +771,7 @@ def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
     assert main(["inspect", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "backbone     1 layers x 2 level(s)" in out and "backbone.encoder.patcher.weight" in out
-    history = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"],
-                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
-    history.to_csv(tmp_path / "history.csv", index_label="time")
-    assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
-                 "--output", str(tmp_path / "forecast.csv")]) == 0
-    forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+    history, forecast = forecast_through_cli(folder, tmp_path)
     assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
                  "--future", str(tmp_path / "history.csv")]) == 1
     assert "reads no future values" in capsys.readouterr().err
@@ -778,7 +786,6 @@ def test_command_line_inspects_and_forecasts_a_checkpoint(tmp_path, capsys):
 
 def test_command_line_inspects_forecasts_and_checks_an_r3_decomposed_checkpoint(tmp_path, capsys):
     from rustml_nb.cli import main
-    import pandas as pd
 
     kwargs = dict(context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1, decoder_d_model=8,
                   decoder_num_layers=1, prediction_length=4, num_input_channels=2, decompose=True, register_tokens=1,
@@ -788,12 +795,7 @@ def test_command_line_inspects_forecasts_and_checks_an_r3_decomposed_checkpoint(
     out = capsys.readouterr().out
     assert "r3           1 register tokens, multi-quantile head [0.25, 0.5, 0.75]" in out
     assert "decomposed   trend forecaster: patches of 8, d_model 16, 1 layers; residual forecaster: the last 16" in out
-    history = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"],
-                           index=pd.date_range("2024-01-01", periods=40, freq="h"))
-    history.to_csv(tmp_path / "history.csv", index_label="time")
-    assert main(["forecast", str(folder), "--input", str(tmp_path / "history.csv"),
-                 "--output", str(tmp_path / "forecast.csv")]) == 0
-    forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0)
+    history, forecast = forecast_through_cli(folder, tmp_path)
     model = rustml_nb.from_pretrained(folder)
     np.testing.assert_allclose(forecast.to_numpy(), model(history.to_numpy()[-32:]).prediction_outputs, rtol=1e-5)
     capsys.readouterr()
