@@ -1,6 +1,7 @@
 """Kernels: the arithmetic the model families share, as compiled functions over contiguous arrays.
 
-``series`` scales series and cuts them into patches, ``rows`` holds the row-wise pieces (norms,
+``gemm`` is the matrix product every Linear runs, ``series`` scales series and cuts them into patches,
+``rows`` holds the row-wise pieces (norms,
 activations, residuals, pooling), ``attention`` softmax attention and ``heads`` the output heads. A family's
 own compiled code (``models/<family>/forward.py``) calls these leaves directly.
 

@@ -1,0 +1,213 @@
+"""Matrix products over rows, computed the same way for a row wherever it is.
+
+``matmul(rows, weight, out)`` is ``np.dot(rows, weight, out)`` for ``rows [count, width]`` and ``weight
+[width, features]`` ([in, out]), with one guarantee BLAS does not give: out[i, j] is the chain of fused
+multiply-adds ``((rows[i, 0] * weight[0, j] + 0) + rows[i, 1] * weight[1, j]) + ...`` in the order of
+``width``, whatever ``count`` is and wherever row i lies. So a series' result does not depend on the other
+rows of the call (its batch, its chunk, its Dask partition); OpenBLAS rounds a row differently with the
+number of rows and the row's place among them, in ways that change with the kernel it picks for the CPU.
+
+The product runs tiles of 8 rows (6 without AVX-512) by one or two SIMD vectors of columns, each tile's
+outputs in registers across the whole of ``width`` (16 accumulators: the 32 registers of AVX-512 leave room
+for the weight's vectors and the broadcast row values; 12 in AVX2's 16). The weight is not copied (packed)
+first, as BLAS does on every call: the models' weights are small, so a column panel of the weight stays in
+the L1 cache while the rows stream past it, and a call over a few rows (a batch of one) costs no packing.
+``benchmarks/README.md`` has the speeds; on a CPU without FMA instructions the fused multiply-add is
+computed in software, exact but slow.
+
+The tile is written in LLVM IR (a Numba ``intrinsic``): Numba's loops cannot keep a vector of accumulators
+in registers. Its vector width is that of the CPU the code is compiled for.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..jit import kernel
+
+
+def _lanes_and_rows(context, itemsize):
+    """(values per SIMD vector, rows per tile) for the CPU the code is compiled for."""
+    features = getattr(context.codegen(), "_tm_features", "") or ""
+    if "+avx512f" in features:
+        return 64 // itemsize, 8
+    if "+avx" in features:
+        return 32 // itemsize, 6
+    return 16 // itemsize, 6
+
+
+def _make_tile(vectors: int, masked: bool):
+    """A tile of ``vectors`` SIMD vectors of columns; ``masked`` for the last columns of a row when fewer
+    than that remain."""
+
+    @intrinsic
+    def tile(typingctx, rows, first_row, row_count, weight, first_column, column_count, out):
+        """out[first_row + r, first_column + c] = rows[first_row + r] @ weight[:, first_column + c] for r <
+        row_count (at most ``tile_shape()[1]``) and c < column_count (``vectors`` vectors, or fewer columns
+        when ``masked``)."""
+        sig = types.void(rows, first_row, row_count, weight, first_column, column_count, out)
+
+        def codegen(context, builder, signature, args):
+            a_value, i0, row_count_value, w_value, j0, column_count_value, c_value = args
+            a = context.make_array(signature.args[0])(context, builder, a_value)
+            w = context.make_array(signature.args[3])(context, builder, w_value)
+            c = context.make_array(signature.args[6])(context, builder, c_value)
+            scalar = context.get_data_type(signature.args[0].dtype)
+            itemsize = context.get_abi_sizeof(scalar)
+            lanes, tile_rows = _lanes_and_rows(context, itemsize)
+            i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
+            vector = ir.VectorType(scalar, lanes)
+            vector_pointer = vector.as_pointer()
+            suffix = "v%d%s" % (lanes, "f32" if itemsize == 4 else "f64")
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                 "llvm.fma." + suffix)
+            mask_type = ir.VectorType(i1, lanes)
+            if masked:
+                load = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vector, [vector_pointer, i32, mask_type, vector]),
+                    "llvm.masked.load.%s.p0%s" % (suffix, suffix))
+                store = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [vector, vector_pointer, i32, mask_type]),
+                    "llvm.masked.store.%s.p0%s" % (suffix, suffix))
+
+            def element_strides(array):
+                return [builder.sdiv(s, i64(itemsize)) for s in cgutils.unpack_tuple(builder, array.strides)]
+
+            (a_row_stride, a_step), (w_row_stride, _), (c_row_stride, _) = map(element_strides, (a, w, c))
+            width = cgutils.unpack_tuple(builder, a.shape)[1]
+            # Rows past row_count repeat the last row (their results are not stored), so that every tile
+            # runs the same code.
+            last = builder.sub(row_count_value, i64(1))
+            row_pointers = [builder.gep(a.data, [builder.mul(builder.add(i0, builder.select(
+                builder.icmp_signed("<", i64(r), row_count_value), i64(r), last)), a_row_stride)])
+                for r in range(tile_rows)]
+            weight_start = builder.gep(w.data, [j0])
+            masks = []
+            if masked:
+                lane_numbers = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+                for v in range(vectors):
+                    left = builder.sub(column_count_value, i64(v * lanes))
+                    limit = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), left,
+                                                   i32(0))
+                    limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+                    masks.append(builder.icmp_signed("<", lane_numbers, limit))
+            zero = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * lanes)
+            undefined = ir.Constant(vector, ir.Undefined)
+            broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+            def load_vector(pointer, v):
+                pointer = builder.bitcast(builder.gep(pointer, [i64(v * lanes)]), vector_pointer)
+                if masked:
+                    return builder.call(load, [pointer, i32(itemsize), masks[v], zero])
+                return builder.load(pointer, align=itemsize)
+
+            entry = builder.block
+            loop = builder.append_basic_block("tile.loop")
+            done = builder.append_basic_block("tile.done")
+            builder.cbranch(builder.icmp_signed(">", width, i64(0)), loop, done)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(i64(0), entry)
+            sums = [[builder.phi(vector) for _ in range(vectors)] for _ in range(tile_rows)]
+            for row in sums:
+                for phi in row:
+                    phi.add_incoming(zero, entry)
+            weight_row = builder.gep(weight_start, [builder.mul(k, w_row_stride)])
+            weights = [load_vector(weight_row, v) for v in range(vectors)]
+            offset = builder.mul(k, a_step)
+            updated = []
+            for r in range(tile_rows):
+                value = builder.load(builder.gep(row_pointers[r], [offset]))
+                spread = builder.shuffle_vector(builder.insert_element(undefined, value, i32(0)), undefined, broadcast)
+                updated.append([builder.call(fma, [spread, weights[v], sums[r][v]]) for v in range(vectors)])
+            k_next = builder.add(k, i64(1))
+            k.add_incoming(k_next, builder.block)
+            for r in range(tile_rows):
+                for v in range(vectors):
+                    sums[r][v].add_incoming(updated[r][v], builder.block)
+            builder.cbranch(builder.icmp_signed("<", k_next, width), loop, done)
+            builder.position_at_end(done)
+            results = []
+            for r in range(tile_rows):
+                row_results = []
+                for v in range(vectors):
+                    phi = builder.phi(vector)
+                    phi.add_incoming(zero, entry)
+                    phi.add_incoming(updated[r][v], loop)
+                    row_results.append(phi)
+                results.append(row_results)
+            out_start = builder.gep(c.data, [builder.add(builder.mul(i0, c_row_stride), j0)])
+            for r in range(tile_rows):
+                with builder.if_then(builder.icmp_signed("<", i64(r), row_count_value), likely=True):
+                    out_row = builder.gep(out_start, [builder.mul(i64(r), c_row_stride)])
+                    for v in range(vectors):
+                        pointer = builder.bitcast(builder.gep(out_row, [i64(v * lanes)]), vector_pointer)
+                        if masked:
+                            builder.call(store, [results[r][v], pointer, i32(itemsize), masks[v]])
+                        else:
+                            builder.store(results[r][v], pointer, align=itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile_1, _tile_1_masked = _make_tile(1, False), _make_tile(1, True)
+_tile_2, _tile_2_masked = _make_tile(2, False), _make_tile(2, True)
+
+
+@intrinsic
+def tile_shape(typingctx, array):
+    """(values per SIMD vector, rows per tile) for ``array``'s dtype on this CPU."""
+    sig = types.UniTuple(types.intp, 2)(array)
+
+    def codegen(context, builder, signature, args):
+        scalar = context.get_data_type(signature.args[0].dtype)
+        lanes, tile_rows = _lanes_and_rows(context, context.get_abi_sizeof(scalar))
+        return context.make_tuple(builder, signature.return_type,
+                                  [ir.Constant(ir.IntType(64), lanes), ir.Constant(ir.IntType(64), tile_rows)])
+
+    return sig, codegen
+
+
+@kernel
+def matmul(rows, weight, out):
+    """out = rows @ weight, each out[i, j] the fused multiply-adds over ``width`` in order: rows [count,
+    width] (any strides), weight [width, features] and out [count, features] with consecutive columns."""
+    count, features = out.shape
+    if rows.shape[0] != count or weight.shape[0] != rows.shape[1] or weight.shape[1] != features:
+        raise ValueError("matmul: shapes do not match")
+    if weight.size and weight.shape[1] > 1 and weight.strides[1] != weight.itemsize:
+        raise ValueError("matmul: the weight's columns must be consecutive")
+    if out.size and features > 1 and out.strides[1] != out.itemsize:
+        raise ValueError("matmul: out's columns must be consecutive")
+    lanes, tile_rows = tile_shape(out)
+    for j0 in range(0, features, 2 * lanes):
+        columns = min(2 * lanes, features - j0)
+        for i0 in range(0, count, tile_rows):
+            row_count = min(tile_rows, count - i0)
+            if columns == 2 * lanes:
+                _tile_2(rows, i0, row_count, weight, j0, columns, out)
+            elif columns > lanes:
+                _tile_2_masked(rows, i0, row_count, weight, j0, columns, out)
+            elif columns == lanes:
+                _tile_1(rows, i0, row_count, weight, j0, columns, out)
+            else:
+                _tile_1_masked(rows, i0, row_count, weight, j0, columns, out)
+
+
+@kernel
+def matmul_transposed(rows, weight, scratch, out_t):
+    """out_t = (rows @ weight).T, each element the same chain of multiply-adds as ``matmul``'s: rows [count,
+    width] (any strides), weight [width, features], out_t [features, count] with consecutive columns;
+    scratch [width, count], C-contiguous, receives rows transposed."""
+    count, width = rows.shape
+    for k in range(width):
+        target = scratch[k]
+        for i in range(count):
+            target[i] = rows[i, k]
+    matmul(weight.T, scratch, out_t)
