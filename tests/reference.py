@@ -39,3 +39,23 @@ def realistic_series(rng: np.random.Generator, batch: int, time: int, channels: 
     trend = rng.normal(0, 0.02, size=(batch, 1, channels)) * t
     noise = rng.normal(0, 0.3, size=(batch, time, channels))
     return offsets + scales * (cycle + trend + noise)
+
+
+def assert_each_series_as_alone(run, outputs, batch: int, observed=None, mean_scaled: bool = False):
+    """Every output field of each batch element, bit for bit, is what ``run(i)`` (that element alone, a batch of
+    one) gives. ``mean_scaled`` with an ``observed`` mask leaves out the elements with a channel of no observed
+    value: the mean scaler gives them their batch's mean scale, as transformers does."""
+    for i in range(batch):
+        if mean_scaled and observed is not None and not observed[i].any(axis=0).all():
+            continue
+        alone = run(i)
+        for field, value in vars(outputs).items():
+            arrays = value if isinstance(value, tuple) else (value,)
+            alone_arrays = getattr(alone, field)
+            alone_arrays = alone_arrays if isinstance(alone_arrays, tuple) else (alone_arrays,)
+            for k, (array, single) in enumerate(zip(arrays, alone_arrays)):
+                if array is None or np.ndim(array) == 0:
+                    continue
+                assert array.shape[0] == batch, f"{field}: first axis {array.shape[0]}, not the batch {batch}"
+                np.testing.assert_array_equal(array[i], single[0],
+                                              err_msg=f"{field}[{k}] of batch element {i} differs from it alone")

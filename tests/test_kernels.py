@@ -136,23 +136,6 @@ def test_attention_matches_a_numpy_reference(head_dim, group_length, dtype, num_
     np.testing.assert_allclose(context_t, expected, rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("count", [1, 2, rows.FEW_ROWS, rows.FEW_ROWS + 1, 40])
-@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")  # the strided rows, on purpose
-def test_project_is_the_matrix_product_for_any_count_of_rows(count, dtype, width=300, features=24):
-    """project (a head's Linear: one matrix-vector product per row up to FEW_ROWS rows, one GEMM beyond) gives
-    rows @ weight, also for rows that are a strided view (every other row of a larger array)."""
-    rng = np.random.default_rng(count)
-    weight = rng.standard_normal((width, features)).astype(dtype)
-    every_other = rng.standard_normal((2 * count, width)).astype(dtype)[::2]
-    for inputs in (np.ascontiguousarray(every_other), every_other):
-        out = np.full((count, features), np.nan, dtype)
-        rows.project(inputs, weight, out)
-        exact = inputs.astype(np.float64) @ weight.astype(np.float64)
-        tolerance = 1e-12 if dtype == np.float64 else 2e-5
-        np.testing.assert_allclose(out, exact, rtol=0, atol=tolerance * np.abs(exact).max())
-
-
 def test_blas_is_single_threaded_only_during_a_forward_pass():
     """encode's threads call BLAS themselves, so a forward pass sets every loaded BLAS to one thread and
     gives the user's thread counts back afterwards."""

@@ -18,7 +18,8 @@ from hypothesis import given, strategies as st
 
 import rustml_nb
 from rustml_nb.parity import TOLERANCE, field_differences
-from reference import CLASS_NAMES, build_reference, realistic_series, run_reference
+from reference import (CLASS_NAMES, assert_each_series_as_alone, build_reference, realistic_series,
+                       run_reference)
 from strategies import patchtst_kwargs
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -104,6 +105,10 @@ def test_parity_with_transformers(class_name, dtype, data, tmp_path_factory):
         truth = run_reference(copy.deepcopy(reference).double(), values.astype(np.float64), as64, mask,
                               output_hidden_states=True)
     compare_outputs(ours, expected, dtype, truth)
+    assert_each_series_as_alone(
+        lambda i: model(values[i:i + 1], None if observed is None else observed[i:i + 1], output_hidden_states=True,
+                        **({"mask": mask[i:i + 1]} if mask is not None else {})),
+        ours, len(values), observed, mean_scaled=kwargs["scaling"] in ("mean", True))
 
 
 @pytest.mark.parametrize("class_name", ["PatchTSTForPrediction", "PatchTSTModel"])

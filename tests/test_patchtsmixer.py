@@ -18,7 +18,8 @@ from rustml_nb.cli import main
 from rustml_nb.errors import ArchitectureMismatchError, ConfigError
 from rustml_nb.models.patchtsmixer.detection import expected_shapes
 from rustml_nb.models.patchtsmixer.mapping import hf_name
-from reference import COMPILE_COUNTER, build_reference, realistic_series, run_reference, state_dict_numpy
+from reference import (COMPILE_COUNTER, assert_each_series_as_alone, build_reference, realistic_series, run_reference,
+                       state_dict_numpy)
 from strategies import patchtsmixer_kwargs
 from test_parity import TORCH_DTYPES, compare_outputs, draw_inputs
 
@@ -130,6 +131,10 @@ def test_parity_with_transformers(class_name, dtype, data, tmp_path_factory):
         truth = _without_the_log_scale(run_reference(copy.deepcopy(reference).double(), values.astype(np.float64),
                                                      as64, mask, output_hidden_states=True), class_name, kwargs)
     compare_outputs(ours, expected, dtype, truth)
+    assert_each_series_as_alone(
+        lambda i: model(values[i:i + 1], None if observed is None else observed[i:i + 1], output_hidden_states=True,
+                        **({"mask": mask[i:i + 1]} if mask is not None else {})),
+        ours, len(values), observed, mean_scaled=kwargs["scaling"] == "mean")
 
 
 def _without_the_log_scale(output, class_name, kwargs):

@@ -17,7 +17,7 @@ from rustml_nb.models.tinytimemixer import TinyTimeMixerConfig, map_tinytimemixe
 from rustml_nb.models.tinytimemixer.detection import expected_shapes
 from rustml_nb.models.tinytimemixer.mapping import hf_name
 from rustml_nb.parity import reference_module
-from reference import COMPILE_COUNTER
+from reference import COMPILE_COUNTER, assert_each_series_as_alone
 from test_parity import TORCH_DTYPES, compare_outputs
 
 
@@ -145,6 +145,11 @@ def check_parity(reference, kwargs, where, dtype, seed, batch):
     ours, theirs = run_both(folder, reference, values, tokens, dtype)
     truth = run_both(folder, reference, values, tokens, "float64")[1] if dtype == "float32" else None
     compare_outputs(ours, theirs, dtype, truth)
+    model = rustml_nb.from_pretrained(folder, dtype=dtype)
+    freq = tokens if model.config.resolution_prefix_tuning else None
+    assert_each_series_as_alone(
+        lambda i: model(values[i:i + 1].astype(dtype), freq_token=None if freq is None else freq[i:i + 1],
+                        output_hidden_states=True), ours, batch)
     return ours, folder
 
 

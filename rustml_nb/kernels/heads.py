@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 from ..jit import kernel
-from .rows import project
+from .gemm import matmul
 
 DIST_NONE, DIST_STUDENT_T, DIST_NORMAL, DIST_NEGATIVE_BINOMIAL = 0, 1, 2, 3
 
@@ -55,7 +55,7 @@ def prediction_head(features, first_series, loc, scale, weight, bias, distributi
                     n += 1
             rows = gathered[:n]
         for k in range(num_params):
-            project(rows, weight[h, k], projected[:rows.shape[0]])
+            matmul(rows, weight[h, k], projected[:rows.shape[0]])
             m = 0
             for r in range(count):
                 series = first_series + r
@@ -79,7 +79,7 @@ def pretraining_head(stream, tokens, use_cls_token, weight, bias, out):
     series, patches, patch_length = out.shape
     projected = np.empty((tokens, patch_length), dtype=stream.dtype)
     for s in range(series):
-        np.dot(stream[s * tokens:(s + 1) * tokens], weight, projected)
+        matmul(stream[s * tokens:(s + 1) * tokens], weight, projected)
         for p in range(patches):
             for i in range(patch_length):
                 out[s, p, i] = projected[p + offset, i] + bias[i]
@@ -95,7 +95,7 @@ def pooled_head(features, weight, bias, distribution, dtype_eps, has_output_rang
     projected = np.empty((batch, targets), dtype=features.dtype)
     span = output_high - output_low
     for k in range(num_params):
-        project(features, weight[k], projected)
+        matmul(features, weight[k], projected)
         for b in range(batch):
             for t in range(targets):
                 value = projected[b, t] + bias[k, t]

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..jit import kernel
 from .attention import attend
+from .gemm import matmul, matmul_transposed
 from .rows import (ACT_GELU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
                    transpose_blocks)
 
@@ -94,9 +95,9 @@ def mix(x, blocks, layer, gated, gate_kind, gate_first, hidden, logits, out):
     the gate's outputs]."""
     if gated and gate_first:
         gate(gate_kind, x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
-    np.dot(x, blocks.fc1_weight[layer], hidden)
+    matmul(x, blocks.fc1_weight[layer], hidden)
     add_bias_activate(hidden, blocks.fc1_bias[layer], ACT_GELU)
-    np.dot(hidden, blocks.fc2_weight[layer], out)
+    matmul(hidden, blocks.fc2_weight[layer], out)
     fc2_bias = blocks.fc2_bias[layer]
     for r in range(out.shape[0]):
         row = out[r]
@@ -134,9 +135,9 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, ga
             if attention:  # self-attention across patches, on the normed rows
                 qkv_t = work.qkv_t[:3 * size].reshape(3 * d_model, rows)
                 context_t = work.context_t[:size].reshape(d_model, rows)
-                np.dot(stack.qkv_weight[layer].T, normed.T, qkv_t)
+                matmul_transposed(normed, stack.qkv_weight[layer], context_t, qkv_t)  # context_t: scratch until attend
                 attend(heads, qkv_t, stack.qkv_bias[layer], num_patches, switches.num_heads, context_t)
-                np.dot(context_t.T, stack.out_weight[layer], attended)
+                matmul(context_t.T, stack.out_weight[layer], attended)
                 out_bias = stack.out_bias[layer]
                 for r in range(rows):
                     for d in range(d_model):

@@ -10,6 +10,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
+from .gemm import matmul
 
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
@@ -172,23 +173,6 @@ def add_bias_residual(stream, projected, bias):
             row[c] += other[c] + bias[c]
 
 
-# Up to this many rows, ``project`` runs one matrix-vector product per row: OpenBLAS's sgemm copies (packs)
-# the whole weight on every call, which for a few rows costs more than the product itself (a [1024, 96]
-# weight: 4 rows 35 us as one GEMM, 15 us as four GEMVs; 2 rows 39 against 7 us; at 12 rows they are even).
-FEW_ROWS = 8
-
-
-@kernel
-def project(rows, weight, out):
-    """out = rows @ weight: rows [count, width], weight [width, features] ([in, out]), out [count, features]
-    C-contiguous. What a head with one row per series (a batch of a few) needs."""
-    if rows.shape[0] <= FEW_ROWS:
-        for r in range(rows.shape[0]):
-            np.dot(rows[r], weight, out[r])
-    else:
-        np.dot(rows, weight, out)
-
-
 @kernel
 def copy_rows(source, target):
     """target[:] = source, both [rows, width]."""
@@ -289,7 +273,7 @@ def gate(kind, values, weight, bias, logits):
 
 @kernel
 def _add_bias(values, weight, bias, logits):
-    np.dot(values, weight, logits)
+    matmul(values, weight, logits)
     outputs = logits.shape[1]
     for r in range(values.shape[0]):
         row_logits = logits[r]
@@ -301,7 +285,7 @@ def _softmax_gate(kind, values, weight, bias, logits):
     # Each pass is its own loop, those without a per-row step flat over all rows: short rows would each pay a
     # loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
     # exponentials are scaled by 1 / their sum.
-    np.dot(values, weight, logits)
+    matmul(values, weight, logits)
     rows, width = values.shape
     inverse_totals = np.empty(rows, dtype=values.dtype)
     for r in range(rows):  # the bias and the row's largest logit in one pass

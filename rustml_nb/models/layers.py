@@ -12,12 +12,23 @@ import re
 import numpy as np
 
 from ..errors import CheckpointError, ShapeMismatchError, WeightMappingError
+from ..kernels.gemm import matmul
 
 
 def weight_array(value, dtype) -> np.ndarray:
     """A C-contiguous copy in ``dtype``: a copy always, so the model never keeps a view of a checkpoint's
     memory-mapped file."""
     return np.array(value, dtype=dtype, order="C", copy=True)
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """x [..., in] @ weight [in, out] (+ bias) in weight's dtype, through ``kernels.gemm.matmul``, so that each
+    row's result does not depend on the other rows of x (NumPy's BLAS does not promise that)."""
+    rows = np.ascontiguousarray(x, dtype=weight.dtype).reshape(-1, weight.shape[0])
+    out = np.empty((rows.shape[0], weight.shape[1]), weight.dtype)
+    matmul(rows, np.ascontiguousarray(weight), out)
+    out = out.reshape(*x.shape[:-1], weight.shape[1])
+    return out if bias is None else out + bias
 
 
 class Linear(NamedTuple):

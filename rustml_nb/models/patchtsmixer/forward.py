@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ...jit import kernel
+from ...kernels.gemm import matmul
 from ...kernels.mixer import MixerSwitches, mixer_layers
 from ...kernels.rows import POOL_MAX, POOL_MEAN
 from ...kernels.series import mask_patches, scale_and_patchify
@@ -33,7 +34,7 @@ def embed_patches(patches, weights, rows):
     """patches [series, num_patches, patch_length] -> rows [series * num_patches, d_model]: the patcher Linear,
     then the positions (when the model has them)."""
     series, num_patches, patch_length = patches.shape
-    np.dot(patches.reshape(series * num_patches, patch_length), weights.patcher_weight, rows)
+    matmul(patches.reshape(series * num_patches, patch_length), weights.patcher_weight, rows)
     bias, positions = weights.patcher_bias, weights.positional_encoding
     for r in range(rows.shape[0]):
         row = rows[r]
@@ -95,22 +96,22 @@ def inject_scale(stream, loc, scale, channels, num_patches, expand_stats, compre
     for s in range(series):
         b, c = s // channels, s % channels
         stats[0, 0], stats[0, 1] = loc[b, 0, c], scale[b, 0, c]
-        np.dot(stats, expand_stats[0], middle)
+        matmul(stats, expand_stats[0], middle)
         for i in range(middle.shape[1]):
             middle[0, i] += expand_stats[1][i]
-        np.dot(middle, compress_stats[0], mapped)
+        matmul(middle, compress_stats[0], mapped)
         for p in range(num_patches):
             source, row = stream[s * num_patches + p], rows[p]
             for d in range(d_model):
                 row[d] = source[d]
             row[d_model] = mapped[0, 0] + compress_stats[1][0]
             row[d_model + 1] = mapped[0, 1] + compress_stats[1][1]
-        np.dot(rows, expand[0], widened)
+        matmul(rows, expand[0], widened)
         for p in range(num_patches):
             for i in range(widened.shape[1]):
                 widened[p, i] += expand[1][i]
         target = out[s * num_patches:(s + 1) * num_patches]
-        np.dot(widened, compress[0], target)
+        matmul(widened, compress[0], target)
         for p in range(num_patches):
             for d in range(d_model):
                 target[p, d] += compress[1][d]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...jit import kernel
 from ...kernels.attention import attend
+from ...kernels.gemm import matmul, matmul_transposed
 from ...kernels.rows import (POOL_MEAN, add_bias_activate, add_bias_residual, copy_rows, normalize, pool_tokens,
                              swap_blocks)
 from ...kernels.series import mask_patches, scale_and_patchify
@@ -74,7 +75,7 @@ def embed_series(patches, channel, weights, use_cls_token, rows):
     if offset:
         for d in range(rows.shape[1]):
             rows[0, d] = weights.cls_token[d] + positions[0, d]
-    np.dot(patches, weights.embedding_weight[e], rows[offset:])
+    matmul(patches, weights.embedding_weight[e], rows[offset:])
     for p in range(offset, rows.shape[0]):
         row, position = rows[p], positions[p]
         for d in range(row.size):
@@ -86,7 +87,8 @@ def first_qkv_from_patches(patches, weights, qkv_t):
     """Layer 0's QKV projection (before its bias) straight from the patches [series, tokens, patch_length]
     of a block -> qkv_t [3 * d_model, series * tokens]; see layers.fold_embedding_into_first_qkv."""
     series, tokens, patch_length = patches.shape
-    np.dot(weights.patch_qkv_weight[0].T, patches.reshape(series * tokens, patch_length).T, qkv_t)
+    matmul_transposed(patches.reshape(series * tokens, patch_length), weights.patch_qkv_weight[0],
+                      np.empty((patch_length, series * tokens), dtype=qkv_t.dtype), qkv_t)
     offset_t = weights.position_qkv_t[0]  # [3 * d_model, tokens]
     for f in range(qkv_t.shape[0]):
         row, offset = qkv_t[f], offset_t[f]
@@ -166,10 +168,11 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
                     if pre_norm:
                         normalize(residual, gamma, beta, mean, variance, eps, norm_type, normed)
                         source = normed
-                    np.dot(weights.qkv_weight[layer].T, source.T, qkv_t)  # [3 * d_model, rows] = W^T x^T
+                    # [3 * d_model, rows] = (x W)^T, with context_t (free until attend fills it) holding x^T
+                    matmul_transposed(source, weights.qkv_weight[layer], context_t, qkv_t)
                 attend(heads, qkv_t, weights.qkv_bias[layer], tokens if sweep == 0 else channels,
                        switches.num_heads, context_t)
-                np.dot(context_t.T, weights.out_weight[layer], projected)
+                matmul(context_t.T, weights.out_weight[layer], projected)
                 add_bias_residual(residual, projected, weights.out_bias[layer])
                 if not pre_norm:
                     normalize(residual, gamma, beta, mean, variance, eps, norm_type, residual)
@@ -182,7 +185,7 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
             if pre_norm:
                 normalize(block, gamma, beta, mean, variance, eps, norm_type, normed)
                 source = normed
-            np.dot(source, weights.ff1_weight[layer], hidden)
+            matmul(source, weights.ff1_weight[layer], hidden)
             add_bias_activate(hidden, weights.ff1_bias[layer], switches.activation)
             if switches.pool_last_feed_forward and layer == num_layers - 1:
                 means = pooled[s0:s1]
@@ -191,12 +194,12 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
                 pool_tokens(hidden, tokens, switches.pooling, switches.use_cls_token, hidden_means)
                 pool_tokens(block, tokens, switches.pooling, switches.use_cls_token, means)
                 mean_projected = np.empty((s1 - s0, d_model), dtype=stream.dtype)
-                np.dot(hidden_means, weights.ff2_weight[layer], mean_projected)
+                matmul(hidden_means, weights.ff2_weight[layer], mean_projected)
                 add_bias_residual(means, mean_projected, weights.ff2_bias[layer])
                 if not pre_norm:  # a BatchNorm: see Switches
                     normalize(means, gamma, beta, mean, variance, eps, norm_type, means)
             else:
-                np.dot(hidden, weights.ff2_weight[layer], projected)
+                matmul(hidden, weights.ff2_weight[layer], projected)
                 add_bias_residual(block, projected, weights.ff2_bias[layer])
                 if not pre_norm:
                     normalize(block, gamma, beta, mean, variance, eps, norm_type, block)

@@ -14,10 +14,11 @@ import numpy as np
 import scipy.fft
 
 from ...jit import kernel
+from ...kernels.gemm import matmul
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
 from ...kernels.rows import ACT_GELU, add_bias_activate, gate_rows, gelu_inplace_array
 from ...kernels.series import scale_and_patchify
-from ..layers import Linear
+from ..layers import Linear, linear
 
 # Rows (series x tokens) of d_model per block, as PatchTSMixer's: its matrices are as narrow.
 BLOCK_ROWS = 2048
@@ -83,7 +84,7 @@ def embed_block(values, observed, default_scale, s0, s1, scaling, patch_stride, 
         scale_and_patchify(values, observed, b, c, scaling, default_scale, patch_stride, loc, scale,
                            patch_input[series])
         rows = block[(series - s0) * tokens:(series - s0 + 1) * tokens]
-        np.dot(patch_input[series], weights.patcher_weight, rows[first_patch:])
+        matmul(patch_input[series], weights.patcher_weight, rows[first_patch:])
         bias = weights.patcher_bias
         for p in range(first_patch, tokens):
             row = rows[p]
@@ -142,7 +143,7 @@ def add_coarse_scales(patch_input, s0, coarse_weight, coarse_bias, lead, block):
                     for t in range(start + 1, start + factor):
                         total += flat[t]
                     pooled[j, k] = total / factor
-            np.dot(pooled[:count], coarse_weight[i], projected[:count])
+            matmul(pooled[:count], coarse_weight[i], projected[:count])
             bias = coarse_bias[i]
             for p in range(count):
                 for d in range(d_model):
@@ -170,9 +171,9 @@ def add_fft_tokens(values, loc, scale, s0, s1, config, weights: Spectral, block)
     else:  # granite-tsfm divides in float32 (.float()); a float64 model does it in float64
         position = (bins.astype(np.float32) / np.float32(config.fft_bins)).astype(block.dtype)
         hidden = np.maximum(position[..., None] * weights.fc1.weight[0] + weights.fc1.bias, 0)
-        rows = hidden @ weights.fc2.weight + weights.fc2.bias
+        rows = linear(hidden, weights.fc2.weight, weights.fc2.bias)
     if weights.projection is not None:
-        rows = (rows.reshape(len(series), -1) @ weights.projection.weight + weights.projection.bias)[:, None]
+        rows = linear(rows.reshape(len(series), -1), weights.projection.weight, weights.projection.bias)[:, None]
     tokens = block.reshape(len(series), -1, block.shape[1])
     tokens[:, :rows.shape[1]] += rows.astype(block.dtype, copy=False)
 
@@ -187,7 +188,7 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, fi
     rows, width = decoded.shape
     state = 0
     if weights.adapter_weight.shape[0]:
-        np.dot(encoded, weights.adapter_weight, decoded)
+        matmul(encoded, weights.adapter_weight, decoded)
         for r in range(rows):
             for d in range(width):
                 decoded[r, d] += weights.adapter_bias[d]
@@ -203,7 +204,7 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, fi
         lead = tokens - num_patches
         raw = np.empty((num_patches, width), dtype=decoded.dtype)
         for s in range(rows // tokens):
-            np.dot(patch_input[s0 + s], weights.raw_weight, raw)
+            matmul(patch_input[s0 + s], weights.raw_weight, raw)
             out = decoded[s * tokens:(s + 1) * tokens]
             for d in range(width):
                 for p in range(lead):
@@ -223,9 +224,9 @@ def frequency_tokens(tokens, weights, out):
         for i in range(embedded.shape[1]):
             embedded[b, i] = weights.embedding[tokens[b], i]
     middle = np.empty((tokens.size, weights.fc1_weight.shape[1]), dtype=out.dtype)
-    np.dot(embedded, weights.fc1_weight, middle)
+    matmul(embedded, weights.fc1_weight, middle)
     add_bias_activate(middle, weights.fc1_bias, ACT_GELU)
-    np.dot(middle, weights.fc2_weight, out)
+    matmul(middle, weights.fc2_weight, out)
     for b in range(tokens.size):
         for d in range(out.shape[1]):
             out[b, d] += weights.fc2_bias[d]
@@ -262,7 +263,7 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
         windows = np.lib.stride_tricks.sliding_window_view(extended, 2 * context + 1, axis=1)  # [batch, horizon, V, window]
         if weights.stack is not None:
             channels, features = windows.shape[2], weights.embedding_weight.shape[1]
-            rows = np.dot(windows.reshape(-1, windows.shape[3]), weights.embedding_weight) + weights.embedding_bias
+            rows = linear(windows.reshape(-1, windows.shape[3]), weights.embedding_weight, weights.embedding_bias)
             rows = np.ascontiguousarray(rows, dtype=base.dtype)  # [batch * horizon * V, features]
             work = make_workspace(rows.shape[0], features, config.expansion_factor, config.self_attn, base.dtype,
                                   config.gate_outputs)
@@ -275,7 +276,7 @@ def mix_forecast_channels(base, past, future, weights: ChannelMixing, config, sw
     if weights.gate_weight.shape[0]:
         logits = np.empty((features.shape[0], weights.gate_weight.shape[1]), base.dtype)
         gate_rows(gate_kind, features, weights.gate_weight, weights.gate_bias, logits)
-    return (np.dot(features, weights.mlp_weight) + weights.mlp_bias).reshape(base.shape) + base
+    return linear(features, weights.mlp_weight, weights.mlp_bias).reshape(base.shape) + base
 
 
 class QuantileHead(NamedTuple):
@@ -309,7 +310,7 @@ def multi_quantile(point, decoded, config, weights: QuantileHead):
     half = weights.smooth_weight.size // 2
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(series, ((0, 0), (half, half))),
                                                        weights.smooth_weight.size, axis=1)  # [series, T, kernel]
-    smoothed = windows @ weights.smooth_weight + weights.smooth_bias[0]
+    smoothed = linear(windows, weights.smooth_weight[:, None])[..., 0] + weights.smooth_bias[0]
     mean = smoothed.mean(axis=1, keepdims=True)
     variance = np.square(smoothed - mean).mean(axis=1, keepdims=True)
     normed = ((smoothed - mean) / np.sqrt(variance + dtype.type(INSTANCE_NORM_EPS)) * weights.norm_weight[0]
@@ -319,16 +320,16 @@ def multi_quantile(point, decoded, config, weights: QuantileHead):
     gelu_inplace_array(hidden.reshape(-1))
     if weights.condition:
         if config.mq_cond_path == "pool":
-            summary = decoded.mean(axis=2) @ weights.condition[0].weight + weights.condition[0].bias
+            summary = linear(decoded.mean(axis=2), weights.condition[0].weight, weights.condition[0].bias)
         else:
-            tokens = decoded @ weights.condition[0].weight + weights.condition[0].bias  # [batch, channels, P, md]
-            summary = tokens.reshape(batch, channels, -1) @ weights.condition[1].weight + weights.condition[1].bias
+            tokens = linear(decoded, weights.condition[0].weight, weights.condition[0].bias)  # [batch, channels, P, md]
+            summary = linear(tokens.reshape(batch, channels, -1), weights.condition[1].weight, weights.condition[1].bias)
         summary = summary.reshape(batch * channels, -1, 1).astype(dtype, copy=False)
         if config.mq_cond_mode == "add":
             hidden = hidden + summary
         else:
             hidden = np.concatenate([hidden, np.broadcast_to(summary, hidden.shape)], axis=1)
-    outputs = np.matmul(weights.out.weight.T, hidden) + weights.out.bias[:, None]  # [series, levels, T]
+    outputs = linear(hidden.transpose(0, 2, 1), weights.out.weight, weights.out.bias).transpose(0, 2, 1)  # [series, levels, T]
     side = outputs.shape[1] // 2
     median = series + outputs[:, 0] if config.mq_q50_type.lower() == "median" else series
     steps = softplus(outputs[:, 1:]) + dtype.type(config.mq_eps)
