@@ -11,10 +11,8 @@ from 4 threads take as long as one after another (1.2x as long with scratch per 
 computing). The scratch in use is one set per slot, whatever the number of calling threads. No Numba
 threading layer is involved (the kernels have no ``prange``), so none can abort on concurrent entry.
 
-The kernels' threads call BLAS themselves (``np.dot`` inside compiled code goes to SciPy's BLAS). A BLAS
-that also started threads for each call would have them fight ours for the same cores (batch 1 of the
-granite shape: 25 ms median instead of 3 ms), so while any forward pass runs, every BLAS library loaded in
-the process is set to one thread, through threadpoolctl, and set back when the last one ends.
+The kernels call no BLAS (their matrix products are ``kernels.gemm``'s), so no BLAS thread pool competes
+with these threads for the cores, and the program's BLAS settings are neither read nor changed.
 """
 
 from __future__ import annotations
@@ -23,9 +21,6 @@ import os
 import queue
 from queue import Empty
 import threading
-from contextlib import contextmanager
-
-from threadpoolctl import ThreadpoolController
 
 from .errors import ConfigError
 
@@ -202,51 +197,3 @@ def release_scratch(key=None) -> None:
     for buffers in _current_slots().buffers:
         for found in [k for k in list(buffers) if key is None or k == key]:
             buffers.pop(found, None)
-
-
-# --------------------------------------------------------------------------------------------------
-# BLAS on one thread while any forward pass runs
-# --------------------------------------------------------------------------------------------------
-_blas_libraries = None
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_previous: list[int] = []
-
-
-def _blas():
-    """[(library, its thread-count setter)] for every BLAS loaded in the process.
-
-    threadpoolctl lets only the first Python thread that limits OpenBLAS change it later and silently
-    ignores the others (its "controlling thread"), so a model first called from one thread and then from
-    another ran its GEMMs multi-threaded there, fighting the kernels' threads and rounding differently.
-    The guard below is the one place that changes the count, counted across threads, so it calls the
-    library's own setter where threadpoolctl keeps it."""
-    global _blas_libraries
-    if _blas_libraries is None:
-        import scipy.linalg.cython_blas  # noqa: F401  the BLAS Numba's np.dot calls, loaded before they are listed
-
-        _blas_libraries = [(library, getattr(library, "_real_set_num_threads", library.set_num_threads))
-                           for library in ThreadpoolController().lib_controllers if library.user_api == "blas"]
-    return _blas_libraries
-
-
-@contextmanager
-def single_threaded_blas():
-    """Every loaded BLAS on one thread inside the block; the thread counts found by the first of several
-    overlapping blocks are restored when the last one ends."""
-    global _blas_users, _blas_previous
-    with _blas_lock:
-        if _blas_users == 0:
-            libraries = _blas()
-            _blas_previous = [library.get_num_threads() for library, _ in libraries]
-            for _, set_threads in libraries:
-                set_threads(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for (_, set_threads), threads in zip(_blas(), _blas_previous):
-                    set_threads(threads)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-import rustml_nb
-from rustml_nb import demo
 from rustml_nb.kernels import attention, rows
 
 
@@ -134,33 +130,3 @@ def test_attention_matches_a_numpy_reference(head_dim, group_length, dtype, num_
     expected = _attention_reference(qkv_t, qkv_bias, group_length, num_heads)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(context_t, expected, rtol=tolerance, atol=tolerance)
-
-
-def test_blas_is_single_threaded_only_during_a_forward_pass():
-    """encode's threads call BLAS themselves, so a forward pass sets every loaded BLAS to one thread and
-    gives the user's thread counts back afterwards."""
-    from threadpoolctl import threadpool_info
-
-    from rustml_nb.threads import single_threaded_blas
-
-    def blas_threads():
-        return {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
-
-    model = rustml_nb.from_pretrained(demo.MODEL_PATH)
-    before = blas_threads()
-    assert before, "no BLAS library found"
-    with single_threaded_blas():
-        assert set(blas_threads().values()) == {1}
-    model(np.zeros((2, model.config.context_length, model.config.num_input_channels), np.float32))
-    assert blas_threads() == before
-    # From another thread too: threadpoolctl ignores limits set from any thread but the first that set one.
-    seen = []
-
-    def inside_another_thread():
-        with single_threaded_blas():
-            seen.append(set(blas_threads().values()))
-
-    worker = threading.Thread(target=inside_another_thread)
-    worker.start()
-    worker.join()
-    assert seen == [{1}] and blas_threads() == before

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ArchitectureMismatchError, ConfigError, InputError
 from ..inputs import as_array, check_series, chunk_in_dtype
 from ..kernels.series import SCALING_MEAN, add_mean_scaler_totals
-from ..threads import get_num_threads, release_scratch, run_tasks, scratch, single_threaded_blas
+from ..threads import get_num_threads, release_scratch, run_tasks, scratch
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # Rows (series x tokens) per chunk: 16 MiB of rows at d_model 128 in float32, many blocks for every thread.
@@ -185,35 +185,34 @@ class FamilyModel:
                 add_mean_scaler_totals(*chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first),
                                        totals)
             default_scale = (totals[0] / np.maximum(totals[1], 1.0)).astype(dtype)
-        with single_threaded_blas():
-            for first, last in chunks():
-                values, observed = chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first)
-                series = (last - first) * channels
-                patch_input = (out.patch_input[first:last] if out.patch_input is not None else
-                               np.empty((last - first, channels, num_patches, patch_length), dtype))
-                patch_input = patch_input.reshape(series, num_patches, patch_length)
-                stream = (out.last_hidden_state[first:last].reshape(series * tokens, d_model)
-                          if out.last_hidden_state is not None else np.empty((series * tokens, d_model), dtype))
-                part = Chunk(values, observed, default_scale,
-                             NO_MASK if patch_mask is None else patch_mask[first:last],
-                             out.loc[first:last], out.scale[first:last], patch_input,
-                             patch_input if patch_mask is None else np.empty_like(patch_input), stream,
-                             np.empty((num_layers, series * tokens, d_model), dtype),
-                             np.empty((series if self.pools else 0, d_model), dtype),
-                             None if out.head is None else out.head[first:last],
-                             np.zeros((0, 0), dtype) if out.decoded is None else
-                             out.decoded[first:last].reshape(series * tokens, self.decoder_width),
-                             np.zeros((0, 0, 0), dtype) if prefix is None else prefix[first:last],
-                             np.empty((decoder_layers, series * tokens, self.decoder_width), dtype),
-                             np.zeros((0, 0, 0), dtype) if static_rows is None else static_rows[first:last])
-                self._encode_chunk(part)
-                if num_layers:
-                    out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,
-                                                                                  tokens, d_model)
-                if decoder_layers:
-                    out.decoded_states[:, first:last] = part.decoded_states.reshape(
-                        decoder_layers, last - first, channels, tokens, self.decoder_width)
-                self._apply_head(part, out, first, last)
+        for first, last in chunks():
+            values, observed = chunk_in_dtype(raw[first:last], _part(raw_mask, first, last), dtype, first)
+            series = (last - first) * channels
+            patch_input = (out.patch_input[first:last] if out.patch_input is not None else
+                           np.empty((last - first, channels, num_patches, patch_length), dtype))
+            patch_input = patch_input.reshape(series, num_patches, patch_length)
+            stream = (out.last_hidden_state[first:last].reshape(series * tokens, d_model)
+                      if out.last_hidden_state is not None else np.empty((series * tokens, d_model), dtype))
+            part = Chunk(values, observed, default_scale,
+                         NO_MASK if patch_mask is None else patch_mask[first:last],
+                         out.loc[first:last], out.scale[first:last], patch_input,
+                         patch_input if patch_mask is None else np.empty_like(patch_input), stream,
+                         np.empty((num_layers, series * tokens, d_model), dtype),
+                         np.empty((series if self.pools else 0, d_model), dtype),
+                         None if out.head is None else out.head[first:last],
+                         np.zeros((0, 0), dtype) if out.decoded is None else
+                         out.decoded[first:last].reshape(series * tokens, self.decoder_width),
+                         np.zeros((0, 0, 0), dtype) if prefix is None else prefix[first:last],
+                         np.empty((decoder_layers, series * tokens, self.decoder_width), dtype),
+                         np.zeros((0, 0, 0), dtype) if static_rows is None else static_rows[first:last])
+            self._encode_chunk(part)
+            if num_layers:
+                out.hidden_states[:, first:last] = part.hidden_states.reshape(num_layers, last - first, channels,
+                                                                              tokens, d_model)
+            if decoder_layers:
+                out.decoded_states[:, first:last] = part.decoded_states.reshape(
+                    decoder_layers, last - first, channels, tokens, self.decoder_width)
+            self._apply_head(part, out, first, last)
         return out, single
 
     def _encode_chunk(self, part: Chunk) -> None:
