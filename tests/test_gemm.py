@@ -31,10 +31,11 @@ def _fma_chain(row, column, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("count, width, features", [(1, 1, 1), (3, 5, 7), (9, 17, 16), (17, 12, 33), (8, 40, 64),
-                                                    (2, 3, 70)])
+                                                    (2, 3, 70), (70, 3, 256)])
 def test_each_output_is_the_fused_multiply_add_chain_in_order(count, width, features, dtype):
     """Every shape class of the tiling: fewer rows than a tile and a tile and some, columns under one vector,
-    exactly one or two, and masked tails beyond."""
+    exactly one or two, and masked tails beyond; and many rows of a weight whose rows are a multiple of 1 KiB
+    apart, whose column panels are copied together first."""
     rng = np.random.default_rng(count * 1000 + width * 10 + features)
     rows = rng.standard_normal((count, width)).astype(dtype)
     weight = rng.standard_normal((width, features)).astype(dtype)
@@ -74,6 +75,21 @@ def test_a_rows_result_does_not_depend_on_the_other_rows_of_the_call(dtype, coun
     tolerance = (2e-6 if dtype == np.float32 else 1e-14) * max(width, 1)
     scale = np.abs(rows).astype(np.float64) @ np.abs(weight).astype(np.float64)
     assert np.all(np.abs(whole - exact) <= tolerance * (scale + 1e-30))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_a_packed_weight_equal_the_rows_alone(dtype):
+    """Over many rows a weight of 256 columns is packed panel by panel; a few rows are not. Both give the same
+    bits."""
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((100, 37)).astype(dtype)
+    weight = rng.standard_normal((37, 256)).astype(dtype)
+    whole = np.empty((100, 256), dtype)
+    gemm.matmul(rows, weight, whole)
+    for first in (0, 50, 99):
+        alone = np.empty((1, 256), dtype)
+        gemm.matmul(rows[first:first + 1], weight, alone)
+        np.testing.assert_array_equal(alone[0], whole[first])
 
 
 def test_no_inner_dimension_gives_zeros():
