@@ -92,6 +92,22 @@ def test_rows_of_a_packed_weight_equal_the_rows_alone(dtype):
         np.testing.assert_array_equal(alone[0], whole[first])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count, width, features", [(1, 3, 5), (9, 16, 33), (70, 7, 256)])
+def test_a_bias_is_added_to_the_finished_sums(count, width, features, dtype):
+    """matmul_bias gives what matmul and a separate pass adding the bias give, to the bit."""
+    rng = np.random.default_rng(count + features)
+    rows = rng.standard_normal((count, width)).astype(dtype)
+    weight = rng.standard_normal((width, features)).astype(dtype)
+    bias = rng.standard_normal(features).astype(dtype)
+    plain, biased = np.empty((count, features), dtype), np.empty((count, features), dtype)
+    gemm.matmul(rows, weight, plain)
+    gemm.matmul_bias(rows, weight, bias, biased)
+    np.testing.assert_array_equal(biased, plain + bias)
+    with pytest.raises(ValueError, match="the bias does not match"):
+        gemm.matmul_bias(rows, weight, bias[1:], biased)
+
+
 def test_no_inner_dimension_gives_zeros():
     out = np.full((3, 5), np.nan, np.float32)
     gemm.matmul(np.empty((3, 0), np.float32), np.empty((0, 5), np.float32), out)

@@ -45,17 +45,18 @@ def _make_tile(vectors: int, masked: bool):
     than that remain."""
 
     @intrinsic
-    def tile(typingctx, rows, first_row, row_count, weight, weight_column, column_count, out, out_column):
-        """out[first_row + r, out_column + c] = rows[first_row + r] @ weight[:, weight_column + c] for r <
-        row_count (at most ``tile_shape()[1]``) and c < column_count (``vectors`` vectors, or fewer columns
-        when ``masked``)."""
-        sig = types.void(rows, first_row, row_count, weight, weight_column, column_count, out, out_column)
+    def tile(typingctx, rows, first_row, row_count, weight, weight_column, column_count, bias, out, out_column):
+        """out[first_row + r, out_column + c] = rows[first_row + r] @ weight[:, weight_column + c] (+ bias[out_column
+        + c] unless bias is empty) for r < row_count (at most ``tile_shape()[1]``) and c < column_count
+        (``vectors`` vectors, or fewer columns when ``masked``)."""
+        sig = types.void(rows, first_row, row_count, weight, weight_column, column_count, bias, out, out_column)
 
         def codegen(context, builder, signature, args):
-            a_value, i0, row_count_value, w_value, j0, column_count_value, c_value, out_j0 = args
+            a_value, i0, row_count_value, w_value, j0, column_count_value, b_value, c_value, out_j0 = args
+            b = context.make_array(signature.args[6])(context, builder, b_value)
             a = context.make_array(signature.args[0])(context, builder, a_value)
             w = context.make_array(signature.args[3])(context, builder, w_value)
-            c = context.make_array(signature.args[6])(context, builder, c_value)
+            c = context.make_array(signature.args[7])(context, builder, c_value)
             scalar = context.get_data_type(signature.args[0].dtype)
             itemsize = context.get_abi_sizeof(scalar)
             lanes, tile_rows = _lanes_and_rows(context, itemsize)
@@ -140,6 +141,25 @@ def _make_tile(vectors: int, masked: bool):
                     phi.add_incoming(updated[r][v], loop)
                     row_results.append(phi)
                 results.append(row_results)
+            # The bias, added to the finished sums (as a separate pass would add it), when there is one.
+            has_bias = builder.icmp_signed(">", cgutils.unpack_tuple(builder, b.shape)[0], i64(0))
+            before_bias = builder.block
+            with builder.if_then(has_bias):
+                bias_start = builder.gep(b.data, [out_j0])
+                biases = [load_vector(bias_start, v) for v in range(vectors)]
+                with_bias = [[builder.fadd(results[r][v], biases[v]) for v in range(vectors)]
+                             for r in range(tile_rows)]
+                bias_block = builder.block
+            finished = []
+            for r in range(tile_rows):
+                row_results = []
+                for v in range(vectors):
+                    phi = builder.phi(vector)
+                    phi.add_incoming(results[r][v], before_bias)
+                    phi.add_incoming(with_bias[r][v], bias_block)
+                    row_results.append(phi)
+                finished.append(row_results)
+            results = finished
             out_start = builder.gep(c.data, [builder.add(builder.mul(i0, c_row_stride), out_j0)])
             for r in range(tile_rows):
                 with builder.if_then(builder.icmp_signed("<", i64(r), row_count_value), likely=True):
@@ -179,6 +199,20 @@ def tile_shape(typingctx, array):
 def matmul(rows, weight, out):
     """out = rows @ weight, each out[i, j] the fused multiply-adds over ``width`` in order: rows [count,
     width] (any strides), weight [width, features] and out [count, features] with consecutive columns."""
+    _product(rows, weight, np.empty(0, dtype=out.dtype), out)
+
+
+@kernel
+def matmul_bias(rows, weight, bias, out):
+    """out = rows @ weight + bias: ``matmul``, then bias [features] added to each finished row, in registers
+    (the same numbers as a pass adding it afterwards)."""
+    if bias.shape[0] != out.shape[1]:
+        raise ValueError("matmul_bias: the bias does not match the outputs")
+    _product(rows, weight, bias, out)
+
+
+@kernel
+def _product(rows, weight, bias, out):
     count, features = out.shape
     if rows.shape[0] != count or weight.shape[0] != rows.shape[1] or weight.shape[1] != features:
         raise ValueError("matmul: shapes do not match")
@@ -205,13 +239,13 @@ def matmul(rows, weight, out):
         for i0 in range(0, count, tile_rows):
             row_count = min(tile_rows, count - i0)
             if columns == panel_width:
-                _tile_2(rows, i0, row_count, source, first_column, columns, out, j0)
+                _tile_2(rows, i0, row_count, source, first_column, columns, bias, out, j0)
             elif columns > lanes:
-                _tile_2_masked(rows, i0, row_count, source, first_column, columns, out, j0)
+                _tile_2_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
             elif columns == lanes:
-                _tile_1(rows, i0, row_count, source, first_column, columns, out, j0)
+                _tile_1(rows, i0, row_count, source, first_column, columns, bias, out, j0)
             else:
-                _tile_1_masked(rows, i0, row_count, source, first_column, columns, out, j0)
+                _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
 
 
 @kernel

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..jit import kernel
 from .attention import attend
-from .gemm import matmul, matmul_transposed
+from .gemm import matmul, matmul_bias, matmul_transposed
 from .rows import (ACT_GELU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
                    transpose_blocks)
 
@@ -97,12 +97,7 @@ def mix(x, blocks, layer, gated, gate_kind, gate_first, hidden, logits, out):
         gate(gate_kind, x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
     matmul(x, blocks.fc1_weight[layer], hidden)
     add_bias_activate(hidden, blocks.fc1_bias[layer], ACT_GELU)
-    matmul(hidden, blocks.fc2_weight[layer], out)
-    fc2_bias = blocks.fc2_bias[layer]
-    for r in range(out.shape[0]):
-        row = out[r]
-        for c in range(row.size):
-            row[c] += fc2_bias[c]
+    matmul_bias(hidden, blocks.fc2_weight[layer], blocks.fc2_bias[layer], out)
     if gated and not gate_first:
         gate(gate_kind, out, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
 
@@ -137,11 +132,7 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, ga
                 context_t = work.context_t[:size].reshape(d_model, rows)
                 matmul_transposed(normed, stack.qkv_weight[layer], context_t, qkv_t)  # context_t: scratch until attend
                 attend(heads, qkv_t, stack.qkv_bias[layer], num_patches, switches.num_heads, context_t)
-                matmul(context_t.T, stack.out_weight[layer], attended)
-                out_bias = stack.out_bias[layer]
-                for r in range(rows):
-                    for d in range(d_model):
-                        attended[r, d] += out_bias[d]
+                matmul_bias(context_t.T, stack.out_weight[layer], stack.out_bias[layer], attended)
             # rows of what this block mixes: [count_a * a, b] -> [count_a * b, a]
             groups = count // channels if kind == CHANNEL_MIXER else count
             across = channels if kind == CHANNEL_MIXER else num_patches

@@ -10,7 +10,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
-from .gemm import matmul
+from .gemm import matmul_bias
 
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
@@ -271,27 +271,15 @@ def gate(kind, values, weight, bias, logits):
     ``gate_rows``."""
 
 
-@kernel
-def _add_bias(values, weight, bias, logits):
-    matmul(values, weight, logits)
-    outputs = logits.shape[1]
-    for r in range(values.shape[0]):
-        row_logits = logits[r]
-        for i in range(outputs):
-            row_logits[i] += bias[i]
-
-
 def _softmax_gate(kind, values, weight, bias, logits):
     # Each pass is its own loop, those without a per-row step flat over all rows: short rows would each pay a
     # loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
     # exponentials are scaled by 1 / their sum.
-    matmul(values, weight, logits)
+    matmul_bias(values, weight, bias, logits)
     rows, width = values.shape
     inverse_totals = np.empty(rows, dtype=values.dtype)
-    for r in range(rows):  # the bias and the row's largest logit in one pass
+    for r in range(rows):  # the row's largest logit, subtracted
         row_logits = logits[r]
-        for i in range(width):
-            row_logits[i] += bias[i]
         largest = row_logits[0]
         for i in range(1, width):
             largest = max(largest, row_logits[i])
@@ -311,7 +299,7 @@ def _softmax_gate(kind, values, weight, bias, logits):
 
 
 def _sigmoid_gate(kind, values, weight, bias, logits):
-    _add_bias(values, weight, bias, logits)
+    matmul_bias(values, weight, bias, logits)
     for r in range(values.shape[0]):
         row, row_logits = values[r], logits[r]
         for i in range(values.shape[1]):
@@ -319,7 +307,7 @@ def _sigmoid_gate(kind, values, weight, bias, logits):
 
 
 def _glu_gate(kind, values, weight, bias, logits):
-    _add_bias(values, weight, bias, logits)
+    matmul_bias(values, weight, bias, logits)
     width = values.shape[1]
     for r in range(values.shape[0]):
         row, row_logits = values[r], logits[r]
@@ -328,7 +316,7 @@ def _glu_gate(kind, values, weight, bias, logits):
 
 
 def _group_sigmoid_gate(kind, values, weight, bias, logits):
-    _add_bias(values, weight, bias, logits)
+    matmul_bias(values, weight, bias, logits)
     width = values.shape[1]
     count = gate_groups(width, kind.groups)
     size = width // count

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from ..errors import CheckpointError, ShapeMismatchError, WeightMappingError
-from ..kernels.gemm import matmul
+from ..kernels.gemm import matmul, matmul_bias
 
 
 def weight_array(value, dtype) -> np.ndarray:
@@ -26,9 +26,11 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
     row's result does not depend on the other rows of x (NumPy's BLAS does not promise that)."""
     rows = np.ascontiguousarray(x, dtype=weight.dtype).reshape(-1, weight.shape[0])
     out = np.empty((rows.shape[0], weight.shape[1]), weight.dtype)
-    matmul(rows, np.ascontiguousarray(weight), out)
-    out = out.reshape(*x.shape[:-1], weight.shape[1])
-    return out if bias is None else out + bias
+    if bias is None:
+        matmul(rows, np.ascontiguousarray(weight), out)
+    else:
+        matmul_bias(rows, np.ascontiguousarray(weight), np.asarray(bias, dtype=weight.dtype), out)
+    return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
 class Linear(NamedTuple):

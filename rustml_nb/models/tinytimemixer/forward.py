@@ -14,7 +14,7 @@ import numpy as np
 import scipy.fft
 
 from ...jit import kernel
-from ...kernels.gemm import matmul
+from ...kernels.gemm import matmul, matmul_bias
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
 from ...kernels.rows import ACT_GELU, add_bias_activate, gate_rows, gelu_inplace_array
 from ...kernels.series import scale_and_patchify
@@ -188,10 +188,7 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, fi
     rows, width = decoded.shape
     state = 0
     if weights.adapter_weight.shape[0]:
-        matmul(encoded, weights.adapter_weight, decoded)
-        for r in range(rows):
-            for d in range(width):
-                decoded[r, d] += weights.adapter_bias[d]
+        matmul_bias(encoded, weights.adapter_weight, weights.adapter_bias, decoded)
         if states.shape[0]:
             states[state, first_row:first_row + rows] = decoded
             state += 1
@@ -226,10 +223,7 @@ def frequency_tokens(tokens, weights, out):
     middle = np.empty((tokens.size, weights.fc1_weight.shape[1]), dtype=out.dtype)
     matmul(embedded, weights.fc1_weight, middle)
     add_bias_activate(middle, weights.fc1_bias, ACT_GELU)
-    matmul(middle, weights.fc2_weight, out)
-    for b in range(tokens.size):
-        for d in range(out.shape[1]):
-            out[b, d] += weights.fc2_bias[d]
+    matmul_bias(middle, weights.fc2_weight, weights.fc2_bias, out)
 
 
 class ChannelMixing(NamedTuple):
