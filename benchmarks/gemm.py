@@ -1,0 +1,71 @@
+"""rustml_nb's matrix product (kernels.gemm.matmul) against NumPy's BLAS on one core, on the models' shapes.
+
+    python benchmarks/gemm.py          # ~1 minute; writes benchmarks/results/gemm.md
+
+Each shape is [rows, inner] @ [inner, outputs], both dtypes, best of 7 rounds of 20 calls, BLAS held at one
+thread (as each of rustml_nb's threads runs its own share). The shapes are the granite-shaped models' own
+at one thread's block (PatchTSMixer 2048 rows, PatchTST 512) and at batch 1 (a few series' rows).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import threadpoolctl
+
+from rustml_nb.kernels.gemm import matmul
+
+SHAPES = [  # (rows, inner, outputs, where)
+    (2048, 16, 32, "PatchTSMixer: across features, fc1"),
+    (512, 64, 128, "PatchTSMixer: across patches, fc1"),
+    (512, 128, 64, "PatchTSMixer: across patches, fc2"),
+    (512, 128, 384, "PatchTST: QKV"),
+    (512, 128, 512, "PatchTST: feed-forward 1"),
+    (512, 512, 128, "PatchTST: feed-forward 2"),
+    (32, 192, 384, "TinyTimeMixer batch 1: across features, fc1 (4 series)"),
+    (256, 8, 16, "TinyTimeMixer: across 8 patches, fc1"),
+    (7, 5376, 96, "PatchTST batch 1: the forecast head"),
+]
+
+
+def rate(function, flops):
+    best = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(20):
+            function()
+        best = min(best, (time.perf_counter() - start) / 20)
+    return flops / best / 1e9
+
+
+def main():
+    rng = np.random.default_rng(0)
+    blas = ", ".join(f"{info['internal_api']} {info.get('version')} ({info.get('architecture')})"
+                     for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
+    lines = ["# rustml_nb's matmul against NumPy's BLAS, one core", "",
+             f"{platform.machine()}, NumPy's BLAS: {blas}. GFLOP/s, best of 7 rounds of 20 calls.", "",
+             "| shape | used for | float32 rustml_nb | float32 BLAS | float64 rustml_nb | float64 BLAS |",
+             "|---|---|---|---|---|---|"]
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        for rows, inner, outputs, where in SHAPES:
+            cells = []
+            for dtype in (np.float32, np.float64):
+                a = rng.standard_normal((rows, inner)).astype(dtype)
+                w = rng.standard_normal((inner, outputs)).astype(dtype)
+                ours, theirs = np.empty((rows, outputs), dtype), np.empty((rows, outputs), dtype)
+                matmul(a, w, ours)
+                flops = 2 * rows * inner * outputs
+                cells += [rate(lambda: matmul(a, w, ours), flops), rate(lambda: np.dot(a, w, theirs), flops)]
+            lines.append(f"| {rows} × {inner} @ {inner} × {outputs} | {where} | "
+                         + " | ".join(f"{value:.0f}" for value in cells) + " |")
+            print(lines[-1], flush=True)
+    out = Path(__file__).resolve().parent / "results" / "gemm.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
