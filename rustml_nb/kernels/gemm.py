@@ -195,20 +195,26 @@ def tile_shape(typingctx, array):
     return sig, codegen
 
 
-@kernel
+# matmul and matmul_bias are inlined into their callers (no compile of their own there), and hand the rows to
+# _product as a view of any layout (``[:, ::1]``), so that _product compiles once per dtype, not once for
+# each layout of rows its callers have (C-contiguous, strided, transposed). Its code is linked into, and
+# optimized again inside, every kernel that calls it: each compile of it costs every first run.
+
+
+@kernel(inline="always")
 def matmul(rows, weight, out):
     """out = rows @ weight, each out[i, j] the fused multiply-adds over ``width`` in order: rows [count,
     width] (any strides), weight [width, features] and out [count, features] with consecutive columns."""
-    _product(rows, weight, np.empty(0, dtype=out.dtype), out)
+    _product(rows[:, ::1], weight, np.empty(0, dtype=out.dtype), out)
 
 
-@kernel
+@kernel(inline="always")
 def matmul_bias(rows, weight, bias, out):
     """out = rows @ weight + bias: ``matmul``, then bias [features] added to each finished row, in registers
     (the same numbers as a pass adding it afterwards)."""
     if bias.shape[0] != out.shape[1]:
         raise ValueError("matmul_bias: the bias does not match the outputs")
-    _product(rows, weight, bias, out)
+    _product(rows[:, ::1], weight, bias, out)
 
 
 @kernel
@@ -248,7 +254,7 @@ def _product(rows, weight, bias, out):
                 _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
 
 
-@kernel
+@kernel(inline="always")
 def matmul_transposed(rows, weight, scratch, out_t):
     """out_t = (rows @ weight).T, each element the same chain of multiply-adds as ``matmul``'s: rows [count,
     width] (any strides), weight [width, features], out_t [features, count] with consecutive columns;
