@@ -2,6 +2,10 @@
 
     python benchmarks/gemm.py          # ~1 minute; writes benchmarks/results/gemm.md
 
+    # the AVX2 code on a CPU with AVX-512 (Numba told the CPU has AVX2 only, OpenBLAS's AVX2 kernels):
+    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2 \
+        OPENBLAS_CORETYPE=Haswell python benchmarks/gemm.py          # writes results/gemm-haswell.md
+
 Each shape is [rows, inner] @ [inner, outputs], both dtypes, best of 7 rounds of 20 calls, BLAS held at one
 thread (as each of rustml_nb's threads runs its own share). The shapes are the granite-shaped models' own
 at one thread's block (PatchTSMixer 2048 rows, PatchTST 512) and at batch 1 (a few series' rows).
@@ -9,6 +13,7 @@ at one thread's block (PatchTSMixer 2048 rows, PatchTST 512) and at batch 1 (a f
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -45,8 +50,11 @@ def main():
     rng = np.random.default_rng(0)
     blas = ", ".join(f"{info['internal_api']} {info.get('version')} ({info.get('architecture')})"
                      for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
+    cpu = os.environ.get("NUMBA_CPU_NAME")
+    compiled_for = f"compiled for {cpu} ({os.environ.get('NUMBA_CPU_FEATURES')})" if cpu else "compiled for this CPU"
     lines = ["# rustml_nb's matmul against NumPy's BLAS, one core", "",
-             f"{platform.machine()}, NumPy's BLAS: {blas}. GFLOP/s, best of 7 rounds of 20 calls.", "",
+             f"{platform.machine()}; rustml_nb {compiled_for}; NumPy's BLAS: {blas}. GFLOP/s, best of 7 rounds "
+             "of 20 calls.", "",
              "| shape | used for | float32 rustml_nb | float32 BLAS | float64 rustml_nb | float64 BLAS |",
              "|---|---|---|---|---|---|"]
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
@@ -62,7 +70,7 @@ def main():
             lines.append(f"| {rows} × {inner} @ {inner} × {outputs} | {where} | "
                          + " | ".join(f"{value:.0f}" for value in cells) + " |")
             print(lines[-1], flush=True)
-    out = Path(__file__).resolve().parent / "results" / "gemm.md"
+    out = Path(__file__).resolve().parent / "results" / (f"gemm-{cpu}.md" if cpu else "gemm.md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

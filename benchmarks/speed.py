@@ -271,7 +271,8 @@ def concurrency(model, config: dict, calls: int = 16, threads: int = 4, batch: i
 
 
 def blas_kernels(report: dict) -> str:
-    """Each OpenBLAS in the process (NumPy's; SciPy's, the one rustml_nb's kernels call) and its kernels."""
+    """Each OpenBLAS in the process (NumPy's, which measures the GEMM peak; SciPy's) and its kernels. rustml_nb
+    calls neither: its matrix products are its own (kernels.gemm)."""
     found = []
     for library in report["blas"]:
         if library.get("internal_api") == "openblas":
@@ -377,7 +378,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
-    import scipy.linalg.cython_blas  # noqa: F401  rustml_nb's BLAS (SciPy's), listed below with the kernels it chose
+    import scipy.linalg.cython_blas  # noqa: F401  SciPy's OpenBLAS too, listed below with the kernels it chose
     import threadpoolctl
     import torch
 
@@ -388,8 +389,8 @@ def main() -> None:
               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
               "gemm_peak_gflops": gemm_peak_gflops(), "families": {}}
     if report["openblas_coretype"]:
-        print(f"OPENBLAS_CORETYPE={report['openblas_coretype']} is set: OpenBLAS runs those kernels, not the ones "
-              "it would choose for this CPU", file=sys.stderr, flush=True)
+        print(f"OPENBLAS_CORETYPE={report['openblas_coretype']} is set: the GEMM peak is measured with those "
+              "OpenBLAS kernels, not the ones it would choose for this CPU", file=sys.stderr, flush=True)
     print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s; {blas_kernels(report)}", flush=True)
     chosen = args.family or list(FAMILIES)
     with tempfile.TemporaryDirectory() as tmp:
