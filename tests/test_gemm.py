@@ -124,3 +124,21 @@ def test_mismatched_shapes_and_strided_columns_are_refused():
         gemm.matmul(rows, np.ones((3, 12))[:, ::2], np.empty((4, 6)))
     with pytest.raises(ValueError, match="out's columns"):
         gemm.matmul(rows, weight, np.empty((4, 12))[:, ::2])
+
+
+@pytest.mark.parametrize("features, float32_shape, float64_shape", [
+    ("+avx512f,+avx2,+avx,+fma", (16, 8), (8, 8)),
+    ("+avx,+avx2,+fma,-avx512f,-amx-avx512", (8, 6), (4, 6)),
+    ("+sse2,-avx", (4, 6), (2, 6)),
+])
+def test_the_tile_follows_the_cpu_the_code_is_compiled_for(features, float32_shape, float64_shape):
+    """(values per vector, rows per tile) from the target machine's features, as Numba compiles for them."""
+    class Codegen:
+        _tm_features = features
+
+    class Context:
+        def codegen(self):
+            return Codegen()
+
+    assert gemm._lanes_and_rows(Context(), 4) == float32_shape
+    assert gemm._lanes_and_rows(Context(), 8) == float64_shape

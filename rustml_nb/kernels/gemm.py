@@ -25,14 +25,20 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from ..jit import kernel
 
 
 def _lanes_and_rows(context, itemsize):
-    """(values per SIMD vector, rows per tile) for the CPU the code is compiled for."""
-    features = getattr(context.codegen(), "_tm_features", "") or ""
+    """(values per SIMD vector, rows per tile) for the CPU the code is compiled for (Numba's target machine
+    features; the host's where a Numba version does not expose them)."""
+    features = getattr(context.codegen(), "_tm_features", None)
+    if features is None:
+        from llvmlite import binding
+
+        features = numba_config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
     if "+avx512f" in features:
         return 64 // itemsize, 8
     if "+avx" in features:
