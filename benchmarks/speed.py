@@ -271,8 +271,8 @@ def concurrency(model, config: dict, calls: int = 16, threads: int = 4, batch: i
 
 
 def blas_kernels(report: dict) -> str:
-    """Each OpenBLAS in the process (NumPy's, which measures the GEMM peak; SciPy's) and its kernels. rustml_nb
-    calls neither: its matrix products are its own (kernels.gemm)."""
+    """Each OpenBLAS loaded in the process and its kernels (NumPy's measures the GEMM peak). rustml_nb calls
+    none: its matrix products are its own (kernels.gemm)."""
     found = []
     for library in report["blas"]:
         if library.get("internal_api") == "openblas":
@@ -378,7 +378,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
-    import scipy.linalg.cython_blas  # noqa: F401  SciPy's OpenBLAS too, listed below with the kernels it chose
     import threadpoolctl
     import torch
 
