@@ -130,3 +130,13 @@ def test_attention_matches_a_numpy_reference(head_dim, group_length, dtype, num_
     expected = _attention_reference(qkv_t, qkv_bias, group_length, num_heads)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(context_t, expected, rtol=tolerance, atol=tolerance)
+
+
+@given(count=st.integers(1, 5), a=st.integers(1, 40), b=st.integers(1, 40), strided=st.booleans())
+def test_transpose_blocks_transposes_every_block(count, a, b, strided):
+    """Both loop orders (blocks of fewer than 16 rows, and of more), and a source whose rows are apart."""
+    source = np.arange(count * a * (2 * b if strided else b), dtype=np.float32).reshape(count * a, -1)[:, :b]
+    out = np.full((count * b, a), np.nan, np.float32)
+    rows.transpose_blocks(source, count, out)
+    expected = source.reshape(count, a, b).transpose(0, 2, 1).reshape(count * b, a)
+    np.testing.assert_array_equal(out, expected)

@@ -259,15 +259,3 @@ def _product(rows, weight, bias, out):
             else:
                 _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
 
-
-@kernel(inline="always")
-def matmul_transposed(rows, weight, scratch, out_t):
-    """out_t = (rows @ weight).T, each element the same chain of multiply-adds as ``matmul``'s: rows [count,
-    width] (any strides), weight [width, features], out_t [features, count] with consecutive columns;
-    scratch [width, count], C-contiguous, receives rows transposed."""
-    count, width = rows.shape
-    for k in range(width):
-        target = scratch[k]
-        for i in range(count):
-            target[i] = rows[i, k]
-    matmul(weight.T, scratch, out_t)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..jit import kernel
 from .attention import attend
-from .gemm import matmul, matmul_bias, matmul_transposed
+from .gemm import matmul, matmul_bias
 from .rows import (ACT_GELU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
                    transpose_blocks)
 
@@ -130,7 +130,8 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, ga
             if attention:  # self-attention across patches, on the normed rows
                 qkv_t = work.qkv_t[:3 * size].reshape(3 * d_model, rows)
                 context_t = work.context_t[:size].reshape(d_model, rows)
-                matmul_transposed(normed, stack.qkv_weight[layer], context_t, qkv_t)  # context_t: scratch until attend
+                transpose_blocks(normed, 1, context_t)  # context_t: normed^T until attend fills it
+                matmul(stack.qkv_weight[layer].T, context_t, qkv_t)  # (normed W)^T
                 attend(heads, qkv_t, stack.qkv_bias[layer], num_patches, switches.num_heads, context_t)
                 matmul_bias(context_t.T, stack.out_weight[layer], stack.out_bias[layer], attended)
             # rows of what this block mixes: [count_a * a, b] -> [count_a * b, a]

@@ -10,9 +10,9 @@ import numpy as np
 
 from ...jit import kernel
 from ...kernels.attention import attend
-from ...kernels.gemm import matmul, matmul_transposed
+from ...kernels.gemm import matmul
 from ...kernels.rows import (POOL_MEAN, add_bias_activate, add_bias_residual, copy_rows, normalize, pool_tokens,
-                             swap_blocks)
+                             swap_blocks, transpose_blocks)
 from ...kernels.series import mask_patches, scale_and_patchify
 
 # Which of a layer's three norms: attention over time, attention over channels, feed-forward.
@@ -87,8 +87,9 @@ def first_qkv_from_patches(patches, weights, qkv_t):
     """Layer 0's QKV projection (before its bias) straight from the patches [series, tokens, patch_length]
     of a block -> qkv_t [3 * d_model, series * tokens]; see layers.fold_embedding_into_first_qkv."""
     series, tokens, patch_length = patches.shape
-    matmul_transposed(patches.reshape(series * tokens, patch_length), weights.patch_qkv_weight[0],
-                      np.empty((patch_length, series * tokens), dtype=qkv_t.dtype), qkv_t)
+    patches_t = np.empty((patch_length, series * tokens), dtype=qkv_t.dtype)
+    transpose_blocks(patches.reshape(series * tokens, patch_length), 1, patches_t)
+    matmul(weights.patch_qkv_weight[0].T, patches_t, qkv_t)
     offset_t = weights.position_qkv_t[0]  # [3 * d_model, tokens]
     for f in range(qkv_t.shape[0]):
         row, offset = qkv_t[f], offset_t[f]
@@ -169,7 +170,8 @@ def encode_units(values, observed, default_scale, patch_mask, first_unit, last_u
                         normalize(residual, gamma, beta, mean, variance, eps, norm_type, normed)
                         source = normed
                     # [3 * d_model, rows] = (x W)^T, with context_t (free until attend fills it) holding x^T
-                    matmul_transposed(source, weights.qkv_weight[layer], context_t, qkv_t)
+                    transpose_blocks(source, 1, context_t)
+                    matmul(weights.qkv_weight[layer].T, context_t, qkv_t)
                 attend(heads, qkv_t, weights.qkv_bias[layer], tokens if sweep == 0 else channels,
                        switches.num_heads, context_t)
                 matmul(context_t.T, weights.out_weight[layer], projected)
