@@ -95,7 +95,7 @@ class _TinyTimeMixerBase(FamilyModel):
         self.layers, self.decoder_layers = len(self._encoder_states), len(self._decoder_states)
         # a unit's rows in a block: its series' tokens, and in the decoder its static categorical rows' too
         self._unit_rows = self.tokens * (self.unit_series + (config.num_categorical if decodes else 0))
-        self.block_rows = max(forward.BLOCK_ROWS, self._unit_rows)
+        self.block_rows = max(forward.BLOCK_VALUES // max(config.d_model, self.decoder_width), self._unit_rows)
         self._no_states = np.zeros((0, 0, 0), self.dtype)
         if weights.channel_mixing is not None and weights.channel_mixing.stack is not None:
             self._fcm_switches = mixer.MixerSwitches(mix_channel=False, **{**norm, "gated": bool(config.fcm_gated_attn)})
