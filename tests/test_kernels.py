@@ -140,3 +140,38 @@ def test_transpose_blocks_transposes_every_block(count, a, b, strided):
     rows.transpose_blocks(source, count, out)
     expected = source.reshape(count, a, b).transpose(0, 2, 1).reshape(count * b, a)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_gate_with_logits_beyond_exp_range(dtype):
+    """The softmax gate takes exponentials unshifted and takes a row again, shifted by its largest logit, when
+    its total is out of range: rows whose logits all lie far above exp's range, far below it, straddle it, or
+    sit at its edges, and a row with NaN, against torch, and each row the same as alone."""
+    import torch
+
+    width = 5
+    rng = np.random.default_rng(11)
+    weight, bias = np.eye(width, dtype=dtype), np.zeros(width, dtype)  # the logits are the values themselves
+    values = np.array([rng.normal(size=width), 1000 + rng.normal(size=width) * 3, -1000 + rng.normal(size=width) * 3,
+                       [-2000, 5, 1000, 30, -80], [88.5, 87, 86, 80, 70], [-86, -87, -88, -90, -100],
+                       [-60, -45, -50, -200, -47], [1, np.nan, 2, 3, 4]]).astype(dtype)
+    torch_values = torch.from_numpy(values)
+    expected = (torch_values * torch.softmax(torch_values, dim=-1)).numpy()
+    gated = values.copy()
+    rows.gate_rows(rows.SoftmaxGate(), gated, weight, bias, np.empty_like(values))
+    tolerance = 2e-6 if dtype == np.float32 else 1e-13
+    finite = np.isfinite(values).all(axis=1)
+    bound = tolerance * np.abs(values[finite]).max(axis=1, keepdims=True)  # each row's own scale
+    assert np.all(np.abs(gated[finite] - expected[finite]) <= bound), (gated, expected)
+    assert np.isnan(gated[~finite]).all() and np.isnan(expected[~finite]).all()
+    for r in range(len(values)):
+        alone = values[r:r + 1].copy()
+        rows.gate_rows(rows.SoftmaxGate(), alone, weight, bias, np.empty_like(alone))
+        np.testing.assert_array_equal(alone[0], gated[r])
+
+
+def test_float32_exp_saturates_at_the_ends_of_its_range():
+    values = np.array([88.0, 89.0, 200.0, 1e30, -87.0, -88.0, -1e30], np.float32)
+    rows.exp_array(values)
+    assert np.all(values[:4] == values[0]) and np.isfinite(values[0]) and values[0] > 1e38
+    assert np.all(values[4:] == values[4]) and 0 < values[4] < 2e-38

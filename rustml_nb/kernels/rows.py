@@ -85,7 +85,8 @@ _ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438
 
 
 def exp_of(x):
-    """exp(x) of one number; for float32, x must be <= 88 (below -87 it returns exp(-87) ~ 1.6e-38)."""
+    """exp(x) of one number; for float32 within [-87, 88] (below it returns exp(-87) ~ 1.6e-38, above
+    exp(88) ~ 1.7e38)."""
 
 
 @overload(exp_of, inline="always")
@@ -93,7 +94,7 @@ def _exp_of(x):
     if x == types.float32:
         def impl(x):
             # exp(x) = 2^k exp(r), |r| <= ln2 / 2; exp(r) by its degree-7 Taylor polynomial (< 1 ulp).
-            x = max(x, np.float32(-87.0))
+            x = min(max(x, np.float32(-87.0)), np.float32(88.0))
             k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
             r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
             p = np.float32(1.0 / 5040.0)
@@ -271,31 +272,50 @@ def gate(kind, values, weight, bias, logits):
     ``gate_rows``."""
 
 
+# A softmax gate's row total, taken as it is when within these bounds: no exponential of the row overflowed
+# (float32's clamp is exp(88) ~ 1.7e38) and the largest is far above float32's smallest (exp(-87)), so the
+# logits the clamp raised weigh less than 1e-17 of the total.
+_SMALLEST_TOTAL, _LARGEST_TOTAL = 1e-20, 1e30
+
+
 def _softmax_gate(kind, values, weight, bias, logits):
-    # Each pass is its own loop, those without a per-row step flat over all rows: short rows would each pay a
-    # loop's start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
+    # Softmax is the same for the logits shifted by any number; torch shifts each row by its largest so that
+    # no exponential overflows. Here the exponentials are taken unshifted, saving the pass that finds the
+    # largest (a scalar loop, as long as the exponentials'), and a row whose total is out of bounds (or NaN)
+    # is taken again shifted, from its logits computed again (the same bits: see kernels.gemm). Each pass is
+    # its own loop, those without a per-row step flat over all rows: short rows would each pay a loop's
+    # start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
     # exponentials are scaled by 1 / their sum.
     matmul_bias(values, weight, bias, logits)
     rows, width = values.shape
-    inverse_totals = np.empty(rows, dtype=values.dtype)
-    for r in range(rows):  # the row's largest logit, subtracted
-        row_logits = logits[r]
-        largest = row_logits[0]
-        for i in range(1, width):
-            largest = max(largest, row_logits[i])
-        for i in range(width):
-            row_logits[i] -= largest
     flat = logits.reshape(logits.size)
     for i in range(flat.size):
         flat[i] = exp_of(flat[i])
+    inverse_totals = np.empty(rows, dtype=values.dtype)
     for r in range(rows):
         inverse_totals[r] = row_total(logits[r])
     for r in range(rows):
+        if not _SMALLEST_TOTAL <= inverse_totals[r] <= _LARGEST_TOTAL:
+            inverse_totals[r] = _shifted_exponentials(values[r:r + 1], weight, bias, logits[r:r + 1])
         inverse_totals[r] = 1 / inverse_totals[r]
     for r in range(rows):
         row, row_logits, inverse_total = values[r], logits[r], inverse_totals[r]
         for i in range(width):
             row[i] = row[i] * (row_logits[i] * inverse_total)
+
+
+@kernel
+def _shifted_exponentials(values, weight, bias, logits):
+    """One row's logits [1, width] computed again, shifted by their largest and exponentiated, in place;
+    returns their total."""
+    matmul_bias(values, weight, bias, logits)
+    row_logits = logits[0]
+    largest = row_logits[0]
+    for i in range(1, row_logits.size):
+        largest = max(largest, row_logits[i])
+    for i in range(row_logits.size):
+        row_logits[i] = exp_of(row_logits[i] - largest)
+    return row_total(row_logits)
 
 
 def _sigmoid_gate(kind, values, weight, bias, logits):
