@@ -20,8 +20,7 @@ import numpy as np
 from ..jit import kernel
 from .attention import attend
 from .gemm import matmul, matmul_bias
-from .rows import (ACT_GELU, add_bias_activate, add_transposed_blocks, copy_rows, gate, normalize,
-                   transpose_blocks)
+from .rows import add_transposed_blocks, copy_rows, gate, gelu_inplace, normalize, transpose_blocks
 
 CHANNEL_MIXER, PATCH_MIXER, FEATURE_MIXER = 0, 1, 2
 
@@ -95,8 +94,8 @@ def mix(x, blocks, layer, gated, gate_kind, gate_first, hidden, logits, out):
     the gate's outputs]."""
     if gated and gate_first:
         gate(gate_kind, x, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
-    matmul(x, blocks.fc1_weight[layer], hidden)
-    add_bias_activate(hidden, blocks.fc1_bias[layer], ACT_GELU)
+    matmul_bias(x, blocks.fc1_weight[layer], blocks.fc1_bias[layer], hidden)
+    gelu_inplace(hidden.reshape(hidden.size))  # hidden: C-contiguous
     matmul_bias(hidden, blocks.fc2_weight[layer], blocks.fc2_bias[layer], out)
     if gated and not gate_first:
         gate(gate_kind, out, blocks.gate_weight[layer], blocks.gate_bias[layer], logits)
