@@ -282,10 +282,10 @@ def _softmax_gate(kind, values, weight, bias, logits):
     # Softmax is the same for the logits shifted by any number; torch shifts each row by its largest so that
     # no exponential overflows. Here the exponentials are taken unshifted, saving the pass that finds the
     # largest (a scalar loop, as long as the exponentials'), and a row whose total is out of bounds (or NaN)
-    # is taken again shifted, from its logits computed again (the same bits: see kernels.gemm). Each pass is
-    # its own loop, those without a per-row step flat over all rows: short rows would each pay a loop's
-    # start-up, and a sum fused into the exponentials' loop keeps it scalar. As torch's softmax, the
-    # exponentials are scaled by 1 / their sum.
+    # is taken again shifted, from its logits computed again from that row alone (so a row's result does not
+    # depend on the others). Each pass is its own loop, those without a per-row step flat over all rows:
+    # short rows would each pay a loop's start-up, and a sum fused into the exponentials' loop keeps it
+    # scalar. As torch's softmax, the exponentials are scaled by 1 / their sum.
     matmul_bias(values, weight, bias, logits)
     rows, width = values.shape
     flat = logits.reshape(logits.size)
@@ -306,10 +306,15 @@ def _softmax_gate(kind, values, weight, bias, logits):
 
 @kernel
 def _shifted_exponentials(values, weight, bias, logits):
-    """One row's logits [1, width] computed again, shifted by their largest and exponentiated, in place;
-    returns their total."""
-    matmul_bias(values, weight, bias, logits)
-    row_logits = logits[0]
+    """One row's logits [1, width] computed again from its values [1, width] (summed in float64, more
+    exactly than a matrix product, which this rare path does not compile again), shifted by their largest
+    and exponentiated, in place; returns their total."""
+    row, row_logits = values[0], logits[0]
+    for j in range(row_logits.size):
+        total = np.float64(bias[j])
+        for k in range(row.size):
+            total += np.float64(row[k]) * np.float64(weight[k, j])
+        row_logits[j] = total
     largest = row_logits[0]
     for i in range(1, row_logits.size):
         largest = max(largest, row_logits[i])
