@@ -284,7 +284,7 @@ def blas_kernels(report: dict) -> str:
 def markdown(report: dict) -> str:
     lines = ["# rustml_nb vs transformers vs ONNX Runtime on the CPU", "",
              f"{report['machine']}; float32 GEMM peak measured in the same run: {report['gemm_peak_gflops']:.0f} GFLOP/s; "
-             f"{blas_kernels(report)}.", ""]
+             f"{report['blas_kernels']}.", ""]
     for key, result in report["families"].items():
         family = FAMILIES[key]
         lines += [f"## {family.title}", "", f"`{family.architecture}`, {family.shape}.", ""]
@@ -387,10 +387,11 @@ def main() -> None:
                        for i in threadpoolctl.threadpool_info()],
               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
               "gemm_peak_gflops": gemm_peak_gflops(), "families": {}}
+    report["blas_kernels"] = blas_kernels(report)
     if report["openblas_coretype"]:
         print(f"OPENBLAS_CORETYPE={report['openblas_coretype']} is set: the GEMM peak is measured with those "
               "OpenBLAS kernels, not the ones it would choose for this CPU", file=sys.stderr, flush=True)
-    print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s; {blas_kernels(report)}", flush=True)
+    print(f"GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s; {report['blas_kernels']}", flush=True)
     chosen = args.family or list(FAMILIES)
     with tempfile.TemporaryDirectory() as tmp:
         for index, key in enumerate(chosen):

@@ -155,8 +155,7 @@ import matplotlib.pyplot as plt
 results = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "benchmarks" / "results").is_dir())
 report = json.loads((results / "benchmarks" / "results" / "speed.json").read_text())
 print(report["machine"], f"- GEMM peak {report['gemm_peak_gflops']:.0f} GFLOP/s")
-print("peak measured with:", ", ".join(f"OpenBLAS {blas['version']} ({blas['architecture']} kernels)"
-                                      for blas in report["blas"] if blas.get("internal_api") == "openblas"))
+print("peak measured with:", report["blas_kernels"])
 rows = [{"family": family, "batch": r["batch"], "engine": name, **e}
         for family, result in report["families"].items() for r in result["granite"]
         for name, e in r["engines"].items()]
