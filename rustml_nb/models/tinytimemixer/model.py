@@ -95,7 +95,8 @@ class _TinyTimeMixerBase(FamilyModel):
         self.layers, self.decoder_layers = len(self._encoder_states), len(self._decoder_states)
         # a unit's rows in a block: its series' tokens, and in the decoder its static categorical rows' too
         self._unit_rows = self.tokens * (self.unit_series + (config.num_categorical if decodes else 0))
-        self.block_rows = max(forward.BLOCK_VALUES // max(config.d_model, self.decoder_width), self._unit_rows)
+        self._block_width = max(config.d_model, self.decoder_width)  # the widest rows a block holds
+        self.block_rows = max(forward.BLOCK_VALUES // self._block_width, self._unit_rows)
         self._no_states = np.zeros((0, 0, 0), self.dtype)
         if weights.channel_mixing is not None and weights.channel_mixing.stack is not None:
             self._fcm_switches = mixer.MixerSwitches(mix_channel=False, **{**norm, "gated": bool(config.fcm_gated_attn)})
@@ -129,13 +130,13 @@ class _TinyTimeMixerBase(FamilyModel):
 
     def _scratch_key(self):
         config = self.config
-        return ("tinytimemixer", self.dtype.str, self.block_rows, max(config.d_model, self.decoder_width),
-                config.expansion_factor, bool(config.self_attn), config.gate_outputs)
+        return ("tinytimemixer", self.dtype.str, self.block_rows, self._block_width, config.expansion_factor,
+                bool(config.self_attn), config.gate_outputs)
 
     def _make_scratch(self):
         config = self.config
-        return mixer.make_workspace(self.block_rows, max(config.d_model, self.decoder_width), config.expansion_factor,
-                                    config.self_attn, self.dtype, config.gate_outputs)
+        return mixer.make_workspace(self.block_rows, self._block_width, config.expansion_factor, config.self_attn,
+                                    self.dtype, config.gate_outputs)
 
     def _encode_task(self, part, first_unit, last_unit, work):
         config, weights = self.config, self.weights
