@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rustml_nb.kernels import gemm
+from rustml_nb.kernels import gemm, simd
 
 
 def _round(value: Fraction, dtype):
@@ -140,5 +140,5 @@ def test_the_tile_follows_the_cpu_the_code_is_compiled_for(features, float32_sha
         def codegen(self):
             return Codegen()
 
-    assert gemm._lanes_and_rows(Context(), 4) == float32_shape
-    assert gemm._lanes_and_rows(Context(), 8) == float64_shape
+    assert simd.lanes_and_rows(Context(), 4) == float32_shape
+    assert simd.lanes_and_rows(Context(), 8) == float64_shape

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from numba import njit
 
 from rustml_nb.kernels import attention, rows
 
@@ -27,6 +32,70 @@ def test_float32_gelu_matches_the_exact_erf_form(values):
     rows.gelu_inplace_array(ours)
     exact = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in array.astype(np.float64)])
     assert np.all(np.abs(ours - exact) <= 3e-7 * np.maximum(np.abs(array), 1) + np.spacing(np.float32(np.abs(exact))))
+
+
+@given(st.lists(st.floats(-87.0, 0.0, width=32), min_size=1, max_size=200))
+def test_float32_exp_of_one_number_is_within_an_ulp(values):
+    """``exp_of``, the scalar form that attention and the gates' rare paths use."""
+    exp_each = njit(lambda values: [rows.exp_of(value) for value in values])
+    array = np.array(values, dtype=np.float32)
+    ours = np.array(exp_each(array), dtype=np.float32)
+    exact = np.exp(array.astype(np.float64))
+    assert np.all(np.abs(ours - exact) <= 1.5 * np.spacing(exact.astype(np.float32)))
+
+
+@pytest.mark.parametrize("apply", [rows.exp_array, rows.gelu_inplace_array], ids=["exp", "gelu"])
+def test_float32_activations_do_not_depend_on_a_values_place(apply):
+    """Whole SIMD vectors and the masked last values run the same instructions: a value's result is the same
+    at every place of arrays of every length up to three vectors of AVX-512, and NaN stays NaN."""
+    rng = np.random.default_rng(5)
+    probes = np.concatenate([rng.normal(0, 4, 20), [-87.5, 88.5, 0.0, -0.0, 1e-30, 50.0, -50.0]]).astype(np.float32)
+    alone = np.array([_applied(apply, np.array([value], np.float32))[0] for value in probes])
+    for length in range(1, 49):
+        for index in (0, length // 2, length - 1):
+            array = np.full(length, np.nan, np.float32)
+            for value, expected in zip(probes, alone):
+                array[index] = value
+                result = _applied(apply, array)
+                assert result[index] == expected or np.isnan(result[index]) and np.isnan(expected)
+                assert np.isnan(np.delete(result, index)).all()
+
+
+def _applied(apply, array):
+    array = array.copy()
+    apply(array)
+    return array
+
+
+def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
+    """The kernels written in explicit vectors (the float32 activations, the matrix product) compiled for an
+    AVX2 CPU (8 float32 lanes, 6-row tiles) give the same bits as compiled for this one."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from numba import njit
+        from rustml_nb.kernels import gemm, rows
+        rng = np.random.default_rng(0)
+        values = rng.normal(0, 5, 101).astype(np.float32)
+        a, w, b = (rng.normal(size=shape).astype(np.float32) for shape in ((13, 37), (37, 45), (45,)))
+        out = np.empty((13, 45), np.float32)
+        gemm.matmul_bias(a, w, b, out)
+        results = [out, np.array(njit(lambda array: gemm.tile_shape(array))(values))]
+        for apply in (rows.exp_array, rows.gelu_inplace_array):
+            copy = values.copy()
+            apply(copy)
+            results.append(copy)
+        np.savez(sys.argv[1], *results)
+    """)
+    features = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,-avx512f"
+    outputs = {}
+    for label, cpu in (("native", {}), ("avx2", {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features})):
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / f"cache_{label}"), **cpu}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / label)], env=env, check=True, timeout=600)
+        outputs[label] = np.load(tmp_path / f"{label}.npz")
+    assert list(outputs["avx2"]["arr_1"]) == [8, 6]  # the AVX2 build's lanes and tile rows; this CPU's may differ
+    for name in ("arr_0", "arr_2", "arr_3"):
+        np.testing.assert_array_equal(outputs["avx2"][name], outputs["native"][name])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -2,7 +2,8 @@
 
 ``gemm`` is the matrix product every Linear runs, ``series`` scales series and cuts them into patches,
 ``rows`` holds the row-wise pieces (norms, activations, residuals, pooling), ``attention`` softmax attention
-and ``heads`` the output heads. A family's own compiled code (``models/<family>/forward.py``) calls these
+and ``heads`` the output heads; ``simd`` writes the CPU's widest vectors in LLVM IR for gemm's tile and the
+float32 activations. A family's own compiled code (``models/<family>/forward.py``) calls these
 leaves directly.
 
 Compile time is a user's first-run wait, and Numba re-optimizes a callee's code inside every caller that

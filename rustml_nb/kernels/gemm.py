@@ -15,8 +15,8 @@ the L1 cache while the rows stream past it, and a call over a few rows (a batch 
 ``benchmarks/README.md`` has the speeds; on a CPU without FMA instructions the fused multiply-add is
 computed in software, exact but slow.
 
-The tile is written in LLVM IR (a Numba ``intrinsic``): Numba's loops cannot keep a vector of accumulators
-in registers. Its vector width is that of the CPU the code is compiled for.
+The tile is written in LLVM IR (a Numba ``intrinsic``, with ``simd.Vectors``): Numba's loops cannot keep a
+vector of accumulators in registers. Its vector width is that of the CPU the code is compiled for.
 """
 
 from __future__ import annotations
@@ -25,36 +25,21 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from ..jit import kernel
+from .simd import Vectors, lanes_and_rows
 
 
-def _lanes_and_rows(context, itemsize):
-    """(values per SIMD vector, rows per tile) for the CPU the code is compiled for (Numba's target machine
-    features; the host's where a Numba version does not expose them)."""
-    features = getattr(context.codegen(), "_tm_features", None)
-    if features is None:
-        from llvmlite import binding
-
-        features = numba_config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
-    if "+avx512f" in features:
-        return 64 // itemsize, 8
-    if "+avx" in features:
-        return 32 // itemsize, 6
-    return 16 // itemsize, 6
-
-
-def _make_tile(vectors: int, masked: bool):
-    """A tile of ``vectors`` SIMD vectors of columns; ``masked`` for the last columns of a row when fewer
+def _make_tile(vectors_per_row: int, masked: bool):
+    """A tile of ``vectors_per_row`` SIMD vectors of columns; ``masked`` for the last columns of a row when fewer
     than that remain."""
 
     @intrinsic
     def tile(typingctx, rows, first_row, row_count, weight, weight_column, column_count, bias, out, out_column):
         """out[first_row + r, out_column + c] = rows[first_row + r] @ weight[:, weight_column + c] (+ bias[out_column
         + c] unless bias is empty) for r < row_count (at most ``tile_shape()[1]``) and c < column_count
-        (``vectors`` vectors, or fewer columns when ``masked``)."""
+        (``vectors_per_row`` vectors, or fewer columns when ``masked``)."""
         sig = types.void(rows, first_row, row_count, weight, weight_column, column_count, bias, out, out_column)
 
         def codegen(context, builder, signature, args):
@@ -63,23 +48,9 @@ def _make_tile(vectors: int, masked: bool):
             a = context.make_array(signature.args[0])(context, builder, a_value)
             w = context.make_array(signature.args[3])(context, builder, w_value)
             c = context.make_array(signature.args[7])(context, builder, c_value)
-            scalar = context.get_data_type(signature.args[0].dtype)
-            itemsize = context.get_abi_sizeof(scalar)
-            lanes, tile_rows = _lanes_and_rows(context, itemsize)
-            i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
-            vector = ir.VectorType(scalar, lanes)
-            vector_pointer = vector.as_pointer()
-            suffix = "v%d%s" % (lanes, "f32" if itemsize == 4 else "f64")
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                                 "llvm.fma." + suffix)
-            mask_type = ir.VectorType(i1, lanes)
-            if masked:
-                load = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(vector, [vector_pointer, i32, mask_type, vector]),
-                    "llvm.masked.load.%s.p0%s" % (suffix, suffix))
-                store = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(ir.VoidType(), [vector, vector_pointer, i32, mask_type]),
-                    "llvm.masked.store.%s.p0%s" % (suffix, suffix))
+            vectors = Vectors(context, builder, context.get_data_type(signature.args[0].dtype))
+            itemsize, lanes, tile_rows, vector = vectors.itemsize, vectors.lanes, vectors.tile_rows, vectors.type
+            i64, i32 = ir.IntType(64), ir.IntType(32)
 
             def element_strides(array):
                 return [builder.sdiv(s, i64(itemsize)) for s in cgutils.unpack_tuple(builder, array.strides)]
@@ -93,24 +64,14 @@ def _make_tile(vectors: int, masked: bool):
                 builder.icmp_signed("<", i64(r), row_count_value), i64(r), last)), a_row_stride)])
                 for r in range(tile_rows)]
             weight_start = builder.gep(w.data, [j0])
-            masks = []
-            if masked:
-                lane_numbers = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-                for v in range(vectors):
-                    left = builder.sub(column_count_value, i64(v * lanes))
-                    limit = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), left,
-                                                   i32(0))
-                    limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-                    masks.append(builder.icmp_signed("<", lane_numbers, limit))
-            zero = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * lanes)
+            masks = [vectors.mask(builder.sub(column_count_value, i64(v * lanes))) if masked else None
+                     for v in range(vectors_per_row)]
+            zero = vectors.zero
             undefined = ir.Constant(vector, ir.Undefined)
             broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             def load_vector(pointer, v):
-                pointer = builder.bitcast(builder.gep(pointer, [i64(v * lanes)]), vector_pointer)
-                if masked:
-                    return builder.call(load, [pointer, i32(itemsize), masks[v], zero])
-                return builder.load(pointer, align=itemsize)
+                return vectors.load(builder.gep(pointer, [i64(v * lanes)]), masks[v])
 
             entry = builder.block
             loop = builder.append_basic_block("tile.loop")
@@ -119,29 +80,29 @@ def _make_tile(vectors: int, masked: bool):
             builder.position_at_end(loop)
             k = builder.phi(i64)
             k.add_incoming(i64(0), entry)
-            sums = [[builder.phi(vector) for _ in range(vectors)] for _ in range(tile_rows)]
+            sums = [[builder.phi(vector) for _ in range(vectors_per_row)] for _ in range(tile_rows)]
             for row in sums:
                 for phi in row:
                     phi.add_incoming(zero, entry)
             weight_row = builder.gep(weight_start, [builder.mul(k, w_row_stride)])
-            weights = [load_vector(weight_row, v) for v in range(vectors)]
+            weights = [load_vector(weight_row, v) for v in range(vectors_per_row)]
             offset = builder.mul(k, a_step)
             updated = []
             for r in range(tile_rows):
                 value = builder.load(builder.gep(row_pointers[r], [offset]))
                 spread = builder.shuffle_vector(builder.insert_element(undefined, value, i32(0)), undefined, broadcast)
-                updated.append([builder.call(fma, [spread, weights[v], sums[r][v]]) for v in range(vectors)])
+                updated.append([vectors.fma(spread, weights[v], sums[r][v]) for v in range(vectors_per_row)])
             k_next = builder.add(k, i64(1))
             k.add_incoming(k_next, builder.block)
             for r in range(tile_rows):
-                for v in range(vectors):
+                for v in range(vectors_per_row):
                     sums[r][v].add_incoming(updated[r][v], builder.block)
             builder.cbranch(builder.icmp_signed("<", k_next, width), loop, done)
             builder.position_at_end(done)
             results = []
             for r in range(tile_rows):
                 row_results = []
-                for v in range(vectors):
+                for v in range(vectors_per_row):
                     phi = builder.phi(vector)
                     phi.add_incoming(zero, entry)
                     phi.add_incoming(updated[r][v], loop)
@@ -152,14 +113,14 @@ def _make_tile(vectors: int, masked: bool):
             before_bias = builder.block
             with builder.if_then(has_bias):
                 bias_start = builder.gep(b.data, [out_j0])
-                biases = [load_vector(bias_start, v) for v in range(vectors)]
-                with_bias = [[builder.fadd(results[r][v], biases[v]) for v in range(vectors)]
+                biases = [load_vector(bias_start, v) for v in range(vectors_per_row)]
+                with_bias = [[builder.fadd(results[r][v], biases[v]) for v in range(vectors_per_row)]
                              for r in range(tile_rows)]
                 bias_block = builder.block
             finished = []
             for r in range(tile_rows):
                 row_results = []
-                for v in range(vectors):
+                for v in range(vectors_per_row):
                     phi = builder.phi(vector)
                     phi.add_incoming(results[r][v], before_bias)
                     phi.add_incoming(with_bias[r][v], bias_block)
@@ -170,12 +131,8 @@ def _make_tile(vectors: int, masked: bool):
             for r in range(tile_rows):
                 with builder.if_then(builder.icmp_signed("<", i64(r), row_count_value), likely=True):
                     out_row = builder.gep(out_start, [builder.mul(i64(r), c_row_stride)])
-                    for v in range(vectors):
-                        pointer = builder.bitcast(builder.gep(out_row, [i64(v * lanes)]), vector_pointer)
-                        if masked:
-                            builder.call(store, [results[r][v], pointer, i32(itemsize), masks[v]])
-                        else:
-                            builder.store(results[r][v], pointer, align=itemsize)
+                    for v in range(vectors_per_row):
+                        vectors.store(results[r][v], builder.gep(out_row, [i64(v * lanes)]), masks[v])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -194,7 +151,7 @@ def tile_shape(typingctx, array):
 
     def codegen(context, builder, signature, args):
         scalar = context.get_data_type(signature.args[0].dtype)
-        lanes, tile_rows = _lanes_and_rows(context, context.get_abi_sizeof(scalar))
+        lanes, tile_rows = lanes_and_rows(context, context.get_abi_sizeof(scalar))
         return context.make_tuple(builder, signature.return_type,
                                   [ir.Constant(ir.IntType(64), lanes), ir.Constant(ir.IntType(64), tile_rows)])
 

@@ -6,11 +6,13 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
 from .gemm import matmul_bias
+from .simd import flat_map
 
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
@@ -72,16 +74,55 @@ def squared_deviation(row, mean):
     return total
 
 
-# float32 runs vectorizable approximations of exp and erf (no libm call in the loop, so LLVM can use SIMD);
-# float64, the parity dtype, keeps libm's. The choice is made by dtype when Numba types the call.
+# float32 runs approximations of exp and erf in SIMD vectors of the CPU's full width (``simd.flat_map``; no
+# libm call in the loop); float64, the parity dtype, keeps libm's. The choice is made by dtype when Numba
+# types the call. ``exp_of`` is the same exp for one number, in Numba's own arithmetic (it may round its
+# last bit differently).
 _LN2_HI, _LN2_LO = 0.693145751953125, 1.428606765330187045e-06  # ln 2 split so k * _LN2_HI is exact
+_EXP_TAYLOR = (1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0)  # r^7 ... r^0
 # erf(z) ~ z P(z^2) / Q(z^2) on [-4, 4] (+-1 beyond, to float32 precision): the rational form Eigen and XLA
-# use for float32. Computed in float32 (twice the SIMD lanes of the float64 A&S form it replaced, GELU 2x
-# faster); GELU stays within 2.6e-7 * max(|x|, 1) of the exact form (measured on a 2e6-point grid).
+# use for float32. GELU stays within 2.6e-7 * max(|x|, 1) of the exact form (measured on a 2e6-point grid).
 _ERF_NUMERATOR = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
                   -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)  # z^12 ... z^0
 _ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
                     -1.42647390514189e-02)  # z^8 ... z^0
+
+
+def _polynomial(vectors, x, coefficients):
+    """sum(coefficients[i] * x^(n - i)) by Horner's rule, in fused multiply-adds."""
+    total = vectors.constant(coefficients[0])
+    for coefficient in coefficients[1:]:
+        total = vectors.fma(total, x, vectors.constant(coefficient))
+    return total
+
+
+def _exp_formula(vectors, x):
+    """float32 exp(x) = 2^k exp(r), |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (< 1 ulp); x within
+    [-87, 88] (exp(-87) ~ 1.6e-38 below, exp(88) ~ 1.7e38 above)."""
+    builder = vectors.builder
+    x = vectors.clamp(x, vectors.constant(-87.0), vectors.constant(88.0))
+    k = vectors.floor(vectors.fma(x, vectors.constant(1.4426950408889634), vectors.constant(0.5)))
+    r = vectors.fma(k, vectors.constant(-_LN2_HI), x)
+    r = vectors.fma(k, vectors.constant(-_LN2_LO), r)
+    integers = ir.VectorType(ir.IntType(32), vectors.lanes)
+    k_or_zero = builder.select(builder.fcmp_ordered("ord", k, k), k, vectors.zero)  # NaN has no exponent
+    exponent = builder.add(builder.fptosi(k_or_zero, integers), ir.Constant(integers, [127] * vectors.lanes))
+    two_to_k = builder.bitcast(builder.shl(exponent, ir.Constant(integers, [23] * vectors.lanes)), vectors.type)
+    return builder.fmul(_polynomial(vectors, r, _EXP_TAYLOR), two_to_k)
+
+
+def _gelu_formula(vectors, x):
+    """float32 GELU(x) = x / 2 (1 + erf(x / sqrt 2)), erf by the rational form above."""
+    builder = vectors.builder
+    z = vectors.clamp(builder.fmul(x, vectors.constant(0.7071067811865476)), vectors.constant(-4.0),
+                      vectors.constant(4.0))
+    z2 = builder.fmul(z, z)
+    erf = builder.fdiv(builder.fmul(z, _polynomial(vectors, z2, _ERF_NUMERATOR)),
+                       _polynomial(vectors, z2, _ERF_DENOMINATOR))
+    return builder.fmul(builder.fmul(vectors.constant(0.5), x), builder.fadd(vectors.constant(1.0), erf))
+
+
+_exp_vectors, _gelu_vectors = flat_map(_exp_formula), flat_map(_gelu_formula)
 
 
 def exp_of(x):
@@ -93,7 +134,6 @@ def exp_of(x):
 def _exp_of(x):
     if x == types.float32:
         def impl(x):
-            # exp(x) = 2^k exp(r), |r| <= ln2 / 2; exp(r) by its degree-7 Taylor polynomial (< 1 ulp).
             x = min(max(x, np.float32(-87.0)), np.float32(88.0))
             k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
             r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
@@ -110,25 +150,30 @@ def _exp_of(x):
     return lambda x: math.exp(x)
 
 
+def exp_inplace(values):
+    """values[:] = exp(values) over a C-contiguous 1-D array (float32: the SIMD form, as ``exp_of`` clamped)."""
+
+
+@overload(exp_inplace)
+def _exp_inplace(values):
+    if values.dtype == types.float32:
+        return lambda values: _exp_vectors(values)
+
+    def impl(values):
+        for i in range(values.size):
+            values[i] = math.exp(values[i])
+    return impl
+
+
 def gelu_inplace(values):
-    """values[:] = GELU(values), the exact (erf) form torch's nn.GELU() computes."""
+    """values[:] = GELU(values), the exact (erf) form torch's nn.GELU() computes, over a C-contiguous 1-D
+    array."""
 
 
 @overload(gelu_inplace)
 def _gelu_inplace(values):
     if values.dtype == types.float32:
-        n12, n10, n8, n6, n4, n2, n0 = (np.float32(c) for c in _ERF_NUMERATOR)
-        d8, d6, d4, d2, d0 = (np.float32(c) for c in _ERF_DENOMINATOR)
-
-        def impl(values):
-            for i in range(values.size):
-                x = values[i]
-                z = min(max(x * np.float32(0.7071067811865476), np.float32(-4.0)), np.float32(4.0))
-                z2 = z * z
-                numerator = z * ((((((n12 * z2 + n10) * z2 + n8) * z2 + n6) * z2 + n4) * z2 + n2) * z2 + n0)
-                denominator = (((d8 * z2 + d6) * z2 + d4) * z2 + d2) * z2 + d0
-                values[i] = np.float32(0.5) * x * (np.float32(1.0) + numerator / denominator)
-        return impl
+        return lambda values: _gelu_vectors(values)
 
     def impl(values):
         for i in range(values.size):
@@ -138,9 +183,8 @@ def _gelu_inplace(values):
 
 @kernel
 def exp_array(values):
-    """values[:] = exp_of(values) for callers outside compiled code (tests)."""
-    for i in range(values.size):
-        values[i] = exp_of(values[i])
+    """exp_inplace for callers outside compiled code (tests)."""
+    exp_inplace(values)
 
 
 @kernel
@@ -288,9 +332,7 @@ def _softmax_gate(kind, values, weight, bias, logits):
     # scalar. As torch's softmax, the exponentials are scaled by 1 / their sum.
     matmul_bias(values, weight, bias, logits)
     rows, width = values.shape
-    flat = logits.reshape(logits.size)
-    for i in range(flat.size):
-        flat[i] = exp_of(flat[i])
+    exp_inplace(logits.reshape(logits.size))
     inverse_totals = np.empty(rows, dtype=values.dtype)
     for r in range(rows):
         inverse_totals[r] = row_total(logits[r])
