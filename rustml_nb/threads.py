@@ -1,8 +1,9 @@
 """The threads a forward pass runs on, and what they share.
 
-A forward pass splits its series among ``get_num_threads()`` tasks, each one call into a compiled kernel
-that releases the GIL (``encode_units``), run on a persistent pool of as many worker threads, and on the
-calling thread itself when a compute slot is free. Every task holds one of ``get_num_threads()`` slots
+A forward pass splits its series among ``get_num_threads()`` tasks, each running its share in steps of
+calls into compiled kernels that release the GIL, on a persistent pool of as many worker threads, and on the
+calling thread itself when a compute slot is free. A task done early takes over the steps another has not
+begun (``Shares``), so a core slowed by other work does not hold the call up. Every task holds one of ``get_num_threads()`` slots
 while it runs and uses that slot's scratch buffers (``scratch``). Nothing about a call lives on the model,
 so a model object can be called from any number of threads at once and every call computes exactly what it
 computes alone. Calls from several threads take turns for the slots, and when the slots are taken a caller
@@ -175,6 +176,34 @@ def run_tasks(task, count: int) -> None:
         done.acquire()
     if failures:
         raise failures[0]
+
+
+class Shares:
+    """``units`` split into ``tasks`` equal ranges, each taken by its task from the front in steps of at most
+    ``step`` units (``take``). A task whose range is used up takes the later half of the largest range
+    nobody has taken yet, so that when one core runs slower (another program on it, a slower spell of a
+    shared machine) the other takes over part of its work instead of waiting for it. With equal cores no
+    task takes from another until the last steps. One object per call: nothing is shared between calls."""
+
+    def __init__(self, units: int, tasks: int, step: int):
+        self.ranges = [[task * units // tasks, (task + 1) * units // tasks] for task in range(tasks)]
+        self.step = max(int(step), 1)
+        self.lock = threading.Lock()
+
+    def take(self, task: int):
+        """The next (first, last) units for ``task`` to run, or None when nothing is left to take."""
+        with self.lock:
+            own = self.ranges[task]
+            if own[0] >= own[1]:
+                largest = max(self.ranges, key=lambda untaken: untaken[1] - untaken[0])
+                half = (largest[1] - largest[0]) // 2
+                if half == 0:  # one unit left at most: its owner is about to take it
+                    return None
+                own[0], own[1] = largest[1] - half, largest[1]
+                largest[1] -= half
+            first = own[0]
+            own[0] = min(own[1], first + self.step)
+            return first, own[0]
 
 
 def scratch(key, make):

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, strategies as st
 
 import rustml_nb
 from rustml_nb import demo, threads
@@ -147,3 +148,68 @@ def test_thread_count_setting():
     result = subprocess.run([sys.executable, "-c", "import rustml_nb; rustml_nb.get_num_threads()"],
                             capture_output=True, text=True, env={**os.environ, "RUSTML_NB_NUM_THREADS": "many"})
     assert "RUSTML_NB_NUM_THREADS must be a positive integer, got 'many'" in result.stderr
+
+
+@given(units=st.integers(1, 500), tasks=st.integers(1, 4), step=st.integers(1, 64),
+       turns=st.lists(st.integers(0, 3), max_size=300))
+def test_shares_hand_out_every_unit_once(units, tasks, step, turns):
+    """Whatever order the tasks ask in, every unit is handed out exactly once, in ranges of at most ``step``."""
+    tasks = min(tasks, units)
+    shares = threads.Shares(units, tasks, step)
+    taken, finished = [], set()
+    for task in [turn % tasks for turn in turns] + [task for task in range(tasks) for _ in range(units + 1)]:
+        if task in finished:
+            continue
+        got = shares.take(task)
+        if got is None:
+            finished.add(task)
+            continue
+        assert 0 < got[1] - got[0] <= step
+        taken.extend(range(*got))
+    assert sorted(taken) == list(range(units))
+
+
+def test_shares_a_task_done_early_takes_over_the_work_another_has_not_begun():
+    """Equal shares, taken from the front of each; a task whose share is used up takes the later half of what
+    another has not taken, again and again, so one fast task does nearly all the work of one that waits."""
+    shares = threads.Shares(448, 2, 32)
+    assert shares.take(1) == (224, 256)  # each task starts at the front of its own share
+    assert shares.take(0) == (0, 32)
+    mine = [(0, 32)]
+    while (got := shares.take(0)) is not None:
+        mine.append(got)
+    assert mine[:7] == [(0, 32), (32, 64), (64, 96), (96, 128), (128, 160), (160, 192), (192, 224)]
+    assert mine[7] == (352, 384)  # the later half of task 1's untaken [256, 448), a step at a time
+    assert sum(last - first for first, last in mine) == 224 + 191
+    assert shares.take(1) == (256, 257) and shares.take(1) is None  # task 1 ran one step and one unit
+
+
+def test_a_slow_thread_s_work_is_taken_over(models, monkeypatch):
+    """A forward pass whose worker thread runs its steps slowly: the calling thread takes over part of the
+    worker's share, and every forecast is still the one each series gets alone."""
+    import threading
+    import time
+
+    model = models["float32"]
+    batch = 6 * model.tokens  # several steps in each thread's share
+    values = inputs(model, batch, 0)
+    expected = np.concatenate([model(values[i:i + 1]).prediction_outputs for i in range(batch)])
+    ran_by = {}
+    encode = type(model)._encode_task
+
+    def slow_worker(self, part, first_unit, last_unit, work):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.05)
+        ran_by[first_unit] = threading.current_thread() is threading.main_thread()
+        encode(self, part, first_unit, last_unit, work)
+
+    monkeypatch.setattr(type(model), "_encode_task", slow_worker)
+    monkeypatch.setattr(rustml_nb.models.base, "STEPS_PER_SHARE", 4)
+    threads.set_num_threads(2)
+    try:
+        output = model(values).prediction_outputs
+    finally:
+        threads.set_num_threads(threads._default_threads())
+    np.testing.assert_array_equal(output, expected)
+    main_steps = sum(ran_by.values())
+    assert main_steps > len(ran_by) // 2, ran_by  # the calling thread ran more than its own half of the steps

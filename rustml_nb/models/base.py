@@ -19,12 +19,15 @@ import numpy as np
 from ..errors import ArchitectureMismatchError, ConfigError, InputError
 from ..inputs import as_array, check_series, chunk_in_dtype
 from ..kernels.series import SCALING_MEAN, add_mean_scaler_totals
-from ..threads import get_num_threads, release_scratch, run_tasks, scratch
+from ..threads import Shares, get_num_threads, release_scratch, run_tasks, scratch
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # Rows (series x tokens) per chunk: 16 MiB of rows at d_model 128 in float32, many blocks for every thread.
 CHUNK_ROWS = 32768
 NO_MASK = np.zeros((0, 0, 0), dtype=bool)
+# Steps a thread's share of a chunk is run in when it holds many blocks: the finer, the better a thread done
+# early can take over another's work, the more Python calls between compiled passes.
+STEPS_PER_SHARE = 8
 # Series per forward pass when forecasting a long table of many series (each pass runs in chunks itself).
 PANEL_BATCH = 4096
 
@@ -216,21 +219,30 @@ class FamilyModel:
         return out, single
 
     def _encode_chunk(self, part: Chunk) -> None:
-        """The family's encoder over every unit of the chunk, split evenly among the threads."""
+        """The family's encoder and series head over every unit of the chunk: an equal share for each thread,
+        run in steps of a block or more (``STEPS_PER_SHARE`` steps to a share when the share is large), so
+        that a thread done early takes over the later half of the steps another has not begun
+        (``threads.Shares``). A unit's result does not depend on the step or thread that runs it."""
         units = part.patches.shape[0] // self.unit_series
         tasks = min(get_num_threads(), units)
+        step = max(self._units_per_block(), -(-units // (tasks * STEPS_PER_SHARE)))
+        shares = Shares(units, tasks, step)
         key = self._scratch_key()
 
         def task(index):
             # Task 0 runs on the calling thread when a compute slot is free, and starts first: it takes the
             # last share, the larger one when they differ.
-            share = tasks - 1 - index
             work = scratch(key, self._make_scratch)
-            first_unit, last_unit = share * units // tasks, (share + 1) * units // tasks
-            self._encode_task(part, first_unit, last_unit, work)
-            self._series_head(part, first_unit * self.unit_series, last_unit * self.unit_series)
+            while (taken := shares.take(tasks - 1 - index)) is not None:
+                first_unit, last_unit = taken
+                self._encode_task(part, first_unit, last_unit, work)
+                self._series_head(part, first_unit * self.unit_series, last_unit * self.unit_series)
 
         run_tasks(task, tasks)
+
+    def _units_per_block(self) -> int:
+        """Units a thread's scratch block holds."""
+        return max(self.block_rows // (self.tokens * self.unit_series), 1)
 
     def _encode_task(self, part: Chunk, first_unit: int, last_unit: int, work) -> None:
         raise NotImplementedError

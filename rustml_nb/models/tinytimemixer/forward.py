@@ -20,10 +20,11 @@ from ...kernels.rows import ACT_GELU, add_bias_activate, gate_rows, gelu_inplace
 from ...kernels.series import scale_and_patchify
 from ..layers import Linear, linear
 
-# Values (rows x width) per block: 512 rows at granite's d_model 192, so that a block, its hidden layer (twice
-# as wide) and its output stay within a core's L2 (2048 rows of 192, as PatchTSMixer's narrow blocks, ran
-# batch 64 10% slower).
-BLOCK_VALUES = 512 * 192
+# Values (rows x width) per block: 256 rows at granite's d_model 192 (32 series), so that a block, its hidden
+# layer (twice as wide) and its output stay within a core's L2 (2048 rows of 192, as PatchTSMixer's narrow
+# blocks, ran batch 64 10% slower; 512 and 256 run as fast on a thread alone), and a thread's share of a
+# batch comes in steps small enough for the other thread to take over (base.STEPS_PER_SHARE).
+BLOCK_VALUES = 256 * 192
 INSTANCE_NORM_EPS = 1e-5  # torch's InstanceNorm1d default, which the multi-quantile head keeps
 
 

@@ -138,10 +138,13 @@ class _TinyTimeMixerBase(FamilyModel):
         return mixer.make_workspace(self.block_rows, self._block_width, config.expansion_factor, config.self_attn,
                                     self.dtype, config.gate_outputs)
 
+    def _units_per_block(self) -> int:
+        return max(self.block_rows // self._unit_rows, 1)
+
     def _encode_task(self, part, first_unit, last_unit, work):
         config, weights = self.config, self.weights
         tokens, unit = self.tokens, self.unit_series
-        units_per_block = max(self.block_rows // self._unit_rows, 1)
+        units_per_block = self._units_per_block()
         for first in range(first_unit, last_unit, units_per_block):
             s0, s1 = first * unit, min(first + units_per_block, last_unit) * unit
             r0, r1 = s0 * tokens, s1 * tokens
