@@ -17,7 +17,6 @@ from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 
-
 def lanes_and_rows(context, itemsize):
     """(values per SIMD vector, rows of gemm's tile) for the CPU the code is compiled for (Numba's target
     machine features; the host's where a Numba version does not expose them)."""
