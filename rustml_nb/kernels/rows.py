@@ -137,15 +137,11 @@ def _exp_of(x):
             x = min(max(x, np.float32(-87.0)), np.float32(88.0))
             k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
             r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
-            p = np.float32(1.0 / 5040.0)
-            p = p * r + np.float32(1.0 / 720.0)
-            p = p * r + np.float32(1.0 / 120.0)
-            p = p * r + np.float32(1.0 / 24.0)
-            p = p * r + np.float32(1.0 / 6.0)
-            p = p * r + np.float32(0.5)
-            p = p * r + np.float32(1.0)
+            p = np.float32(_EXP_TAYLOR[0])
+            for coefficient in _EXP_TAYLOR[1:]:  # Horner's rule, as _exp_formula's
+                p = p * r + np.float32(coefficient)
             two_to_k = np.int32((np.int32(k) + 127) << 23).view(np.float32)  # 2^k built in the exponent field
-            return (p * r + np.float32(1.0)) * two_to_k
+            return p * two_to_k
         return impl
     return lambda x: math.exp(x)
 
