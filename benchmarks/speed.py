@@ -1,7 +1,7 @@
 """rustml_nb against the reference in eager PyTorch (transformers; granite-tsfm for TinyTimeMixer) and ONNX
 Runtime, interleaved in one process, for every model family: the same rules, one run, one report.
 
-    pip install -e ".[bench]" && python benchmarks/speed.py            # ~12 minutes on 2 cores
+    pip install -e ".[bench]" && python benchmarks/speed.py            # ~10 minutes on 2 cores
     python benchmarks/speed.py --family patchtsmixer --quick             # one family, fewer rounds, no files
 
 The first forecast of a new process (compiling, or loading compiled kernels) is benchmarks/cold_start.py's.
