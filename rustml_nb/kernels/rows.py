@@ -137,9 +137,15 @@ def _exp_of(x):
             x = min(max(x, np.float32(-87.0)), np.float32(88.0))
             k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
             r = x - k * np.float32(_LN2_HI) - k * np.float32(_LN2_LO)
-            p = np.float32(_EXP_TAYLOR[0])
-            for coefficient in _EXP_TAYLOR[1:]:  # Horner's rule, as _exp_formula's
-                p = p * r + np.float32(coefficient)
+            c = _EXP_TAYLOR  # Horner's rule, as _exp_formula's (written out: a loop here, inlined, upsets Numba)
+            p = np.float32(c[0])
+            p = p * r + np.float32(c[1])
+            p = p * r + np.float32(c[2])
+            p = p * r + np.float32(c[3])
+            p = p * r + np.float32(c[4])
+            p = p * r + np.float32(c[5])
+            p = p * r + np.float32(c[6])
+            p = p * r + np.float32(c[7])
             two_to_k = np.int32((np.int32(k) + 127) << 23).view(np.float32)  # 2^k built in the exponent field
             return p * two_to_k
         return impl
