@@ -1,16 +1,17 @@
 """The threads a forward pass runs on, and what they share.
 
-A forward pass splits its series among ``get_num_threads()`` tasks, each running its share in steps of
-calls into compiled kernels that release the GIL, on a persistent pool of as many worker threads, and on the
+A forward pass splits its series among ``get_num_threads()`` tasks, each running its share in steps of calls
+into compiled kernels that release the GIL, on a persistent pool of as many worker threads, and on the
 calling thread itself when a compute slot is free. A task done early takes over the steps another has not
 begun (``Shares``), so a core slowed by other work does not hold the call up. Every task holds one of
-``get_num_threads()`` slots while it runs and uses that slot's scratch buffers (``scratch``). Nothing about a call lives on the model,
-so a model object can be called from any number of threads at once and every call computes exactly what it
-computes alone. Calls from several threads take turns for the slots, and when the slots are taken a caller
-leaves all its tasks to the workers, so no more threads compute than there are slots: 16 calls of batch 8
-from 4 threads take as long as one after another (1.2x as long with scratch per thread and every caller
-computing). The scratch in use is one set per slot, whatever the number of calling threads. No Numba
-threading layer is involved (the kernels have no ``prange``), so none can abort on concurrent entry.
+``get_num_threads()`` slots while it runs and uses that slot's scratch buffers (``scratch``). Nothing about
+a call lives on the model, so a model object can be called from any number of threads at once and every call
+computes exactly what it computes alone. Calls from several threads take turns for the slots, and when the
+slots are taken a caller leaves all its tasks to the workers, so no more threads compute than there are
+slots: 16 calls of batch 8 from 4 threads take as long as one after another (1.2x as long with scratch per
+thread and every caller computing). The scratch in use is one set per slot, whatever the number of calling
+threads. No Numba threading layer is involved (the kernels have no ``prange``), so none can abort on
+concurrent entry.
 
 The kernels call no BLAS (their matrix products are ``kernels.gemm``'s), so no BLAS thread pool competes
 with these threads for the cores, and the program's BLAS settings are neither read nor changed.
