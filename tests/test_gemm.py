@@ -108,6 +108,43 @@ def test_a_bias_is_added_to_the_finished_sums(count, width, features, dtype):
         gemm.matmul_bias(rows, weight, bias[1:], biased)
 
 
+@settings(deadline=None, max_examples=40)
+@given(dtype=st.sampled_from([np.float32, np.float64]), leading=st.integers(0, 3), count=st.integers(0, 40),
+       width=st.integers(0, 50), features=st.integers(1, 100), seed=st.integers(0, 2**32 - 1))
+def test_a_packed_weight_holds_its_columns_in_panels_and_gives_the_same_bits(dtype, leading, count, width, features,
+                                                                             seed):
+    """pack_weight cuts a (stacked) weight's columns into panels of PANEL_BYTES, the last zero-padded; a product
+    with the packed form is the product with the weight, to the bit, with and without a bias."""
+    rng = np.random.default_rng(seed)
+    stacked = rng.standard_normal((leading, width, features)).astype(dtype)
+    packed = gemm.pack_weight(stacked)
+    panel_width = gemm.PANEL_BYTES // np.dtype(dtype).itemsize
+    panels = -(-features // panel_width)
+    assert packed.shape == (leading, panels, width, panel_width) and packed.flags.c_contiguous
+    for p in range(panels):
+        columns = stacked[:, :, p * panel_width:(p + 1) * panel_width]
+        np.testing.assert_array_equal(packed[:, p, :, :columns.shape[2]], columns)
+        np.testing.assert_array_equal(packed[:, p, :, columns.shape[2]:], 0)
+    weight = rng.standard_normal((width, features)).astype(dtype)
+    rows = rng.standard_normal((count, width)).astype(dtype)
+    bias = rng.standard_normal(features).astype(dtype)
+    for product, extra in ((gemm.matmul, ()), (gemm.matmul_bias, (bias,))):
+        plain, from_packed = np.full((count, features), np.nan, dtype), np.full((count, features), np.nan, dtype)
+        product(rows, weight, *extra, plain)
+        product(rows, gemm.pack_weight(weight), *extra, from_packed)
+        np.testing.assert_array_equal(from_packed, plain)
+
+
+def test_a_packed_weight_of_another_shape_is_refused():
+    rows, packed = np.ones((4, 3)), gemm.pack_weight(np.ones((3, 20)))  # float64: two panels of 16 columns
+    with pytest.raises(ValueError, match="shapes do not match"):
+        gemm.matmul(rows, packed, np.empty((4, 33)))  # more columns than its panels hold
+    with pytest.raises(ValueError, match="shapes do not match"):
+        gemm.matmul(rows, packed, np.empty((4, 16)))  # a whole panel fewer than it holds
+    with pytest.raises(ValueError, match="shapes do not match"):
+        gemm.matmul(np.ones((4, 5)), packed, np.empty((4, 20)))
+
+
 def test_no_inner_dimension_gives_zeros():
     out = np.full((3, 5), np.nan, np.float32)
     gemm.matmul(np.empty((3, 0), np.float32), np.empty((0, 5), np.float32), out)

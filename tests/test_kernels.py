@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 from numba import njit
 
-from rustml_nb.kernels import attention, rows
+from rustml_nb.kernels import attention, gemm, rows
 
 
 @given(st.lists(st.floats(-87.0, 0.0, width=32), min_size=1, max_size=200))
@@ -85,9 +85,10 @@ def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
         rng = np.random.default_rng(0)
         values = rng.normal(0, 5, 101).astype(np.float32)
         a, w, b = (rng.normal(size=shape).astype(np.float32) for shape in ((13, 37), (37, 45), (45,)))
-        out = np.empty((13, 45), np.float32)
+        out, from_packed = np.empty((13, 45), np.float32), np.empty((13, 45), np.float32)
         gemm.matmul_bias(a, w, b, out)
-        results = [out, np.array(njit(lambda array: gemm.tile_shape(array))(values))]
+        gemm.matmul_bias(a, gemm.pack_weight(w), b, from_packed)  # panels of 32 columns: 2 tiles wide on AVX2
+        results = [out, np.array(njit(lambda array: gemm.tile_shape(array))(values)), from_packed]
         for apply in (rows.exp_array, rows.gelu_inplace_array):
             copy = values.copy()
             apply(copy)
@@ -101,8 +102,9 @@ def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / label)], env=env, check=True, timeout=600)
         outputs[label] = np.load(tmp_path / f"{label}.npz")
     assert list(outputs["avx2"]["arr_1"]) == [8, 6]  # the AVX2 build's lanes and tile rows; this CPU's may differ
-    for name in ("arr_0", "arr_2", "arr_3"):
+    for name in ("arr_0", "arr_2", "arr_3", "arr_4"):
         np.testing.assert_array_equal(outputs["avx2"][name], outputs["native"][name])
+    np.testing.assert_array_equal(outputs["avx2"]["arr_2"], outputs["avx2"]["arr_0"])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -218,16 +220,19 @@ def test_transpose_blocks_transposes_every_block(count, a, b, strided):
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["weight", "packed_weight"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_gate_with_logits_beyond_exp_range(dtype):
+def test_softmax_gate_with_logits_beyond_exp_range(dtype, packed):
     """The softmax gate takes exponentials unshifted and takes a row again, shifted by its largest logit, when
     its total is out of range: rows whose logits all lie far above exp's range, far below it, straddle it, or
-    sit at its edges, and a row with NaN, against torch, and each row the same as alone."""
+    sit at its edges, and a row with NaN, against torch, and each row the same as alone; with the weight as
+    it is, or packed as the mixers' gates hold it (the row taken again reads it value by value)."""
     import torch
 
     width = 5
     rng = np.random.default_rng(11)
     weight, bias = np.eye(width, dtype=dtype), np.zeros(width, dtype)  # the logits are the values themselves
+    weight = gemm.pack_weight(weight) if packed else weight
     values = np.array([rng.normal(size=width), 1000 + rng.normal(size=width) * 3, -1000 + rng.normal(size=width) * 3,
                        [-2000, 5, 1000, 30, -80], [88.5, 87, 86, 80, 70], [-86, -87, -88, -90, -100],
                        [-60, -45, -50, -200, -47], [1, np.nan, 2, 3, 4]]).astype(dtype)

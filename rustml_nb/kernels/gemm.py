@@ -10,10 +10,16 @@ number of rows and the row's place among them, in ways that change with the kern
 The product runs tiles of 8 rows (6 without AVX-512) by one or two SIMD vectors of columns, each tile's
 outputs in registers across the whole of ``width`` (16 accumulators: the 32 registers of AVX-512 leave room
 for the weight's vectors and the broadcast row values; 12 in AVX2's 16). The weight is not copied (packed)
-first, as BLAS does on every call: the models' weights are small, so a column panel of the weight stays in
-the L1 cache while the rows stream past it, and a call over a few rows (a batch of one) costs no packing.
+on every call, as BLAS does: the models' weights are small, so a column panel of the weight can stay in the
+L1 cache while the rows stream past it, and a call over a few rows (a batch of one) costs no packing.
 ``benchmarks/README.md`` has the speeds; on a CPU without FMA instructions the fused multiply-add is
 computed in software, exact but slow.
+
+A weight can instead be packed once, when a model loads (``pack_weight``; the mixers' MLPs and gates are):
+its columns cut into panels of ``PANEL_BYTES``, each panel's rows one after another. Unpacked, a panel's rows
+lie a whole row of the weight apart, and for most widths those rows fall in a few of the L1 cache's sets (a
+[192, 384] float32 weight's rows are 1536 bytes apart: 16 of its 64 sets), so the panel does not stay in L1;
+packed, it does, and the hardware prefetcher reads it in order. The products are the same numbers either way.
 
 The tile is written in LLVM IR (a Numba ``intrinsic``, with ``simd.Vectors``): Numba's loops cannot keep a
 vector of accumulators in registers. Its vector width is that of the CPU the code is compiled for.
@@ -25,10 +31,38 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ..jit import kernel
 from .simd import Vectors, lanes_and_rows
+
+# A packed weight's panel width in bytes: two AVX-512 vectors (four AVX2 ones), whatever CPU the kernels are
+# compiled for, so that packing does not depend on it.
+PANEL_BYTES = 128
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """weight [..., width, features] ([in, out]) -> [..., panels, width, PANEL_BYTES // itemsize], C-contiguous:
+    panel p holds columns p * panel_width ... of every row, the last panel zero-padded. ``matmul`` takes either
+    form."""
+    weight = np.asarray(weight)
+    panel_width = PANEL_BYTES // weight.itemsize
+    *leading, width, features = weight.shape
+    panels = -(-features // panel_width)
+    padded = np.zeros((*leading, width, panels * panel_width), dtype=weight.dtype)
+    padded[..., :features] = weight
+    return np.ascontiguousarray(np.moveaxis(padded.reshape(*leading, width, panels, panel_width), -2, -3))
+
+
+def weight_value(weight, k, j):
+    """weight[k, j] of a weight in either of ``matmul``'s forms, in compiled code."""
+
+
+@overload(weight_value, inline="always")
+def _weight_value(weight, k, j):
+    if weight.ndim == 3:
+        return lambda weight, k, j: weight[j // weight.shape[2], k, j % weight.shape[2]]
+    return lambda weight, k, j: weight[k, j]
 
 
 def _make_tile(vectors_per_row: int, masked: bool):
@@ -167,7 +201,8 @@ def tile_shape(typingctx, array):
 @kernel(inline="always")
 def matmul(rows, weight, out):
     """out = rows @ weight, each out[i, j] the fused multiply-adds over ``width`` in order: rows [count,
-    width] (any strides), weight [width, features] and out [count, features] with consecutive columns."""
+    width] (any strides), weight [width, features] with consecutive columns or ``pack_weight``'s [panels, width,
+    panel_width], out [count, features] with consecutive columns."""
     _product(rows[:, ::1], weight, np.empty(0, dtype=out.dtype), out)
 
 
@@ -183,14 +218,23 @@ def matmul_bias(rows, weight, bias, out):
 @kernel
 def _product(rows, weight, bias, out):
     count, features = out.shape
+    lanes, tile_rows = tile_shape(out)
+    panel_width = 2 * lanes
+    if out.size and features > 1 and out.strides[1] != out.itemsize:
+        raise ValueError("matmul: out's columns must be consecutive")
+    if weight.ndim == 3:  # pack_weight's panels, each holding whole panels of this CPU's tile
+        packed_width = weight.shape[2]
+        if (rows.shape[0] != count or weight.shape[1] != rows.shape[1] or packed_width % panel_width
+                or not (weight.shape[0] - 1) * packed_width < features <= weight.shape[0] * packed_width):
+            raise ValueError("matmul: shapes do not match")
+        for j0 in range(0, features, panel_width):
+            _column_panel(rows, weight[j0 // packed_width], j0 % packed_width, min(panel_width, features - j0),
+                          bias, out, j0)
+        return
     if rows.shape[0] != count or weight.shape[0] != rows.shape[1] or weight.shape[1] != features:
         raise ValueError("matmul: shapes do not match")
     if weight.size and weight.shape[1] > 1 and weight.strides[1] != weight.itemsize:
         raise ValueError("matmul: the weight's columns must be consecutive")
-    if out.size and features > 1 and out.strides[1] != out.itemsize:
-        raise ValueError("matmul: out's columns must be consecutive")
-    lanes, tile_rows = tile_shape(out)
-    panel_width = 2 * lanes
     # Rows of the weight a multiple of 1 KiB apart (a [128, 512] float64 weight's are 4 KiB apart) fall in
     # the same few L1 cache sets, so that a column panel no longer stays in L1: over many rows, each panel of
     # such a weight is first copied together (float64 [512, 128] @ [128, 512] on AVX2: 39 -> 63 GFLOP/s).
@@ -198,21 +242,29 @@ def _product(rows, weight, bias, out):
     panel = np.empty((rows.shape[1] if packed else 0, panel_width), dtype=out.dtype)
     for j0 in range(0, features, panel_width):
         columns = min(panel_width, features - j0)
-        source, first_column = weight, j0
         if packed:
             for k in range(panel.shape[0]):
                 target, weight_row = panel[k], weight[k, j0:j0 + columns]
                 for c in range(columns):
                     target[c] = weight_row[c]
-            source, first_column = panel, 0
-        for i0 in range(0, count, tile_rows):
-            row_count = min(tile_rows, count - i0)
-            if columns == panel_width:
-                _tile_2(rows, i0, row_count, source, first_column, columns, bias, out, j0)
-            elif columns > lanes:
-                _tile_2_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
-            elif columns == lanes:
-                _tile_1(rows, i0, row_count, source, first_column, columns, bias, out, j0)
-            else:
-                _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
+            _column_panel(rows, panel, 0, columns, bias, out, j0)
+        else:
+            _column_panel(rows, weight, j0, columns, bias, out, j0)
 
+
+@kernel(inline="always")
+def _column_panel(rows, source, first_column, columns, bias, out, out_column):
+    """out[:, out_column:out_column + columns] = rows @ source[:, first_column:first_column + columns] (+ bias),
+    tile by tile down the rows; ``columns`` at most two SIMD vectors."""
+    lanes, tile_rows = tile_shape(out)
+    count = out.shape[0]
+    for i0 in range(0, count, tile_rows):
+        row_count = min(tile_rows, count - i0)
+        if columns == 2 * lanes:
+            _tile_2(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
+        elif columns > lanes:
+            _tile_2_masked(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
+        elif columns == lanes:
+            _tile_1(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
+        else:
+            _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, out_column)

@@ -33,11 +33,12 @@ class MixerBlocks(NamedTuple):
     norm_bias: np.ndarray  # [layers, d_model]
     norm_mean: np.ndarray  # [layers, d_model]
     norm_var: np.ndarray  # [layers, d_model]
-    fc1_weight: np.ndarray  # [layers, width, width * expansion]
+    # the Linear weights packed (gemm.pack_weight: [in, out] in panels of columns, [.., panels, in, panel_width])
+    fc1_weight: np.ndarray  # [layers, width, width * expansion], packed
     fc1_bias: np.ndarray  # [layers, width * expansion]
-    fc2_weight: np.ndarray  # [layers, width * expansion, width]
+    fc2_weight: np.ndarray  # [layers, width * expansion, width], packed
     fc2_bias: np.ndarray  # [layers, width]
-    gate_weight: np.ndarray  # [layers or 0, width, width] ([.., width, 2 * width] for a GLU gate)
+    gate_weight: np.ndarray  # [layers or 0, width, width] ([.., width, 2 * width] for a GLU gate), packed
     gate_bias: np.ndarray  # [layers or 0, width] (or 2 * width)
 
 
@@ -114,8 +115,8 @@ def mixer_layers(block, count, channels, num_patches, stack, switches, heads, ga
     expansion = work.hidden.size // work.normed.size
     normed = work.normed[:size].reshape(rows, d_model)
     eps, norm_type = switches.norm_eps, switches.norm_type
-    gates = stack.feature.gate_weight
-    gate_outputs = gates.shape[2] // gates.shape[1] if gates.shape[0] else 1  # 2 for a GLU gate
+    gates = stack.feature.gate_bias
+    gate_outputs = gates.shape[1] // d_model if gates.shape[0] else 1  # 2 for a GLU gate
     mixes_patches = stack.patch.fc1_weight.shape[0] > 0
     for layer in range(stack.feature.fc1_weight.shape[0]):
         for kind in range(CHANNEL_MIXER if switches.mix_channel else PATCH_MIXER, FEATURE_MIXER + 1):

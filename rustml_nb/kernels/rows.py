@@ -11,7 +11,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
-from .gemm import matmul_bias
+from .gemm import matmul_bias, weight_value
 from .simd import flat_map
 
 NORM_BATCH, NORM_LAYER = 0, 1
@@ -313,8 +313,8 @@ def gate_kind(mode: str = "softmax", groups: int = 8):
 
 def gate(kind, values, weight, bias, logits):
     """Gated attention as transformers' ``...GatedAttention`` and granite-tsfm's gate modes, over rows
-    values [rows, width] in place; weight: [width, width] ([in, out]; [width, 2 * width] for GluGate),
-    logits: [rows, weight's outputs], C-contiguous. ``kind``: a marker of ``gate_kind``. From Python:
+    values [rows, width] in place; weight: [width, width] ([in, out]; [width, 2 * width] for GluGate; or
+    packed, ``gemm.pack_weight``), logits: [rows, weight's outputs], C-contiguous. ``kind``: a marker of ``gate_kind``. From Python:
     ``gate_rows``."""
 
 
@@ -357,7 +357,7 @@ def _shifted_exponentials(values, weight, bias, logits):
     for j in range(row_logits.size):
         total = np.float64(bias[j])
         for k in range(row.size):
-            total += np.float64(row[k]) * np.float64(weight[k, j])
+            total += np.float64(row[k]) * np.float64(weight_value(weight, k, j))
         row_logits[j] = total
     largest = row_logits[0]
     for i in range(1, row_logits.size):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..kernels.gemm import pack_weight
 from ..kernels.mixer import MixerBlocks, MixerStack
 from .layers import Linear, Norm, stack_arrays
 from .mapping import BATCHNORM, LAYERNORM, LINEAR
@@ -109,15 +110,18 @@ def _blocks(state, shape: StackShape, prefix: str, block: str, width: int, layer
     gates = [Linear.from_state_dict(state, f"{name}.gate", dtype) for name in names] if shape.gated else []
     return MixerBlocks(
         *_norms(state, names, shape, dtype),
-        stack_arrays([l.weight for l in fc1], (width, hidden), dtype), stack_arrays([l.bias for l in fc1], (hidden,), dtype),
-        stack_arrays([l.weight for l in fc2], (hidden, width), dtype), stack_arrays([l.bias for l in fc2], (width,), dtype),
-        stack_arrays([l.weight for l in gates], (width, width * shape.gate_outputs), dtype),
+        pack_weight(stack_arrays([l.weight for l in fc1], (width, hidden), dtype)),
+        stack_arrays([l.bias for l in fc1], (hidden,), dtype),
+        pack_weight(stack_arrays([l.weight for l in fc2], (hidden, width), dtype)),
+        stack_arrays([l.bias for l in fc2], (width,), dtype),
+        pack_weight(stack_arrays([l.weight for l in gates], (width, width * shape.gate_outputs), dtype)),
         stack_arrays([l.bias for l in gates], (width * shape.gate_outputs,), dtype))
 
 
 def load_stack(state: dict, shape: StackShape, dtype, prefix: str = "") -> MixerStack:
     """One stack's mapped tensors (our names, with ``prefix``) -> ``MixerStack``: Linear weights transposed to
-    [in, out], per-layer tensors stacked; q, k and v side by side."""
+    [in, out] (the MLPs' and gates' then packed, ``gemm.pack_weight``), per-layer tensors stacked; q, k and v
+    side by side."""
     d, layers = shape.d_model, shape.layers
     attention_layers = layers if shape.self_attn and shape.patch_mixer else 0
     qkv, out = [], []
@@ -128,7 +132,7 @@ def load_stack(state: dict, shape: StackShape, dtype, prefix: str = "") -> Mixer
         out.append(o)
     attention_norm = _norms(state, [f"{prefix}layers.{layer}.attention" for layer in range(attention_layers)], shape,
                             dtype)
-    nothing = [np.zeros((0, 0, 0), dtype), np.zeros((0, 0), dtype)]
+    nothing = [np.zeros((0, 0, 0, 0), dtype), np.zeros((0, 0), dtype)]  # a packed weight, a bias
     return MixerStack(
         channel=_blocks(state, shape, prefix, "channel_mixer", shape.channels, layers if shape.mix_channel else 0,
                         dtype),
