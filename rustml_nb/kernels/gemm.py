@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
+from numpy.lib.stride_tricks import as_strided
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
@@ -192,10 +193,11 @@ def tile_shape(typingctx, array):
     return sig, codegen
 
 
-# matmul and matmul_bias are inlined into their callers (no compile of their own there), and hand the rows to
-# _product as a view of any layout (``[:, ::1]``), so that _product compiles once per dtype, not once for
-# each layout of rows its callers have (C-contiguous, strided, transposed). Its code is linked into, and
-# optimized again inside, every kernel that calls it: each compile of it costs every first run.
+# matmul and matmul_bias are inlined into their callers (no compile of their own there), and hand _product the
+# rows as a view of any layout (``[:, ::1]``) and the weight as panels of any layout (``_panels``), so that
+# _product compiles once per dtype, not once for each layout of rows (C-contiguous, strided, transposed) or
+# form of weight its callers have. Its code is linked into, and optimized again inside, every kernel that calls
+# it: each compile of it costs every first run.
 
 
 @kernel(inline="always")
@@ -203,7 +205,7 @@ def matmul(rows, weight, out):
     """out = rows @ weight, each out[i, j] the fused multiply-adds over ``width`` in order: rows [count,
     width] (any strides), weight [width, features] with consecutive columns or ``pack_weight``'s [panels, width,
     panel_width], out [count, features] with consecutive columns."""
-    _product(rows[:, ::1], weight, np.empty(0, dtype=out.dtype), out)
+    _product(rows[:, ::1], _panels(weight, out), np.empty(0, dtype=out.dtype), out)
 
 
 @kernel(inline="always")
@@ -212,59 +214,65 @@ def matmul_bias(rows, weight, bias, out):
     (the same numbers as a pass adding it afterwards)."""
     if bias.shape[0] != out.shape[1]:
         raise ValueError("matmul_bias: the bias does not match the outputs")
-    _product(rows[:, ::1], weight, bias, out)
+    _product(rows[:, ::1], _panels(weight, out), bias, out)
+
+
+def _panels(weight, out):
+    """The weight as [panels, width, PANEL_BYTES // itemsize] of any layout: ``pack_weight``'s as it is, a weight
+    [width, features] as a view of its column panels (the last one reaching past the end of the rows, where
+    nothing is read)."""
+
+
+@overload(_panels, inline="always")
+def _panels_of(weight, out):
+    if weight.ndim == 3:
+        return lambda weight, out: weight[:, :, ::1]
+
+    def impl(weight, out):
+        if weight.shape[1] != out.shape[1]:
+            raise ValueError("matmul: shapes do not match")
+        if weight.size and weight.shape[1] > 1 and weight.strides[1] != weight.itemsize:
+            raise ValueError("matmul: the weight's columns must be consecutive")
+        panel_width = PANEL_BYTES // weight.itemsize
+        panels = (weight.shape[1] + panel_width - 1) // panel_width
+        return as_strided(weight, shape=(panels, weight.shape[0], panel_width),
+                          strides=(PANEL_BYTES, weight.strides[0], weight.itemsize))[:, :, ::1]
+    return impl
 
 
 @kernel
-def _product(rows, weight, bias, out):
+def _product(rows, panels, bias, out):
     count, features = out.shape
     lanes, tile_rows = tile_shape(out)
-    panel_width = 2 * lanes
+    tile_width = 2 * lanes
+    panel_width = panels.shape[2]  # a whole number of tile widths
+    if (rows.shape[0] != count or panels.shape[1] != rows.shape[1]
+            or not (panels.shape[0] - 1) * panel_width < features <= panels.shape[0] * panel_width):
+        raise ValueError("matmul: shapes do not match")
     if out.size and features > 1 and out.strides[1] != out.itemsize:
         raise ValueError("matmul: out's columns must be consecutive")
-    if weight.ndim == 3:  # pack_weight's panels, each holding whole panels of this CPU's tile
-        packed_width = weight.shape[2]
-        if (rows.shape[0] != count or weight.shape[1] != rows.shape[1] or packed_width % panel_width
-                or not (weight.shape[0] - 1) * packed_width < features <= weight.shape[0] * packed_width):
-            raise ValueError("matmul: shapes do not match")
-        for j0 in range(0, features, panel_width):
-            _column_panel(rows, weight[j0 // packed_width], j0 % packed_width, min(panel_width, features - j0),
-                          bias, out, j0)
-        return
-    if rows.shape[0] != count or weight.shape[0] != rows.shape[1] or weight.shape[1] != features:
-        raise ValueError("matmul: shapes do not match")
-    if weight.size and weight.shape[1] > 1 and weight.strides[1] != weight.itemsize:
-        raise ValueError("matmul: the weight's columns must be consecutive")
-    # Rows of the weight a multiple of 1 KiB apart (a [128, 512] float64 weight's are 4 KiB apart) fall in
-    # the same few L1 cache sets, so that a column panel no longer stays in L1: over many rows, each panel of
-    # such a weight is first copied together (float64 [512, 128] @ [128, 512] on AVX2: 39 -> 63 GFLOP/s).
-    packed = count >= 8 * tile_rows and features > panel_width and weight.strides[0] % 1024 == 0
-    panel = np.empty((rows.shape[1] if packed else 0, panel_width), dtype=out.dtype)
-    for j0 in range(0, features, panel_width):
-        columns = min(panel_width, features - j0)
-        if packed:
-            for k in range(panel.shape[0]):
-                target, weight_row = panel[k], weight[k, j0:j0 + columns]
+    # Rows of a panel a multiple of 1 KiB apart (a [128, 512] float64 weight's are 4 KiB apart) fall in the
+    # same few L1 cache sets, so that the panel does not stay in L1 even when packing would be worth little (a
+    # weight used once): over many rows, each tile's columns of such a weight are first copied together
+    # (float64 [512, 128] @ [128, 512] on AVX2: 39 -> 63 GFLOP/s).
+    copied = count >= 8 * tile_rows and features > tile_width and panels.strides[1] % 1024 == 0
+    copy = np.empty((rows.shape[1] if copied else 0, tile_width), dtype=out.dtype)
+    for j0 in range(0, features, tile_width):
+        columns = min(tile_width, features - j0)
+        source, first_column = panels[j0 // panel_width], j0 % panel_width
+        if copied:
+            for k in range(copy.shape[0]):
+                target, weight_row = copy[k], source[k, first_column:first_column + columns]
                 for c in range(columns):
                     target[c] = weight_row[c]
-            _column_panel(rows, panel, 0, columns, bias, out, j0)
-        else:
-            _column_panel(rows, weight, j0, columns, bias, out, j0)
-
-
-@kernel(inline="always")
-def _column_panel(rows, source, first_column, columns, bias, out, out_column):
-    """out[:, out_column:out_column + columns] = rows @ source[:, first_column:first_column + columns] (+ bias),
-    tile by tile down the rows; ``columns`` at most two SIMD vectors."""
-    lanes, tile_rows = tile_shape(out)
-    count = out.shape[0]
-    for i0 in range(0, count, tile_rows):
-        row_count = min(tile_rows, count - i0)
-        if columns == 2 * lanes:
-            _tile_2(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
-        elif columns > lanes:
-            _tile_2_masked(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
-        elif columns == lanes:
-            _tile_1(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
-        else:
-            _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, out_column)
+            source, first_column = copy[:, ::1], 0
+        for i0 in range(0, count, tile_rows):
+            row_count = min(tile_rows, count - i0)
+            if columns == tile_width:
+                _tile_2(rows, i0, row_count, source, first_column, columns, bias, out, j0)
+            elif columns > lanes:
+                _tile_2_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
+            elif columns == lanes:
+                _tile_1(rows, i0, row_count, source, first_column, columns, bias, out, j0)
+            else:
+                _tile_1_masked(rows, i0, row_count, source, first_column, columns, bias, out, j0)
