@@ -16,7 +16,7 @@ import scipy.fft
 from ...jit import kernel
 from ...kernels.gemm import matmul, matmul_bias
 from ...kernels.mixer import MixerStack, make_workspace, mixer_layers
-from ...kernels.rows import ACT_GELU, add_bias_activate, gate_rows, gelu_inplace_array
+from ...kernels.rows import ACT_GELU, add_bias_activate, copy_rows, gate_rows, gelu_inplace_array
 from ...kernels.series import scale_and_patchify
 from ..layers import Linear, linear
 
@@ -193,7 +193,7 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, fi
     if weights.adapter_weight.shape[0]:
         matmul_bias(encoded, weights.adapter_weight, weights.adapter_bias, decoded)
         if states.shape[0]:
-            states[state, first_row:first_row + rows] = decoded
+            copy_rows(decoded, states[state, first_row:first_row + rows])
             state += 1
     else:
         for r in range(rows):
@@ -213,7 +213,7 @@ def decoder_input(encoded, patch_input, s0, tokens, weights, decoded, states, fi
                 for d in range(width):
                     out[lead + p, d] += raw[p, d] + weights.raw_bias[d]
         if states.shape[0]:
-            states[state, first_row:first_row + rows] = decoded
+            copy_rows(decoded, states[state, first_row:first_row + rows])
 
 
 @kernel
