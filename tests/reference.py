@@ -26,6 +26,36 @@ event.register("numba:compile", Count())
 """
 
 
+# Python source for a new process: at exit it prints SLICE_ASSIGNMENTS and the rustml_nb kernels whose compile
+# pulled in Numba's message for a slice assignment's shape error (``out[a:b] = array`` compiles f-strings and
+# str joins: seconds of a first run; kernels copy with loops or ``rows.copy_rows`` instead).
+SLICE_ASSIGNMENT_WATCH = """
+import atexit
+import numba.core.event as event
+callers, compiling = set(), []
+class Watch(event.Listener):
+    def on_start(self, ev):
+        function = getattr(ev.data.get("dispatcher"), "py_func", None)
+        name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
+        if "raise_with_shape_context" in name:
+            callers.update(kernel for kernel in compiling if kernel.startswith("rustml_nb"))
+        compiling.append(name)
+    def on_end(self, ev):
+        compiling.pop()
+event.register("numba:compile", Watch())
+atexit.register(lambda: print("SLICE_ASSIGNMENTS", sorted(callers)))
+"""
+
+
+def cli_watching_slice_assignments(*arguments: str) -> list[str]:
+    """A command running ``python -m rustml_nb *arguments`` with ``SLICE_ASSIGNMENT_WATCH`` installed first."""
+    import sys
+
+    return [sys.executable, "-c", SLICE_ASSIGNMENT_WATCH + "import runpy, sys\n"
+            f"sys.argv = ['rustml_nb', *{list(arguments)!r}]\n"
+            "runpy.run_module('rustml_nb', run_name='__main__', alter_sys=True)\n"]
+
+
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
 

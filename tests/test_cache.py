@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import rustml_nb
-from reference import COMPILE_COUNTER
+from reference import COMPILE_COUNTER, cli_watching_slice_assignments
 
 PACKAGE = Path(rustml_nb.__file__).resolve().parent
 
@@ -82,8 +82,9 @@ def test_a_cache_built_ahead_of_time_is_reused_even_read_only(tmp_path):
     site = installed_copy(tmp_path)
     home = tmp_path / "home-is-a-file"
     home.write_text("")
-    built = run("", site, home, "-m", "rustml_nb", "compile", "--dtype", "float32", "--family", "patchtst")
+    built = run(cli_watching_slice_assignments("compile", "--dtype", "float32", "--family", "patchtst")[2], site, home)
     assert built.returncode == 0 and "compiled the kernels of patchtst" in built.stdout, built.stderr[-3000:]
+    assert "SLICE_ASSIGNMENTS []" in built.stdout, built.stdout  # no kernel compiles a slice's shape-error message
     assert any((site / "rustml_nb" / "models" / "patchtst" / "__pycache__").glob("forward.encode_units-*.nbi"))
     warm = run(FORECAST, site, home)
     assert compiled_count(warm) == 0, warm.stdout

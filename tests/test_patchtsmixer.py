@@ -18,8 +18,8 @@ from rustml_nb.cli import main
 from rustml_nb.errors import ArchitectureMismatchError, ConfigError
 from rustml_nb.models.patchtsmixer.detection import expected_shapes
 from rustml_nb.models.patchtsmixer.mapping import hf_name
-from reference import (COMPILE_COUNTER, assert_each_series_as_alone, build_reference, realistic_series, run_reference,
-                       state_dict_numpy)
+from reference import (COMPILE_COUNTER, assert_each_series_as_alone, build_reference, cli_watching_slice_assignments,
+                       realistic_series, run_reference, state_dict_numpy)
 from strategies import patchtsmixer_kwargs
 from test_parity import TORCH_DTYPES, compare_outputs, draw_inputs
 
@@ -289,9 +289,10 @@ def test_compile_kernels_of_one_family(tmp_path):
     import sys
     cache = tmp_path / "cache"
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
-    result = subprocess.run([sys.executable, "-m", "rustml_nb", "compile", "--family", "patchtsmixer"],
+    result = subprocess.run(cli_watching_slice_assignments("compile", "--family", "patchtsmixer"),
                             capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0 and "compiled the kernels of patchtsmixer for float32" in result.stdout, result.stderr
+    assert "SLICE_ASSIGNMENTS []" in result.stdout, result.stdout  # no kernel compiles a slice's shape-error message
     compiled = {re.sub(r"-\d+\.py.*", "", path.name) for path in cache.rglob("*.nbi")}
     assert "forward.encode_units" in compiled and not any(name.startswith("forward.embed_series") for name in compiled)
     folders = []

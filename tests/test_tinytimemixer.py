@@ -17,7 +17,7 @@ from rustml_nb.models.tinytimemixer import TinyTimeMixerConfig, map_tinytimemixe
 from rustml_nb.models.tinytimemixer.detection import expected_shapes
 from rustml_nb.models.tinytimemixer.mapping import hf_name
 from rustml_nb.parity import reference_module
-from reference import COMPILE_COUNTER, assert_each_series_as_alone
+from reference import COMPILE_COUNTER, assert_each_series_as_alone, cli_watching_slice_assignments
 from test_parity import TORCH_DTYPES, compare_outputs
 
 
@@ -1070,9 +1070,10 @@ def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
 
     cache = tmp_path / "cache"
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
-    result = subprocess.run([sys.executable, "-m", "rustml_nb", "compile", "--family", "tinytimemixer"],
+    result = subprocess.run(cli_watching_slice_assignments("compile", "--family", "tinytimemixer"),
                             capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0 and "compiled the kernels of tinytimemixer for float32" in result.stdout, result.stderr
+    assert "SLICE_ASSIGNMENTS []" in result.stdout, result.stdout  # no kernel compiles a slice's shape-error message
     small = dict(num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, d_model=16, num_layers=1,
                  prediction_length=4, decoder_d_model=8, decoder_num_layers=1)
     folders = []
