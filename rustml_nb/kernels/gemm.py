@@ -217,27 +217,22 @@ def matmul_bias(rows, weight, bias, out):
     _product(rows[:, ::1], _panels(weight, out), bias, out)
 
 
+@kernel
 def _panels(weight, out):
     """The weight as [panels, width, PANEL_BYTES // itemsize] of any layout: ``pack_weight``'s as it is, a weight
     [width, features] as a view of its column panels (the last one reaching past the end of the rows, where
-    nothing is read)."""
-
-
-@overload(_panels, inline="always")
-def _panels_of(weight, out):
+    nothing is read). Not inlined: a copy of the view's code at every product a kernel has took seconds of
+    its first compile."""
     if weight.ndim == 3:
-        return lambda weight, out: weight[:, :, ::1]
-
-    def impl(weight, out):
-        if weight.shape[1] != out.shape[1]:
-            raise ValueError("matmul: shapes do not match")
-        if weight.size and weight.shape[1] > 1 and weight.strides[1] != weight.itemsize:
-            raise ValueError("matmul: the weight's columns must be consecutive")
-        panel_width = PANEL_BYTES // weight.itemsize
-        panels = (weight.shape[1] + panel_width - 1) // panel_width
-        return as_strided(weight, shape=(panels, weight.shape[0], panel_width),
-                          strides=(PANEL_BYTES, weight.strides[0], weight.itemsize))[:, :, ::1]
-    return impl
+        return weight[:, :, ::1]
+    if weight.shape[1] != out.shape[1]:
+        raise ValueError("matmul: shapes do not match")
+    if weight.size and weight.shape[1] > 1 and weight.strides[1] != weight.itemsize:
+        raise ValueError("matmul: the weight's columns must be consecutive")
+    panel_width = PANEL_BYTES // weight.itemsize
+    panels = (weight.shape[1] + panel_width - 1) // panel_width
+    return as_strided(weight, shape=(panels, weight.shape[0], panel_width),
+                      strides=(PANEL_BYTES, weight.strides[0], weight.itemsize))[:, :, ::1]
 
 
 @kernel
