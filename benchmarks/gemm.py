@@ -58,7 +58,8 @@ def main():
     lines = ["# rustml_nb's matmul against NumPy's BLAS, one core", "",
              f"{platform.machine()}; rustml_nb {compiled_for}; NumPy's BLAS: {blas}. GFLOP/s, best of 7 rounds "
              "of 20 calls.", "",
-             "| shape | used for | float32 rustml_nb | packed | float32 BLAS | float64 rustml_nb | packed | float64 BLAS |",
+             "| shape | used for | float32 rustml_nb | packed | float32 BLAS "
+             "| float64 rustml_nb | packed | float64 BLAS |",
              "|---|---|---|---|---|---|---|---|"]
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
         for rows, inner, outputs, where in SHAPES:

@@ -314,8 +314,8 @@ def gate_kind(mode: str = "softmax", groups: int = 8):
 def gate(kind, values, weight, bias, logits):
     """Gated attention as transformers' ``...GatedAttention`` and granite-tsfm's gate modes, over rows
     values [rows, width] in place; weight: [width, width] ([in, out]; [width, 2 * width] for GluGate; or
-    packed, ``gemm.pack_weight``), logits: [rows, weight's outputs], C-contiguous. ``kind``: a marker of ``gate_kind``. From Python:
-    ``gate_rows``."""
+    packed, ``gemm.pack_weight``), logits: [rows, weight's outputs], C-contiguous. ``kind``: a marker of
+    ``gate_kind``. From Python: ``gate_rows``."""
 
 
 # A softmax gate's row total, taken as it is when within these bounds: no exponential of the row overflowed
