@@ -47,13 +47,12 @@ atexit.register(lambda: print("SLICE_ASSIGNMENTS", sorted(callers)))
 """
 
 
-def cli_watching_slice_assignments(*arguments: str) -> list[str]:
-    """A command running ``python -m rustml_nb *arguments`` with ``SLICE_ASSIGNMENT_WATCH`` installed first."""
-    import sys
-
-    return [sys.executable, "-c", SLICE_ASSIGNMENT_WATCH + "import runpy, sys\n"
+def cli_watching_slice_assignments(*arguments: str) -> str:
+    """Python source (for ``python -c``) running ``python -m rustml_nb *arguments`` with
+    ``SLICE_ASSIGNMENT_WATCH`` installed first."""
+    return (SLICE_ASSIGNMENT_WATCH + "import runpy, sys\n"
             f"sys.argv = ['rustml_nb', *{list(arguments)!r}]\n"
-            "runpy.run_module('rustml_nb', run_name='__main__', alter_sys=True)\n"]
+            "runpy.run_module('rustml_nb', run_name='__main__', alter_sys=True)\n")
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:

@@ -289,7 +289,8 @@ def test_compile_kernels_of_one_family(tmp_path):
     import sys
     cache = tmp_path / "cache"
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
-    result = subprocess.run(cli_watching_slice_assignments("compile", "--family", "patchtsmixer"),
+    command = cli_watching_slice_assignments("compile", "--family", "patchtsmixer")
+    result = subprocess.run([sys.executable, "-c", command],
                             capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0 and "compiled the kernels of patchtsmixer for float32" in result.stdout, result.stderr
     assert "SLICE_ASSIGNMENTS []" in result.stdout, result.stdout  # no kernel compiles a slice's shape-error message

@@ -1070,7 +1070,8 @@ def test_compile_kernels_of_the_family_serve_its_checkpoints(tmp_path):
 
     cache = tmp_path / "cache"
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
-    result = subprocess.run(cli_watching_slice_assignments("compile", "--family", "tinytimemixer"),
+    command = cli_watching_slice_assignments("compile", "--family", "tinytimemixer")
+    result = subprocess.run([sys.executable, "-c", command],
                             capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0 and "compiled the kernels of tinytimemixer for float32" in result.stdout, result.stderr
     assert "SLICE_ASSIGNMENTS []" in result.stdout, result.stdout  # no kernel compiles a slice's shape-error message
