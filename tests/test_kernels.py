@@ -220,24 +220,28 @@ def test_transpose_blocks_transposes_every_block(count, a, b, strided):
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.parametrize("width", [5, 37])
 @pytest.mark.parametrize("packed", [False, True], ids=["weight", "packed_weight"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_gate_with_logits_beyond_exp_range(dtype, packed):
+def test_softmax_gate_with_logits_beyond_exp_range(dtype, packed, width):
     """The softmax gate takes exponentials unshifted and takes a row again, shifted by its largest logit, when
     its total is out of range: rows whose logits all lie far above exp's range, far below it, straddle it, or
     sit at its edges, and a row with NaN, against torch, and each row the same as alone; with the weight as
-    it is, or packed as the mixers' gates hold it (the row taken again reads it value by value)."""
+    it is, or packed as the mixers' gates hold it (the row taken again reads it value by value), in one panel
+    or several (37 columns: 2 panels of float32, 3 of float64)."""
     import torch
 
-    width = 5
     rng = np.random.default_rng(11)
-    weight, bias = np.eye(width, dtype=dtype), np.zeros(width, dtype)  # the logits are the values themselves
-    weight = gemm.pack_weight(weight) if packed else weight
-    values = np.array([rng.normal(size=width), 1000 + rng.normal(size=width) * 3, -1000 + rng.normal(size=width) * 3,
-                       [-2000, 5, 1000, 30, -80], [88.5, 87, 86, 80, 70], [-86, -87, -88, -90, -100],
-                       [-60, -45, -50, -200, -47], [1, np.nan, 2, 3, 4]]).astype(dtype)
+    # the logits are the values themselves, permuted: exact, and each column reads its own place of the weight
+    weight = np.ascontiguousarray(np.eye(width, dtype=dtype)[:, rng.permutation(width)])
+    bias = np.zeros(width, dtype)
+    patterns = [rng.normal(size=width), 1000 + rng.normal(size=width) * 3, -1000 + rng.normal(size=width) * 3,
+                [-2000, 5, 1000, 30, -80], [88.5, 87, 86, 80, 70], [-86, -87, -88, -90, -100],
+                [-60, -45, -50, -200, -47], [1, np.nan, 2, 3, 4]]
+    values = np.array([np.resize(np.asarray(row, float), width) for row in patterns]).astype(dtype)
     torch_values = torch.from_numpy(values)
-    expected = (torch_values * torch.softmax(torch_values, dim=-1)).numpy()
+    expected = (torch_values * torch.softmax(torch_values @ torch.from_numpy(weight), dim=-1)).numpy()
+    weight = gemm.pack_weight(weight) if packed else weight
     gated = values.copy()
     rows.gate_rows(rows.SoftmaxGate(), gated, weight, bias, np.empty_like(values))
     tolerance = 2e-6 if dtype == np.float32 else 1e-13

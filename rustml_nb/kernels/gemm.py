@@ -32,7 +32,7 @@ from llvmlite import ir
 from numpy.lib.stride_tricks import as_strided
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from ..jit import kernel
 from .simd import Vectors, lanes_and_rows
@@ -53,17 +53,6 @@ def pack_weight(weight: np.ndarray) -> np.ndarray:
     padded = np.zeros((*leading, width, panels * panel_width), dtype=weight.dtype)
     padded[..., :features] = weight
     return np.ascontiguousarray(np.moveaxis(padded.reshape(*leading, width, panels, panel_width), -2, -3))
-
-
-def weight_value(weight, k, j):
-    """weight[k, j] of a weight in either of ``matmul``'s forms, in compiled code."""
-
-
-@overload(weight_value, inline="always")
-def _weight_value(weight, k, j):
-    if weight.ndim == 3:
-        return lambda weight, k, j: weight[j // weight.shape[2], k, j % weight.shape[2]]
-    return lambda weight, k, j: weight[k, j]
 
 
 def _make_tile(vectors_per_row: int, masked: bool):
@@ -194,7 +183,7 @@ def tile_shape(typingctx, array):
 
 
 # matmul and matmul_bias are inlined into their callers (no compile of their own there), and hand _product the
-# rows as a view of any layout (``[:, ::1]``) and the weight as panels of any layout (``_panels``), so that
+# rows as a view of any layout (``[:, ::1]``) and the weight as panels of any layout (``panels_of``), so that
 # _product compiles once per dtype, not once for each layout of rows (C-contiguous, strided, transposed) or
 # form of weight its callers have. Its code is linked into, and optimized again inside, every kernel that calls
 # it: each compile of it costs every first run.
@@ -205,7 +194,7 @@ def matmul(rows, weight, out):
     """out = rows @ weight, each out[i, j] the fused multiply-adds over ``width`` in order: rows [count,
     width] (any strides), weight [width, features] with consecutive columns or ``pack_weight``'s [panels, width,
     panel_width], out [count, features] with consecutive columns."""
-    _product(rows[:, ::1], _panels(weight, out), np.empty(0, dtype=out.dtype), out)
+    _product(rows[:, ::1], panels_of(weight, out), np.empty(0, dtype=out.dtype), out)
 
 
 @kernel(inline="always")
@@ -214,11 +203,11 @@ def matmul_bias(rows, weight, bias, out):
     (the same numbers as a pass adding it afterwards)."""
     if bias.shape[0] != out.shape[1]:
         raise ValueError("matmul_bias: the bias does not match the outputs")
-    _product(rows[:, ::1], _panels(weight, out), bias, out)
+    _product(rows[:, ::1], panels_of(weight, out), bias, out)
 
 
 @kernel
-def _panels(weight, out):
+def panels_of(weight, out):
     """The weight as [panels, width, PANEL_BYTES // itemsize] of any layout: ``pack_weight``'s as it is, a weight
     [width, features] as a view of its column panels (the last one reaching past the end of the rows, where
     nothing is read). Not inlined: a copy of the view's code at every product a kernel has took seconds of

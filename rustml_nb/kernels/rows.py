@@ -11,7 +11,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
-from .gemm import matmul_bias, weight_value
+from .gemm import matmul_bias, panels_of
 from .simd import flat_map
 
 NORM_BATCH, NORM_LAYER = 0, 1
@@ -354,10 +354,12 @@ def _shifted_exponentials(values, weight, bias, logits):
     exactly than a matrix product, which this rare path does not compile again), shifted by their largest
     and exponentiated, in place; returns their total."""
     row, row_logits = values[0], logits[0]
+    panels = panels_of(weight, logits)  # weight[k, j] is panels[j // width, k, j % width], in either form
+    width = panels.shape[2]
     for j in range(row_logits.size):
         total = np.float64(bias[j])
         for k in range(row.size):
-            total += np.float64(row[k]) * np.float64(weight_value(weight, k, j))
+            total += np.float64(row[k]) * np.float64(panels[j // width, k, j % width])
         row_logits[j] = total
     largest = row_logits[0]
     for i in range(1, row_logits.size):
