@@ -237,11 +237,24 @@ def measure(engines: dict, family: Family, config: dict, batch: int, rounds: int
         median = float(np.median(samples))
         result["engines"][name] = {
             "median_ms": median * 1e3, "series_per_s": batch / median, "gflops": flops / median / 1e9,
-            "fraction_of_peak": flops / median / 1e9 / peak, "max_relative_difference_to_torch": agreement[name]}
-    ours = result["engines"]["rustml_nb"]["median_ms"]
-    result["speedup_vs_torch"] = result["engines"]["torch"]["median_ms"] / ours
-    result["speedup_vs_onnxruntime"] = result["engines"]["onnxruntime"]["median_ms"] / ours
+            "fraction_of_peak": flops / median / 1e9 / peak, "max_relative_difference_to_torch": agreement[name],
+            "rounds_ms": [t * 1e3 for t in samples],
+            "vs_torch": paired_ratio(times["torch"], samples),
+            "vs_onnxruntime": paired_ratio(times["onnxruntime"], samples)}
+    result["speedup_vs_torch"] = result["engines"]["rustml_nb"]["vs_torch"]
+    result["speedup_vs_onnxruntime"] = result["engines"]["rustml_nb"]["vs_onnxruntime"]
+    ours = result["engines"]["rustml_nb"]["median_ms"]  # for comparison with the paired ratios
+    result["medians_vs_torch"] = result["engines"]["torch"]["median_ms"] / ours
+    result["medians_vs_onnxruntime"] = result["engines"]["onnxruntime"]["median_ms"] / ours
     return result
+
+
+def paired_ratio(other: list, ours: list) -> float:
+    """The median over rounds of other's time / ours in the same round. The engines of a round run within a
+    second or two of each other, so each round's ratio compares them in the same state of the machine; the
+    ratio of the two medians can compare one engine's slow state with the other's fast one when the machine
+    changes speed during a run (and its speed changes cost the engines unequally)."""
+    return float(np.median(np.asarray(other) / np.asarray(ours)))
 
 
 def concurrency(model, config: dict, calls: int = 16, threads: int = 4, batch: int = 8, rounds: int = 5) -> dict:
@@ -297,8 +310,7 @@ def markdown(report: dict) -> str:
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for row in rows:
                 for name, e in row["engines"].items():
-                    ratio_torch = row["engines"]["torch"]["median_ms"] / e["median_ms"]
-                    ratio_ort = row["engines"]["onnxruntime"]["median_ms"] / e["median_ms"]
+                    ratio_torch, ratio_ort = e["vs_torch"], e["vs_onnxruntime"]
                     lines.append(f"| {row.get('shape', 'granite')} | {row['batch']} | {name} | {e['median_ms']:.2f} | "
                                  f"{e['series_per_s']:.0f} | {e['gflops']:.1f} | {100 * e['fraction_of_peak']:.0f}% | "
                                  f"{ratio_torch:.2f}x | {ratio_ort:.2f}x | "
@@ -313,7 +325,8 @@ def markdown(report: dict) -> str:
                       "bit, to the same call made alone.", ""]
         if family.note:
             lines += [family.note, ""]
-    lines.append("Ratios are engine time / rustml_nb time per forward (above 1: rustml_nb is faster). The last "
+    lines.append("Ratios are the other engine's time / this engine's, each round's (the engines timed one after "
+                 "another), their median over the rounds (vs torch above 1: faster than torch). The last "
                  "column is the largest difference from torch's forecast, relative to 1 + its largest magnitude; "
                  "the run stops if any exceeds the float32 parity bound (2e-4). GFLOP/s counts every engine "
                  "against the model's nominal FLOPs.")
@@ -353,7 +366,8 @@ def run_family(family: Family, rounds: int, quick: bool, peak: float, folder: Pa
         result["granite"].append(row)
         print(f"{family.title} batch {batch}: " + ", ".join(f"{n} {e['median_ms']:.2f} ms"
                                                           for n, e in row["engines"].items())
-              + f"; rustml_nb {row['speedup_vs_torch']:.2f}x torch, {row['speedup_vs_onnxruntime']:.2f}x ORT", flush=True)
+              + f"; rustml_nb {row['speedup_vs_torch']:.2f}x torch, {row['speedup_vs_onnxruntime']:.2f}x ORT (ratio of the "
+              f"medians {row['medians_vs_torch']:.2f}x, {row['medians_vs_onnxruntime']:.2f}x)", flush=True)
     if with_concurrency:
         result["concurrency"] = concurrency(model, family.config)
         print(f"concurrency: {result['concurrency']['ratio']:.2f}x the sequential time", flush=True)
