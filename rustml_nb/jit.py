@@ -40,7 +40,7 @@ log = logging.getLogger("rustml_nb")
 # threads of rustml_nb.threads run kernels side by side.
 KERNEL_OPTIONS = dict(nogil=True, error_model="numpy")
 # What the first run costs on a 2-core x86_64 machine with an empty cache (benchmarks/cold_start.py).
-TYPICAL_FIRST_COMPILE = "15-25 s"
+TYPICAL_FIRST_COMPILE = "15-30 s"
 
 
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
