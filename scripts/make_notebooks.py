@@ -144,7 +144,8 @@ SPEED = [
 The numbers come from `benchmarks/speed.py`, which times the three engines interleaved in one process on
 each model family's granite-shaped checkpoint (PatchTST like ibm-granite/granite-timeseries-patchtst,
 PatchTSMixer like ibm-granite/granite-timeseries-patchtsmixer, TinyTimeMixer like
-ibm-granite/granite-timeseries-ttm-r2 512-96, whose eager reference is granite-tsfm). This notebook plots the last committed run
+ibm-granite/granite-timeseries-ttm-r2 512-96, whose eager reference is granite-tsfm): times are medians
+over the rounds, ratios the median of each round's ratio. This notebook plots the last committed run
 (`benchmarks/results/speed.json`); rerun the script to measure your machine."""),
     new_code_cell("""import json
 from pathlib import Path
