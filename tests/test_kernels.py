@@ -75,8 +75,8 @@ def _applied(apply, array):
 
 
 def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
-    """The kernels written in explicit vectors (the float32 activations, the matrix product) compiled for an
-    AVX2 CPU (8 float32 lanes, 6-row tiles) give the same bits as compiled for this one."""
+    """The kernels written in explicit vectors (the float32 activations, the matrix product, the softmax gate)
+    compiled for an AVX2 CPU (8 float32 lanes, 6-row tiles) give the same bits as compiled for this one."""
     script = textwrap.dedent("""
         import sys
         import numpy as np
@@ -93,6 +93,12 @@ def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
             copy = values.copy()
             apply(copy)
             results.append(copy)
+        for width in (8, 16, 37):  # the softmax gate: rows two to a vector, one, one at a time
+            gated = rng.normal(0, 1, (9, width)).astype(np.float32)  # logits of spread ~1: totals of many terms
+            gate_weight = (rng.normal(size=(width, width)) / np.sqrt(width)).astype(np.float32)
+            gate_bias = np.zeros(width, np.float32)
+            rows.gate_rows(rows.SoftmaxGate(), gated, gate_weight, gate_bias, np.empty_like(gated))
+            results.append(gated)
         np.savez(sys.argv[1], *results)
     """)
     features = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,-avx512f"
@@ -102,13 +108,13 @@ def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / label)], env=env, check=True, timeout=600)
         outputs[label] = np.load(tmp_path / f"{label}.npz")
     assert list(outputs["avx2"]["arr_1"]) == [8, 6]  # the AVX2 build's lanes and tile rows; this CPU's may differ
-    for name in ("arr_0", "arr_2", "arr_3", "arr_4"):
+    for name in ["arr_0"] + [f"arr_{k}" for k in range(2, 8)]:
         np.testing.assert_array_equal(outputs["avx2"][name], outputs["native"][name])
     np.testing.assert_array_equal(outputs["avx2"]["arr_2"], outputs["avx2"]["arr_0"])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("width", [1, 7, 16, 17, 64])
+@pytest.mark.parametrize("width", [1, 7, 8, 16, 17, 32, 64])
 def test_layer_norm_and_softmax_gate_match_torch(width, dtype, count=37, seed=3):
     """The row kernels the mixers run, against torch's own functions: LayerNorm (into another array and in
     place) and the gate values * softmax(values @ weight + bias), over rows of any width."""
@@ -220,7 +226,7 @@ def test_transpose_blocks_transposes_every_block(count, a, b, strided):
     np.testing.assert_array_equal(out, expected)
 
 
-@pytest.mark.parametrize("width", [5, 37])
+@pytest.mark.parametrize("width", [5, 8, 16, 37])
 @pytest.mark.parametrize("packed", [False, True], ids=["weight", "packed_weight"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_gate_with_logits_beyond_exp_range(dtype, packed, width):
@@ -228,7 +234,8 @@ def test_softmax_gate_with_logits_beyond_exp_range(dtype, packed, width):
     its total is out of range: rows whose logits all lie far above exp's range, far below it, straddle it, or
     sit at its edges, and a row with NaN, against torch, and each row the same as alone; with the weight as
     it is, or packed as the mixers' gates hold it (the row taken again reads it value by value), in one panel
-    or several (37 columns: 2 panels of float32, 3 of float64)."""
+    or several (37 columns: 2 panels of float32, 3 of float64); 8 and 16 columns: float32 rows taken two to a
+    vector and one to a vector, rows in range beside rows out of it."""
     import torch
 
     rng = np.random.default_rng(11)
@@ -253,6 +260,23 @@ def test_softmax_gate_with_logits_beyond_exp_range(dtype, packed, width):
         alone = values[r:r + 1].copy()
         rows.gate_rows(rows.SoftmaxGate(), alone, weight, bias, np.empty_like(alone))
         np.testing.assert_array_equal(alone[0], gated[r])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_gate_gives_a_row_the_same_result_wherever_it_lies(dtype):
+    """A row gated among others, at every place of its vectors (two rows to a vector, one, or one at a time;
+    the last vector part filled), is the same, bit for bit, as the row gated alone."""
+    rng = np.random.default_rng(12)
+    for width in [*range(1, 19), 31, 32, 33, 48]:
+        weight, bias = rng.normal(size=(width, width)).astype(dtype), rng.normal(size=width).astype(dtype)
+        for count in (1, 2, 3, 5):
+            values = (rng.normal(size=(count, width)) * 3).astype(dtype)
+            gated = values.copy()
+            rows.gate_rows(rows.SoftmaxGate(), gated, weight, bias, np.empty_like(values))
+            for r in range(count):
+                alone = values[r:r + 1].copy()
+                rows.gate_rows(rows.SoftmaxGate(), alone, weight, bias, np.empty_like(alone))
+                np.testing.assert_array_equal(alone[0], gated[r], err_msg=f"width {width}, row {r} of {count}")
 
 
 def test_float32_exp_saturates_at_the_ends_of_its_range():

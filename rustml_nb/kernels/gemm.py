@@ -74,7 +74,7 @@ def _make_tile(vectors_per_row: int, masked: bool):
             c = context.make_array(signature.args[7])(context, builder, c_value)
             vectors = Vectors(context, builder, context.get_data_type(signature.args[0].dtype))
             itemsize, lanes, tile_rows, vector = vectors.itemsize, vectors.lanes, vectors.tile_rows, vectors.type
-            i64, i32 = ir.IntType(64), ir.IntType(32)
+            i64 = ir.IntType(64)
 
             def element_strides(array):
                 return [builder.sdiv(s, i64(itemsize)) for s in cgutils.unpack_tuple(builder, array.strides)]
@@ -91,8 +91,6 @@ def _make_tile(vectors_per_row: int, masked: bool):
             masks = [vectors.mask(builder.sub(column_count_value, i64(v * lanes))) if masked else None
                      for v in range(vectors_per_row)]
             zero = vectors.zero
-            undefined = ir.Constant(vector, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             def load_vector(pointer, v):
                 return vectors.load(builder.gep(pointer, [i64(v * lanes)]), masks[v])
@@ -114,7 +112,7 @@ def _make_tile(vectors_per_row: int, masked: bool):
             updated = []
             for r in range(tile_rows):
                 value = builder.load(builder.gep(row_pointers[r], [offset]))
-                spread = builder.shuffle_vector(builder.insert_element(undefined, value, i32(0)), undefined, broadcast)
+                spread = vectors.broadcast(value)
                 updated.append([vectors.fma(spread, weights[v], sums[r][v]) for v in range(vectors_per_row)])
             k_next = builder.add(k, i64(1))
             k.add_incoming(k_next, builder.block)

@@ -12,7 +12,7 @@ from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
 from .gemm import matmul_bias, panels_of
-from .simd import flat_map
+from .simd import flat_map, softmax_scale
 
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
@@ -320,8 +320,8 @@ def gate(kind, values, weight, bias, logits):
 
 # A softmax gate's row total, taken as it is when within these bounds: no exponential of the row overflowed
 # (float32's clamp is exp(88) ~ 1.7e38) and the largest is far above float32's smallest (exp(-87)), so the
-# logits the clamp raised weigh less than 1e-17 of the total.
-_SMALLEST_TOTAL, _LARGEST_TOTAL = 1e-20, 1e30
+# logits the clamp raised weigh less than 1e-17 of the total. Powers of two: the same number in either dtype.
+_SMALLEST_TOTAL, _LARGEST_TOTAL = 2.0 ** -66, 2.0 ** 100  # ~1.4e-20, ~1.3e30
 
 
 def _softmax_gate(kind, values, weight, bias, logits):
@@ -329,23 +329,48 @@ def _softmax_gate(kind, values, weight, bias, logits):
     # no exponential overflows. Here the exponentials are taken unshifted, saving the pass that finds the
     # largest (a scalar loop, as long as the exponentials'), and a row whose total is out of bounds (or NaN)
     # is taken again shifted, from its logits computed again from that row alone (so a row's result does not
-    # depend on the others). Each pass is its own loop, those without a per-row step flat over all rows:
-    # short rows would each pay a loop's start-up, and a sum fused into the exponentials' loop keeps it
-    # scalar. As torch's softmax, the exponentials are scaled by 1 / their sum.
+    # depend on the others). As torch's softmax, the exponentials are scaled by 1 / their sum.
     matmul_bias(values, weight, bias, logits)
-    rows, width = values.shape
-    exp_inplace(logits.reshape(logits.size))
-    inverse_totals = np.empty(rows, dtype=values.dtype)
-    for r in range(rows):
-        inverse_totals[r] = row_total(logits[r])
-    for r in range(rows):
-        if not _SMALLEST_TOTAL <= inverse_totals[r] <= _LARGEST_TOTAL:
-            inverse_totals[r] = _shifted_exponentials(values[r:r + 1], weight, bias, logits[r:r + 1])
-        inverse_totals[r] = 1 / inverse_totals[r]
-    for r in range(rows):
-        row, row_logits, inverse_total = values[r], logits[r], inverse_totals[r]
-        for i in range(width):
-            row[i] = row[i] * (row_logits[i] * inverse_total)
+    totals = np.empty(values.shape[0], dtype=values.dtype)
+    if multiply_by_softmax(values, logits, totals):
+        return
+    for r in range(values.shape[0]):
+        if not _SMALLEST_TOTAL <= totals[r] <= _LARGEST_TOTAL:
+            inverse_total = 1 / _shifted_exponentials(values[r:r + 1], weight, bias, logits[r:r + 1])
+            row, row_logits = values[r], logits[r]
+            for i in range(row.size):
+                row[i] = row[i] * (row_logits[i] * inverse_total)
+
+
+def multiply_by_softmax(values, logits, totals):
+    """values[r] *= softmax(logits[r]), the exponentials unshifted, for each row whose total of exponentials lies
+    within [_SMALLEST_TOTAL, _LARGEST_TOTAL]; the others are left as they were. values, logits: [rows, width],
+    C-contiguous; totals [rows] receives every row's total; logits may be left holding the exponentials.
+    Returns whether every row's total lay within the bounds."""
+
+
+_softmax_scale_vectors = softmax_scale(_exp_formula, _SMALLEST_TOTAL, _LARGEST_TOTAL)
+
+
+@overload(multiply_by_softmax, jit_options=KERNEL_OPTIONS)
+def _multiply_by_softmax(values, logits, totals):
+    if values.dtype == types.float32 and values.layout == logits.layout == "C":  # in one pass (simd.softmax_scale)
+        return lambda values, logits, totals: _softmax_scale_vectors(values, logits, totals)
+
+    def impl(values, logits, totals):  # each pass its own loop: short rows would each pay a loop's start-up
+        exp_inplace(logits.reshape(logits.size))
+        for r in range(values.shape[0]):
+            totals[r] = row_total(logits[r])
+        every_row = True
+        for r in range(values.shape[0]):
+            if not _SMALLEST_TOTAL <= totals[r] <= _LARGEST_TOTAL:
+                every_row = False
+                continue
+            row, row_logits, inverse_total = values[r], logits[r], 1 / totals[r]
+            for i in range(row.size):
+                row[i] = row[i] * (row_logits[i] * inverse_total)
+        return every_row
+    return impl
 
 
 @kernel
