@@ -75,8 +75,9 @@ def _applied(apply, array):
 
 
 def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
-    """The kernels written in explicit vectors (the float32 activations, the matrix product, the softmax gate)
-    compiled for an AVX2 CPU (8 float32 lanes, 6-row tiles) give the same bits as compiled for this one."""
+    """The kernels written in explicit vectors (the float32 activations, the matrix product, the softmax gate,
+    the transposes in tiles) compiled for an AVX2 CPU (8 float32 lanes, 6-row tiles) give the same bits as
+    compiled for this one."""
     script = textwrap.dedent("""
         import sys
         import numpy as np
@@ -99,6 +100,12 @@ def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
             gate_bias = np.zeros(width, np.float32)
             rows.gate_rows(rows.SoftmaxGate(), gated, gate_weight, gate_bias, np.empty_like(gated))
             results.append(gated)
+        for a, b in ((8, 48), (48, 8), (32, 16)):  # transposes in 8 x 16, 16 x 8 and 16 x 16 tiles
+            blocks = rng.normal(size=(2 * a, b)).astype(np.float32)
+            transposed, added = np.empty((2 * b, a), np.float32), np.ones((2 * b, a), np.float32)
+            rows.transpose_blocks(blocks, 2, transposed)
+            rows.add_transposed_blocks(blocks, 2, added)
+            results += [transposed, added]
         np.savez(sys.argv[1], *results)
     """)
     features = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,-avx512f"
@@ -108,7 +115,7 @@ def test_simd_code_compiled_for_avx2_computes_the_same_bits(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / label)], env=env, check=True, timeout=600)
         outputs[label] = np.load(tmp_path / f"{label}.npz")
     assert list(outputs["avx2"]["arr_1"]) == [8, 6]  # the AVX2 build's lanes and tile rows; this CPU's may differ
-    for name in ["arr_0"] + [f"arr_{k}" for k in range(2, 8)]:
+    for name in ["arr_0"] + [f"arr_{k}" for k in range(2, 14)]:
         np.testing.assert_array_equal(outputs["avx2"][name], outputs["native"][name])
     np.testing.assert_array_equal(outputs["avx2"]["arr_2"], outputs["avx2"]["arr_0"])
 
@@ -219,11 +226,30 @@ def test_attention_matches_a_numpy_reference(head_dim, group_length, dtype, num_
 @given(count=st.integers(1, 5), a=st.integers(1, 40), b=st.integers(1, 40), strided=st.booleans())
 def test_transpose_blocks_transposes_every_block(count, a, b, strided):
     """Both loop orders (blocks of fewer than 16 rows, and of more), and a source whose rows are apart."""
-    source = np.arange(count * a * (2 * b if strided else b), dtype=np.float32).reshape(count * a, -1)[:, :b]
-    out = np.full((count * b, a), np.nan, np.float32)
+    _check_block_transposes(count, a, b, strided, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("strided", [False, True], ids=["rows_together", "rows_apart"])
+@pytest.mark.parametrize("a, b", [(8, 16), (8, 192), (16, 8), (192, 8), (16, 16), (32, 48), (48, 32), (16, 96),
+                                  (64, 16), (8, 8), (8, 24), (24, 16), (16, 40)])
+def test_block_transposes_in_tiles(a, b, strided, dtype):
+    """transpose_blocks and add_transposed_blocks where float32 goes in tiles (sides of 8 or multiples of 16:
+    8 x 16, 16 x 8 and 16 x 16 tiles, a source whose rows of 8 are apart, which the 16 x 8 tile cannot take)
+    and where it does not (sides of 24 or 40, 8 x 8 blocks, float64)."""
+    _check_block_transposes(3, a, b, strided, dtype)
+
+
+def _check_block_transposes(count, a, b, strided, dtype):
+    source = np.arange(count * a * (2 * b if strided else b), dtype=dtype).reshape(count * a, -1)[:, :b]
+    out = np.full((count * b, a), np.nan, dtype)
     rows.transpose_blocks(source, count, out)
     expected = source.reshape(count, a, b).transpose(0, 2, 1).reshape(count * b, a)
     np.testing.assert_array_equal(out, expected)
+    residual = np.random.default_rng(a * b).normal(size=(count * b, a)).astype(dtype)
+    out = residual.copy()
+    rows.add_transposed_blocks(source, count, out)
+    np.testing.assert_array_equal(out, residual + expected)
 
 
 @pytest.mark.parametrize("width", [5, 8, 16, 37])

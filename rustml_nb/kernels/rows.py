@@ -12,7 +12,7 @@ from numba.extending import overload
 
 from ..jit import KERNEL_OPTIONS, kernel
 from .gemm import matmul_bias, panels_of
-from .simd import flat_map, softmax_scale
+from .simd import flat_map, softmax_scale, transposed_tile
 
 NORM_BATCH, NORM_LAYER = 0, 1
 ACT_NONE, ACT_GELU, ACT_RELU = -1, 0, 1
@@ -444,6 +444,8 @@ def gate_rows(kind, values, weight, bias, logits):
 @kernel
 def transpose_blocks(source, count, out):
     """Each of ``count`` consecutive [a, b] blocks of source [count * a, b] transposed into out [count * b, a]."""
+    if _transposed_in_tiles(source, count, out):
+        return
     a, b = source.shape[0] // count, source.shape[1]
     if a >= 16:  # long rows out: each written whole, from a column of source (3x faster at a = 512, 1.5x at 16)
         for g in range(count):
@@ -463,9 +465,60 @@ def transpose_blocks(source, count, out):
 def add_transposed_blocks(source, count, out):
     """out += source with each of ``count`` consecutive [a, b] blocks of source [count * a, b] transposed
     (out [count * b, a]): a residual added straight from the transposed layout."""
+    if _added_in_tiles(source, count, out):
+        return
     a, b = source.shape[0] // count, source.shape[1]
     for g in range(count):
         for i in range(a):
             row = source[g * a + i]
             for j in range(b):
                 out[g * b + j, i] += row[j]
+
+
+def _transposed_in_tiles(source, count, out):
+    """transpose_blocks done in tiles (``_in_tiles``) where it can be; returns whether it was."""
+
+
+def _added_in_tiles(source, count, out):
+    """add_transposed_blocks done in tiles (``_in_tiles``) where it can be; returns whether it was."""
+
+
+def _in_tiles(add):
+    """The implementation of _added_in_tiles (``add``) or _transposed_in_tiles. float32 blocks whose sides are 8
+    or multiples of 16 (a mixer's 8, 16 or 32 patches by d_model 48 to 192) go in tiles of 16 x 16 values (8 x 16
+    or 16 x 8 at a side of 8): a tile's rows loaded as vectors, exchanged by two-vector shuffles, stored as the
+    rows of its transpose (simd.transposed_tile), 2-4x faster than the loops over values."""
+    square, short_rows, short_columns = (transposed_tile(rows, columns, add) for rows, columns in ((16, 16), (8, 16),
+                                                                                                  (16, 8)))
+
+    def typed(source, count, out):
+        if not source.dtype == out.dtype == types.float32:
+            return lambda source, count, out: False
+
+        def impl(source, count, out):
+            a, b = source.shape[0] // count, source.shape[1]
+            tile_rows, tile_columns = min(a, 16), min(b, 16)
+            source_step, out_step = source.strides[0] // 4, out.strides[0] // 4  # in values
+            # A tile's vector holds a row of 16 values, or two consecutive rows of 8, in source and in out.
+            if (a % tile_rows or b % tile_columns or tile_rows % 8 or tile_columns % 8 or tile_rows + tile_columns < 24
+                    or source.strides[1] != 4 or out.strides[1] != 4
+                    or (tile_columns == 8 and source_step != 8) or (tile_rows == 8 and out_step != 8)):
+                return False
+            source_vector_step, out_vector_step = source_step * (16 // tile_columns), out_step * (16 // tile_rows)
+            for g in range(count):
+                for i0 in range(0, a, tile_rows):
+                    for j0 in range(0, b, tile_columns):
+                        source_start, out_start = (g * a + i0) * source_step + j0, (g * b + j0) * out_step + i0
+                        if tile_rows == 8:
+                            short_rows(source, source_start, source_vector_step, out, out_start, out_vector_step)
+                        elif tile_columns == 8:
+                            short_columns(source, source_start, source_vector_step, out, out_start, out_vector_step)
+                        else:
+                            square(source, source_start, source_vector_step, out, out_start, out_vector_step)
+            return True
+        return impl
+    return typed
+
+
+overload(_transposed_in_tiles, jit_options=KERNEL_OPTIONS)(_in_tiles(add=False))
+overload(_added_in_tiles, jit_options=KERNEL_OPTIONS)(_in_tiles(add=True))

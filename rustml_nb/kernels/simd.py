@@ -4,8 +4,8 @@ Numba's own loops vectorize at most 256 bits wide where LLVM prefers that (as it
 CPU of Intel's since Skylake), and keep a ``x * a + b`` a multiplication and an addition. Code here uses
 the widest vectors of the CPU the code is compiled for and fused multiply-adds: ``gemm``'s tile, and the
 float32 activations that are the mixers' costliest row-wise work (``flat_map``: GELU, exp), about twice
-as fast as the same formula in a Numba loop; and the softmax gate's exponentials, totals and scaling in one
-pass (``softmax_scale``).
+as fast as the same formula in a Numba loop; the softmax gate's exponentials, totals and scaling in one
+pass (``softmax_scale``); and transposes of 16 x 16 tiles by shuffles (``transposed_tile``).
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def flat_map(formula):
     return apply
 
 
-# softmax_scale's vectors: 64 bytes (16 float32) on any CPU, so that a row's total is summed the same way on
-# every CPU (LLVM runs each as two AVX2 vectors where there is no AVX-512).
+# softmax_scale's and transposed_tile's vectors: 64 bytes (16 float32) on any CPU, so that a row's total is
+# summed the same way on every CPU and a tile's row is one vector (LLVM runs each as two AVX2 vectors where
+# there is no AVX-512).
 FIXED_VECTOR_BYTES = 64
 
 
@@ -290,3 +291,78 @@ def softmax_scale(exp_formula, low, high):
 
     return apply
 
+
+def exchange_stages(rows, columns, lanes):
+    """The shuffles that carry a tile of rows x columns, held row after row in vectors of ``lanes`` values, to its
+    transpose, held row after row in as many vectors: a list of stages, each a list of (first, second, mask), one
+    per vector: the vector made of lanes ``mask`` of the two vectors (first, second) of the stage before (lanes
+    ``lanes`` ... of the second). Stage s settles bit s of the vector each value ends in, so 2^s vectors take
+    log2 of that many stages, one two-vector shuffle per vector each (the radix-2 transpose)."""
+    count = rows * columns // lanes
+    stage_count = count.bit_length() - 1
+    if not (rows * columns == count * lanes and count == 1 << stage_count):
+        raise ValueError("exchange_stages: the tile must fill a power of two of vectors")
+    values = [(r, c) for r in range(rows) for c in range(columns)]
+    start = {value: divmod(value[0] * columns + value[1], lanes) for value in values}  # (vector, lane)
+    end = {value: divmod(value[1] * rows + value[0], lanes) for value in values}
+    held = [[None] * lanes for _ in range(count)]
+    for value in values:
+        held[start[value][0]][start[value][1]] = value
+    stages = []
+    for stage in range(stage_count):
+        settled = (2 << stage) - 1  # the bits of the vector index that are the end's from this stage on
+        gathered = [[] for _ in range(count)]
+        for vector in held:
+            for value in vector:
+                gathered[start[value][0] & ~settled | end[value][0] & settled].append(value)
+        if stage == stage_count - 1:
+            gathered = [sorted(vector, key=lambda value: end[value][1]) for vector in gathered]
+        shuffles = []
+        for k, vector in enumerate(gathered):
+            first, second = k & ~(1 << stage), k | (1 << stage)
+            lane_of = {value: lane for lane, value in enumerate(held[first])}
+            lane_of.update({value: lanes + lane for lane, value in enumerate(held[second])})
+            shuffles.append((first, second, [lane_of[value] for value in vector]))
+        stages.append(shuffles)
+        held = gathered
+    assert all(end[value] == (k, lane) for k, vector in enumerate(held) for lane, value in enumerate(vector))
+    return stages
+
+
+def transposed_tile(rows, columns, add):
+    """An intrinsic ``apply(source, source_start, source_step, out, out_start, out_step)``: a tile of rows x columns
+    (8 or 16 each, in ``FIXED_VECTOR_BYTES`` vectors of 16 float32) of flat source transposed into out (added to
+    it when ``add``): the tile is held row after row in the vectors at source_start + v * source_step (v = 0, 1,
+    ...; element offsets into the arrays' data: a vector holds a row of 16 columns, or two rows of 8), and its
+    transpose goes row after row to the vectors at out_start + k * out_step. Moves values only (adds once)."""
+
+    @intrinsic
+    def apply(typingctx, source, source_start, source_step, out, out_start, out_step):
+        if not (isinstance(source, types.Array) and isinstance(out, types.Array)
+                and source.dtype == out.dtype == types.float32):
+            return None
+        sig = types.void(source, source_start, source_step, out, out_start, out_step)
+
+        def codegen(context, builder, signature, args):
+            source_array = context.make_array(signature.args[0])(context, builder, args[0])
+            out_array = context.make_array(signature.args[3])(context, builder, args[3])
+            vectors = Vectors(context, builder, context.get_data_type(signature.args[0].dtype), FIXED_VECTOR_BYTES)
+            i32 = ir.IntType(32)
+            stages = exchange_stages(rows, columns, vectors.lanes)
+
+            def place(array, start, step, k):
+                offset = builder.add(start, builder.mul(step, ir.Constant(start.type, k)))
+                return builder.gep(array.data, [offset])
+
+            held = [vectors.load(place(source_array, args[1], args[2], v)) for v in range(len(stages[0]))]
+            for stage in stages:
+                held = [builder.shuffle_vector(held[first], held[second], ir.Constant(ir.VectorType(i32, len(mask)), mask))
+                        for first, second, mask in stage]
+            for k, vector in enumerate(held):
+                pointer = place(out_array, args[4], args[5], k)
+                vectors.store(builder.fadd(vectors.load(pointer), vector) if add else vector, pointer)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return apply
