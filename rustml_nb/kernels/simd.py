@@ -296,8 +296,8 @@ def exchange_stages(rows, columns, lanes):
     """The shuffles that carry a tile of rows x columns, held row after row in vectors of ``lanes`` values, to its
     transpose, held row after row in as many vectors: a list of stages, each a list of (first, second, mask), one
     per vector: the vector made of lanes ``mask`` of the two vectors (first, second) of the stage before (lanes
-    ``lanes`` ... of the second). Stage s settles bit s of the vector each value ends in, so 2^s vectors take
-    log2 of that many stages, one two-vector shuffle per vector each (the radix-2 transpose)."""
+    ``lanes`` ... of the second). Stage s settles bit s of the index of the vector each value ends in, so 2^n
+    vectors take n stages of one two-vector shuffle per vector (the radix-2 transpose)."""
     count = rows * columns // lanes
     stage_count = count.bit_length() - 1
     if not (rows * columns == count * lanes and count == 1 << stage_count):
